@@ -1,0 +1,323 @@
+"""Building and loading models: our format (safetensors + config) and the original `.ckpt` + `.yaml`.
+
+Our format is a folder with `model.safetensors` (the config is also stored in its metadata) and a readable
+`config.yaml`. The original format is a PyTorch-Lightning checkpoint whose `state_dict` uses the original key
+names, plus the project yaml (`model.target` / `model.params`). The mapping from the original `target`
+strings to our classes lives here and nowhere else.
+
+Loading is strict: every expected key must be present and no unexpected key is ignored, except the
+training-only `loss.*` keys of the original (perceptual network, discriminator), dropped by name.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .net2net import Net2Net, Net2NetConfig
+from .safe_unpickle import CheckpointError, safe_load
+from .vqgan import VQGAN, VQGANConfig
+
+WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
+_META_KEY = "taming_core.config"
+
+_VQ_TARGETS = {
+    "taming.models.vqgan.VQModel": "vq",
+    "taming.models.vqgan.VQNoDiscModel": "vq",
+    "taming.models.vqgan.VQSegmentationModel": "vq",
+    "taming.models.vqgan.GumbelVQ": "gumbel",
+    "taming.models.vqgan.EMAVQ": "ema",
+}
+_NET2NET = "taming.models.cond_transformer.Net2NetTransformer"
+_PERMUTERS = {f"taming.modules.transformer.permuter.{k}": v for k, v in {
+    "Identity": "identity", "Subsample": "subsample", "ZCurve": "zcurve", "SpiralOut": "spiral_out",
+    "SpiralIn": "spiral_in", "Random": "random", "AlternateParsing": "alternate"}.items()}
+_VQ_PARAMS = {"ddconfig", "lossconfig", "n_embed", "embed_dim", "ckpt_path", "ignore_keys", "image_key",
+              "colorize_nlabels", "monitor", "remap", "sane_index_shape", "n_labels", "kl_weight",
+              "temperature_scheduler_config"}
+_DD_PARAMS = {"ch", "out_ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "resamp_with_conv",
+              "in_channels", "resolution", "z_channels", "double_z"}
+_COND_KINDS = {"segmentation": "segmentation", "depth": "depth", "edges": "edges", "edge": "edges",
+               "sketch": "edges", "image": "first_stage"}
+
+
+class ConfigError(ValueError):
+    """A config that names an unknown target or parameter, or does not fit the checkpoint."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Original yaml -> our config
+
+
+def _params(node: dict, allowed: set[str], target: str) -> dict:
+    params = dict(node.get("params") or {})
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {unknown} for target {target}")
+    return params
+
+
+def _vq_from_original(node: dict, base_dir: Path | None) -> dict:
+    target = node.get("target")
+    if target not in _VQ_TARGETS:
+        raise ConfigError(f"unknown first/condition-stage target {target!r}; supported: {sorted(_VQ_TARGETS)}")
+    p = _params(node, _VQ_PARAMS, target)
+    dd = {k: v for k, v in dict(p["ddconfig"]).items() if k in _DD_PARAMS}  # the original ignores extra keys
+    dd.setdefault("double_z", True)  # the original Encoder's default
+    out: dict[str, Any] = {"ddconfig": dd, "n_embed": p["n_embed"], "embed_dim": p["embed_dim"],
+                           "quantizer": _VQ_TARGETS[target], "image_key": p.get("image_key", "image")}
+    if target.endswith("VQSegmentationModel"):
+        out["colorize_nlabels"] = p["n_labels"]
+    elif p.get("colorize_nlabels") is not None:
+        out["colorize_nlabels"] = p["colorize_nlabels"]
+    if out["quantizer"] == "gumbel":
+        out["kl_weight"] = p.get("kl_weight", 1e-8)
+    if p.get("remap") is not None:
+        remap = Path(p["remap"])
+        if not remap.is_absolute() and base_dir is not None and (base_dir / remap).exists():
+            remap = base_dir / remap  # relative to the yaml's folder; else the CWD, as the original
+        out["remap"] = str(remap)
+    return out
+
+
+def _cond_from_original(params: dict, base_dir: Path | None) -> dict:
+    node = params.get("cond_stage_config")
+    key = params.get("cond_stage_key", "depth")
+    if params.get("unconditional") or node == "__is_unconditional__":
+        return {"kind": "none", "sos_token": params.get("sos_token", 0)}
+    if node == "__is_first_stage__":
+        return {"kind": "first_stage"}
+    target = node.get("target") if isinstance(node, dict) else None
+    p = dict(node.get("params") or {}) if isinstance(node, dict) else {}
+    if target == "taming.modules.util.SOSProvider":
+        return {"kind": "none", "sos_token": p.get("sos_token", 0)}
+    if target == "taming.modules.util.Labelator":
+        return {"kind": "class", "n_classes": p.get("n_classes", 1000)}
+    if target == "taming.modules.misc.coord.CoordStage":
+        return {"kind": "coord", "n_embed": p["n_embed"], "down_factor": p["down_factor"]}
+    if target in _VQ_TARGETS:
+        vq = _vq_from_original(node, base_dir)
+        in_ch = vq["ddconfig"]["in_channels"]
+        kind = _COND_KINDS.get(key, "segmentation" if in_ch > 3 else "depth")
+        out = {"kind": kind, "vq": vq, "downsample_size": params.get("downsample_cond_size", -1)}
+        if kind == "segmentation":
+            out["n_labels"] = in_ch
+        return out
+    raise ConfigError(f"unsupported condition stage {target or node!r} (cond_stage_key {key!r})")
+
+
+def config_from_original(cfg: dict, base_dir: Path | None = None) -> dict:
+    """Translate an original project yaml (`model: {target, params}`) into our config dict."""
+    model = cfg.get("model", cfg)
+    target = model.get("target")
+    if target in _VQ_TARGETS:
+        return {"model": "vqgan", **_vq_from_original(model, base_dir)}
+    if target != _NET2NET:
+        raise ConfigError(f"unknown model target {target!r}; supported: {sorted(_VQ_TARGETS) + [_NET2NET]}")
+    p = model.get("params") or {}
+    perm = p.get("permuter_config") or {"target": "taming.modules.transformer.permuter.Identity"}
+    if perm["target"] not in _PERMUTERS:
+        raise ConfigError(f"unknown permuter target {perm['target']!r}")
+    tr = p["transformer_config"]
+    if tr.get("target") != "taming.modules.transformer.mingpt.GPT":
+        raise ConfigError(f"unsupported transformer target {tr.get('target')!r}")
+    return {
+        "model": "net2net",
+        "first_stage": _vq_from_original(p["first_stage_config"], base_dir),
+        "cond_stage": _cond_from_original(p, base_dir),
+        "permuter": {"name": _PERMUTERS[perm["target"]], **(perm.get("params") or {})},
+        "transformer": dict(tr.get("params") or {}),
+        "first_stage_key": p.get("first_stage_key", "image"),
+        "cond_stage_key": p.get("cond_stage_key", "depth"),
+        "pkeep": p.get("pkeep", 1.0),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configs, building
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def resolve_config(config) -> tuple[str, VQGANConfig | Net2NetConfig]:
+    """A yaml path or dict, in the original schema or ours -> ("vqgan" | "net2net", typed config)."""
+    base_dir = None
+    if isinstance(config, (str, Path)):
+        base_dir = Path(config).parent
+        config = _read_yaml(Path(config))
+    elif isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    elif isinstance(config, (VQGANConfig, Net2NetConfig)):
+        return ("vqgan" if isinstance(config, VQGANConfig) else "net2net"), config
+    if not isinstance(config, dict):
+        raise ConfigError(f"a config must be a yaml path or a dict, got {type(config).__name__}")
+    if isinstance(config.get("model"), dict):
+        config = config_from_original(config, base_dir)
+    config = dict(config)
+    kind = config.pop("model", None)
+    schema = {"vqgan": VQGANConfig, "net2net": Net2NetConfig}.get(kind)
+    if schema is None:
+        raise ConfigError(f"config 'model' must be 'vqgan' or 'net2net' (ours) or a dict with a target "
+                          f"(original), got {kind!r}")
+    try:
+        return kind, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), config))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid {kind} config: {e}") from None
+
+
+def config_to_dict(model: VQGAN | Net2Net) -> dict:
+    kind = "vqgan" if isinstance(model, VQGAN) else "net2net"
+    return {"model": kind, **OmegaConf.to_container(OmegaConf.structured(model.config))}
+
+
+def build_model(config) -> VQGAN | Net2Net:
+    """A model with random weights from a yaml path or dict (original schema or ours)."""
+    kind, cfg = resolve_config(config)
+    return VQGAN(cfg) if kind == "vqgan" else Net2Net(cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# State dicts
+
+
+def _is_derived(key: str) -> bool:
+    return key.endswith(".attn.mask")  # the causal mask is rebuilt from the config
+
+
+def _is_training_only(key: str) -> bool:
+    return key.startswith("loss.") or ".loss." in key
+
+
+def load_state_dict_strict(model: torch.nn.Module, state: dict, allow_missing_derived: bool = False) -> None:
+    """Copy `state` into `model`, naming the first missing, unexpected or mis-shaped key if any."""
+    state = {k: v for k, v in state.items() if not _is_training_only(k)}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not (allow_missing_derived and _is_derived(k))]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        raise ConfigError(f"checkpoint lacks {len(missing)} key(s) the config expects, first: {missing[0]} "
+                          f"{tuple(expected[missing[0]].shape)}")
+    if unexpected:
+        raise ConfigError(f"checkpoint has {len(unexpected)} key(s) the config does not expect, first: "
+                          f"{unexpected[0]} {tuple(state[unexpected[0]].shape)}")
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"checkpoint entry {k} is not a tensor")
+        if v.shape != expected[k].shape:
+            raise ConfigError(f"shape mismatch at {k}: checkpoint {tuple(v.shape)}, config "
+                              f"{tuple(expected[k].shape)}")
+    model.load_state_dict(state, strict=False)
+
+
+def _find_original_config(ckpt: Path) -> Path:
+    candidates = [ckpt.with_suffix(".yaml"), ckpt.parent / CONFIG]
+    project = sorted((ckpt.parent.parent / "configs").glob("*-project.yaml"))  # released log-dir layout
+    for c in candidates + project:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(f"no config found for {ckpt}: pass config=..., or put {ckpt.stem}.yaml or "
+                            f"{CONFIG} beside it")
+
+
+def load_original(ckpt: str | Path, config=None) -> VQGAN | Net2Net:
+    """Original `.ckpt` + its yaml -> model (eval mode, CPU). Never runs code from the checkpoint."""
+    ckpt = Path(ckpt)
+    obj = safe_load(ckpt)
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{ckpt} is not a model checkpoint (no state_dict of tensors)")
+    model = build_model(config if config is not None else _find_original_config(ckpt))
+    load_state_dict_strict(model, state)
+    return model.eval()
+
+
+def save_model(model: VQGAN | Net2Net, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write our format: folder/model.safetensors (config in its metadata) and folder/config.yaml."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = config_to_dict(model)
+    seen: dict[int, str] = {}
+    tensors = {}
+    for k, v in model.state_dict().items():
+        if _is_derived(k) or id(v) in seen:
+            continue  # shared stages (first_stage as condition) are stored once
+        seen[id(v)] = k
+        v = v.detach().cpu()
+        tensors[k] = (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+    tmp = folder / (WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(config)})
+    tmp.replace(folder / WEIGHTS)
+    OmegaConf.save(OmegaConf.create(config), folder / CONFIG)
+    return folder
+
+
+def load_ours(path: str | Path, config=None) -> VQGAN | Net2Net:
+    path = Path(path)
+    weights = path / WEIGHTS if path.is_dir() else path
+    if not weights.is_file():
+        raise FileNotFoundError(f"weights not found: {weights}")
+    try:
+        state = load_file(str(weights))
+        from safetensors import safe_open
+        with safe_open(str(weights), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} is truncated or not a safetensors file: {e}") from None
+    if config is None:
+        config = json.loads(meta[_META_KEY]) if _META_KEY in meta else weights.parent / CONFIG
+    model = build_model(config)
+    expected = model.state_dict()
+    for k, v in expected.items():  # restore stages shared by two prefixes
+        if k not in state:
+            twin = next((s for s, t in expected.items() if t is v and s in state), None)
+            if twin is not None:
+                state[k] = state[twin]
+    load_state_dict_strict(model, state, allow_missing_derived=True)
+    return model.eval()
+
+
+def load_model(path: str | Path, config=None) -> VQGAN | Net2Net:
+    """Load ours (a folder or .safetensors) or an original .ckpt (+ yaml); eval mode, on the CPU."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / WEIGHTS).is_file():
+            return load_ours(path, config)
+        ckpts = sorted(path.glob("*.ckpt")) or sorted(path.glob("checkpoints/last.ckpt"))
+        if not ckpts:
+            raise FileNotFoundError(f"{path} holds neither {WEIGHTS} nor a .ckpt file")
+        return load_original(ckpts[0], config)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return load_ours(path, config)
+    return load_original(path, config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`taming-convert original.ckpt [--config project.yaml] out_folder [--half]`."""
+    ap = argparse.ArgumentParser(description="Convert an original taming-transformers checkpoint to our "
+                                             "format (model.safetensors + config.yaml).")
+    ap.add_argument("ckpt", help="original .ckpt file (or a folder holding one)")
+    ap.add_argument("out", help="output folder")
+    ap.add_argument("--config", help="project yaml (default: found beside the checkpoint)")
+    ap.add_argument("--half", action="store_true", help="store float weights as float16")
+    args = ap.parse_args(argv)
+    model = load_model(args.ckpt, args.config)
+    save_model(model, args.out, torch.float16 if args.half else None)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out}/{WEIGHTS} ({n / 1e6:.1f}M parameters) and {args.out}/{CONFIG}")
+
+
+if __name__ == "__main__":
+    main()

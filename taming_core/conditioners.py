@@ -1,0 +1,133 @@
+"""Conditioning stages: each turns a condition into a token sequence c (B, L_c) for the transformer.
+
+Shape legend: B batch, H,W condition map, h,w its latent grid, L_c = h*w (or 1 for start/class tokens).
+All conditioners implement one protocol, `encode(cond) -> LongTensor (B, L_c)`:
+- `Unconditional`: a start-of-sequence token (original SOSProvider).
+- `ClassLabel`: the class id is the token (original Labelator).
+- `VQCondition`: a VQGAN over the condition map: segmentation (one-hot or label ids), depth, edges, or the
+  first stage itself (original `__is_first_stage__`).
+- `CoordCondition`: quantised coordinates (original CoordStage).
+Condition tokens share the transformer's vocabulary with image tokens (no offset), as in the original.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from .vqgan import VQGAN, VQGANConfig
+
+KINDS = ("none", "class", "segmentation", "depth", "edges", "first_stage", "coord")
+
+
+@dataclass
+class ConditionerConfig:
+    kind: str = "none"  # one of KINDS
+    sos_token: int = 0  # none
+    n_classes: int = 1000  # class
+    n_labels: Optional[int] = None  # segmentation: 182 (S-FLCKR), 183 (COCO-Stuff), 151 (ADE20k)
+    # Added to raw label ids modulo 256 before one-hot encoding. None picks the original's choice: 1 for 183
+    # labels (COCO-Stuff, so 255 = unlabelled becomes 0), else 0.
+    label_offset: Optional[int] = None
+    vq: Optional[VQGANConfig] = None  # segmentation / depth / edges: the condition-stage VQGAN
+    downsample_size: int = -1  # original downsample_cond_size: nearest resize to (s, s) before encoding
+    n_embed: int = 1024  # coord
+    down_factor: int = 16  # coord
+
+
+class Conditioner(Protocol):
+    def encode(self, cond) -> torch.Tensor:
+        """Condition -> tokens (B, L_c) int64."""
+        ...
+
+
+def _batch_size(cond) -> int:
+    return 1 if cond is None else int(cond) if isinstance(cond, int) else len(cond)
+
+
+class Unconditional:
+    """Every sequence starts with `sos_token`; `cond` is None (batch 1), a batch size, or any batch."""
+
+    def __init__(self, sos_token: int, device_of):
+        self.sos_token, self._device_of = sos_token, device_of
+
+    def encode(self, cond=None) -> torch.Tensor:
+        return torch.full((_batch_size(cond), 1), self.sos_token, dtype=torch.long, device=self._device_of())
+
+
+class ClassLabel:
+    """Class id c in [0, n_classes) -> the single token c."""
+
+    def __init__(self, n_classes: int):
+        self.n_classes = n_classes
+
+    def encode(self, cond: torch.Tensor) -> torch.Tensor:
+        cond = torch.as_tensor(cond)
+        if cond.ndim != 1 or cond.is_floating_point():
+            raise ValueError(f"class labels must be an int64 tensor of shape (B,), got {cond.dtype} "
+                             f"{tuple(cond.shape)}")
+        if cond.numel() and (int(cond.min()) < 0 or int(cond.max()) >= self.n_classes):
+            raise ValueError(f"class labels must lie in [0, {self.n_classes}), got "
+                             f"[{int(cond.min())}, {int(cond.max())}]")
+        return cond.long()[:, None]
+
+
+class CoordCondition:
+    """Coordinate map (B, 1, H, W) in [0, 1] -> area-downsampled by `down_factor`, rounded to
+    [0, n_embed - 1]. The original rounds c * n_embed, which yields the out-of-range token n_embed at c = 1;
+    here it is clamped to n_embed - 1."""
+
+    def __init__(self, n_embed: int, down_factor: int):
+        self.n_embed, self.down_factor = n_embed, down_factor
+
+    def encode(self, cond: torch.Tensor) -> torch.Tensor:
+        if cond.ndim != 4 or cond.shape[1] != 1:
+            raise ValueError(f"a coordinate map must be (B, 1, H, W), got {tuple(cond.shape)}")
+        if float(cond.min()) < 0 or float(cond.max()) > 1:
+            raise ValueError("a coordinate map must lie in [0, 1]")
+        c = F.interpolate(cond.float(), scale_factor=1 / self.down_factor, mode="area").clamp(0, 1)
+        return (c * self.n_embed).round().long().clamp_max(self.n_embed - 1).flatten(1)  # (B, h*w)
+
+
+class VQCondition:
+    """A VQGAN over the condition map; tokens are its code indices in raster order (B, h*w)."""
+
+    def __init__(self, stage: VQGAN, kind: str, n_labels: int | None = None, label_offset: int | None = None,
+                 downsample_size: int = -1):
+        self.stage, self.kind = stage, kind
+        self.n_labels = n_labels if n_labels is not None else stage.config.ddconfig.in_channels
+        if label_offset is None:
+            label_offset = 1 if self.n_labels == 183 else 0
+        self.label_offset = label_offset
+        self.downsample_size = downsample_size
+
+    def labels_to_onehot(self, labels: torch.Tensor) -> torch.Tensor:
+        """Raw label ids (B, H, W) (dataset ids; COCO-Stuff: 0..181 and 255 = unlabelled) ->
+        one-hot (B, n_labels, H, W) float32."""
+        if labels.is_floating_point() or labels.ndim != 3:
+            raise ValueError(f"a label map must be an integer tensor (B, H, W), got {labels.dtype} "
+                             f"{tuple(labels.shape)}")
+        ids = (labels.long() + self.label_offset) % 256 if self.label_offset else labels.long()
+        bad = (ids < 0) | (ids >= self.n_labels)
+        if bool(bad.any()):
+            raw = sorted(set(labels[bad].unique().tolist()))[:8]
+            raise ValueError(f"label ids {raw} are unknown to this model ({self.n_labels} labels"
+                             f"{', ids shifted by %d' % self.label_offset if self.label_offset else ''})")
+        return F.one_hot(ids, self.n_labels).permute(0, 3, 1, 2).float()
+
+    def prepare(self, cond: torch.Tensor) -> torch.Tensor:
+        """The stage's input (B, C_in, H, W) in [-1, 1] (one-hot maps in {0, 1})."""
+        if not isinstance(cond, torch.Tensor):
+            raise TypeError(f"a {self.kind} condition must be a torch.Tensor, got {type(cond).__name__}")
+        if self.kind == "segmentation" and not cond.is_floating_point():
+            cond = self.labels_to_onehot(cond)
+        elif self.kind in ("depth", "edges") and cond.ndim == 3:
+            cond = cond[:, None]  # (B, H, W) -> (B, 1, H, W)
+        if self.downsample_size > 0:
+            cond = F.interpolate(cond, size=(self.downsample_size, self.downsample_size), mode="nearest")
+        return cond
+
+    def encode(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.stage.encode(self.prepare(cond)).indices.flatten(1)  # (B, h*w)
