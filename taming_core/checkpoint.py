@@ -44,6 +44,9 @@ _VQ_PARAMS = {"ddconfig", "lossconfig", "n_embed", "embed_dim", "ckpt_path", "ig
               "temperature_scheduler_config"}
 _DD_PARAMS = {"ch", "out_ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "resamp_with_conv",
               "in_channels", "resolution", "z_channels", "double_z"}
+_N2N_PARAMS = {"transformer_config", "first_stage_config", "cond_stage_config", "permuter_config", "ckpt_path",
+               "ignore_keys", "first_stage_key", "cond_stage_key", "downsample_cond_size", "pkeep", "sos_token",
+               "unconditional"}
 _COND_KINDS = {"segmentation": "segmentation", "depth": "depth", "edges": "edges", "edge": "edges",
                "sketch": "edges", "image": "first_stage"}
 
@@ -56,11 +59,14 @@ class ConfigError(ValueError):
 # Original yaml -> our config
 
 
-def _params(node: dict, allowed: set[str], target: str) -> dict:
+def _params(node: dict, allowed: set[str], target: str, required: tuple[str, ...] = ()) -> dict:
     params = dict(node.get("params") or {})
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ConfigError(f"unknown parameter(s) {unknown} for target {target}")
+    missing = [k for k in required if k not in params]
+    if missing:
+        raise ConfigError(f"missing parameter(s) {missing} for target {target}")
     return params
 
 
@@ -68,7 +74,7 @@ def _vq_from_original(node: dict, base_dir: Path | None) -> dict:
     target = node.get("target")
     if target not in _VQ_TARGETS:
         raise ConfigError(f"unknown first/condition-stage target {target!r}; supported: {sorted(_VQ_TARGETS)}")
-    p = _params(node, _VQ_PARAMS, target)
+    p = _params(node, _VQ_PARAMS, target, ("ddconfig", "n_embed", "embed_dim"))
     dd = {k: v for k, v in dict(p["ddconfig"]).items() if k in _DD_PARAMS}  # the original ignores extra keys
     dd.setdefault("double_z", True)  # the original Encoder's default
     out: dict[str, Any] = {"ddconfig": dd, "n_embed": p["n_embed"], "embed_dim": p["embed_dim"],
@@ -121,7 +127,7 @@ def config_from_original(cfg: dict, base_dir: Path | None = None) -> dict:
         return {"model": "vqgan", **_vq_from_original(model, base_dir)}
     if target != _NET2NET:
         raise ConfigError(f"unknown model target {target!r}; supported: {sorted(_VQ_TARGETS) + [_NET2NET]}")
-    p = model.get("params") or {}
+    p = _params(model, _N2N_PARAMS, target, ("transformer_config", "first_stage_config", "cond_stage_config"))
     perm = p.get("permuter_config") or {"target": "taming.modules.transformer.permuter.Identity"}
     if perm["target"] not in _PERMUTERS:
         raise ConfigError(f"unknown permuter target {perm['target']!r}")

@@ -111,9 +111,10 @@ _ALLOWED = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, read_storage):
+    def __init__(self, file, read_storage, legacy: bool = False):
         super().__init__(file)
         self._read_storage = read_storage
+        self._legacy = legacy
         self._placeholders: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str):
@@ -135,31 +136,82 @@ class _RestrictedUnpickler(pickle.Unpickler):
         storage_type, key = pid[1], str(pid[2])
         if not isinstance(storage_type, _StorageType):
             raise UnsafeCheckpointError(f"unexpected storage type in checkpoint: {storage_type!r}")
-        return self._read_storage(key, storage_type.dtype)
+        if not self._legacy:
+            return self._read_storage(key, storage_type.dtype)
+        storage = self._read_storage(key, storage_type.dtype, pid[4])  # (.., location, numel, view)
+        if len(pid) > 5 and pid[5] is not None:
+            _, offset, size = pid[5]
+            storage = storage[offset: offset + size]
+        return storage
 
 
-def safe_load(path: str | Path):
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _load_legacy(f, name: str):
+    """The pre-1.6 torch.save layout: magic, protocol, sys_info, the object, storage keys, raw storages."""
+    try:
+        protocol = pickle.load(f)  # plain ints and dicts: no globals involved
+        _RestrictedUnpickler(f, None).load()  # sys_info
+        storages: dict[str, torch.Tensor] = {}
+
+        def read_storage(key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
+            if key not in storages:
+                storages[key] = torch.empty(int(numel), dtype=dtype)  # filled once the data follows
+            return storages[key]
+
+        obj = _RestrictedUnpickler(f, read_storage, legacy=True).load()
+        keys = _RestrictedUnpickler(f, None).load()
+        for key in keys:
+            t = storages[str(key)]
+            n = int.from_bytes(f.read(8), "little")
+            data = f.read(n * t.element_size())
+            if n != t.numel() or len(data) != n * t.element_size():
+                raise CheckpointError(f"{name} is truncated (storage {key})")
+            if n:
+                t.view(torch.uint8).view(-1).copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{name} is truncated or corrupt (legacy torch format, protocol "
+                              f"{locals().get('protocol')}): {e}") from None
+    return obj
+
+
+def _load_from_bytes(data: bytes):
+    """Tensors pickled on their own (pickle.dumps(tensor)) embed a torch.save archive as bytes."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise UnsafeCheckpointError("unexpected torch.storage._load_from_bytes argument")
+    return safe_load(io.BytesIO(data), name="embedded tensor")
+
+
+_ALLOWED[("torch.storage", "_load_from_bytes")] = _load_from_bytes
+
+
+def safe_load(path: str | Path | io.BytesIO, name: str | None = None):
     """Unpickle a torch.save file (zip format) or a plain pickle without running code from it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not isinstance(path, io.BytesIO):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+    name = name or str(path)
     if not zipfile.is_zipfile(path):
-        with open(path, "rb") as f:
+        with (open(path, "rb") if isinstance(path, Path) else path) as f:
+            f.seek(0)
             try:
                 obj = _RestrictedUnpickler(f, None).load()
             except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
                 if isinstance(e, CheckpointError):
                     raise
-                raise CheckpointError(f"{path} is not a checkpoint (or is truncated): {e}") from None
-        if isinstance(obj, int) and obj == 0x1950A86A20F9469CFC6C:
-            raise CheckpointError(f"{path} uses the legacy (pre-1.6) torch.save format; re-save it with "
-                                  "torch.save on torch >= 1.6")
+                raise CheckpointError(f"{name} is not a checkpoint (or is truncated): {e}") from None
+            if isinstance(obj, int) and obj == _LEGACY_MAGIC:
+                return _load_legacy(f, name)
         return obj
     try:
         with zipfile.ZipFile(path) as zf:
             pkl = [n for n in zf.namelist() if n.endswith("data.pkl")]
             if not pkl:
-                raise CheckpointError(f"{path} is a zip file but not a torch checkpoint (no data.pkl)")
+                raise CheckpointError(f"{name} is a zip file but not a torch checkpoint (no data.pkl)")
             prefix = pkl[0][: -len("data.pkl")]
             cache: dict[str, torch.Tensor] = {}
 
@@ -175,4 +227,4 @@ def safe_load(path: str | Path):
         raise
     except (zipfile.BadZipFile, KeyError, EOFError, OSError, pickle.UnpicklingError, RuntimeError,
             ValueError, TypeError) as e:
-        raise CheckpointError(f"{path} is truncated or corrupt: {e}") from None
+        raise CheckpointError(f"{name} is truncated or corrupt: {e}") from None

@@ -27,10 +27,11 @@ def tiny_vqgan_config(**overrides) -> dict:
 
 def tiny_net2net_config(kind: str = "segmentation", n_labels: int = 5, **gpt) -> dict:
     stage = tiny_vqgan_config()
+    del stage["model"]
     cond = {"kind": kind}
     if kind in ("segmentation", "depth", "edges"):
         ch = n_labels if kind == "segmentation" else 1
-        cond["vq"] = {**tiny_vqgan_config(), "image_key": kind}
+        cond["vq"] = {**stage, "image_key": kind}
         cond["vq"]["ddconfig"] = {**stage["ddconfig"], "in_channels": ch, "out_ch": ch}
         cond["n_labels"] = n_labels if kind == "segmentation" else None
     elif kind == "class":

@@ -1,0 +1,73 @@
+"""Configs shaped like the original releases build with random weights, with the original key listings
+(../shared/notes/reference-keys.txt) as their state_dict keys and shapes (training-only loss.* aside)."""
+import re
+from collections import defaultdict
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import taming_core as tc
+from conftest import ORIGINAL_CONFIGS, SHARED
+
+LISTING = SHARED / "notes" / "reference-keys.txt"
+SECTIONS = {  # title prefix in the listing -> our copy of the config
+    "configs/imagenet_vqgan.yaml": "imagenet_vqgan.yaml",
+    "configs/sflckr_cond_stage.yaml": "sflckr_cond_stage.yaml",
+    "Released S-FLCKR transformer": "sflckr_transformer.yaml",
+    "configs/drin_transformer.yaml": "drin_transformer.yaml",
+    "configs/faceshq_transformer.yaml": "faceshq_transformer.yaml",
+    "configs/imagenetdepth_vqgan.yaml": "imagenetdepth_vqgan.yaml",
+}
+
+
+def parse_listing() -> dict[str, dict]:
+    """title -> {"keys": {key: shape}, "prefixes": {prefix: (n_keys, n_elements)}}."""
+    if not LISTING.is_file():
+        pytest.skip(f"{LISTING} not found")
+    sections, current, lines = {}, None, LISTING.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("====") and i + 1 < len(lines):
+            current = {"keys": {}, "prefixes": {}}
+            sections[lines[i + 1].strip()] = current
+        elif current is not None:
+            m = re.match(r"^(\S+) \[([\d, ]*)\] \w+$", line)
+            if m:
+                current["keys"][m[1]] = tuple(int(s) for s in m[2].split(",") if s.strip())
+            m = re.match(r"^\s+(\S+)\.\*\s+(\d+) keys\s+(\d+) elements$", line)
+            if m:
+                current["prefixes"][m[1]] = (int(m[2]), int(m[3]))
+    return sections
+
+
+def find_section(sections: dict, prefix: str) -> dict:
+    return next(v for k, v in sections.items() if k.startswith(prefix))
+
+
+@pytest.mark.parametrize("title,config", SECTIONS.items(), ids=list(SECTIONS.values()))
+def test_release_shaped_config_matches_listing(title, config):
+    section = find_section(parse_listing(), title)
+    with torch.device("meta"):  # shapes only: no memory, no time
+        model = tc.build_model(ORIGINAL_CONFIGS / config)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if section["keys"]:
+        expected = {k: s for k, s in section["keys"].items() if not k.startswith("loss.")}
+        assert ours == expected
+    grouped = defaultdict(lambda: [0, 0])
+    for k, shape in ours.items():
+        prefix = next(p for p in section["prefixes"] if k == p or k.startswith(p + "."))
+        grouped[prefix][0] += 1
+        grouped[prefix][1] += int(torch.Size(shape).numel())
+    expected = {p: v for p, v in section["prefixes"].items() if not p.startswith("loss.")}
+    assert {p: tuple(v) for p, v in grouped.items()} == expected
+
+
+def test_scene_transformer_is_refused_clearly():
+    stage = OmegaConf.to_container(OmegaConf.load(ORIGINAL_CONFIGS / "imagenet_vqgan.yaml"))["model"]
+    cfg = {"model": {"target": "taming.models.cond_transformer.Net2NetTransformer", "params": {
+        "cond_stage_config": {"target": "taming.modules.misc.dummy_cond_stage.DummyCondStage",
+                              "params": {"conditional_key": "objects_bbox"}},
+        "first_stage_config": stage,
+        "transformer_config": {"target": "taming.modules.transformer.mingpt.GPT", "params": {}}}}}
+    with pytest.raises(tc.ConfigError, match="DummyCondStage"):
+        tc.build_model(cfg)
