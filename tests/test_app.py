@@ -1,0 +1,217 @@
+"""The app: handlers as plain functions, the named API endpoints through gradio_client, and a real browser."""
+import os
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+gr = pytest.importorskip("gradio")
+
+import app as A  # noqa: E402
+import taming_core as tc  # noqa: E402
+from conftest import tiny_net2net_config  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def small_model(kind: str, n_labels: int = 5, layers: int = 2) -> dict:
+    """f = 2 stages, 16x16 token grid (32 px), a GPT slow enough that a run takes a visible moment."""
+    cfg = tiny_net2net_config(kind, n_labels=n_labels, n_layer=layers, n_embd=64, n_head=4, block_size=512)
+    for stage in [cfg["first_stage"]] + ([cfg["cond_stage"]["vq"]] if "vq" in cfg["cond_stage"] else []):
+        stage["ddconfig"].update(resolution=32, attn_resolutions=[])
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def bank(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    kinds = {"segmentation": ("segmentation", 183), "edges": ("edges", 0), "depth": ("depth", 0),
+             "unconditional": ("none", 0)}
+    for mode, (kind, n) in kinds.items():
+        tc.save_model(tc.build_model(small_model(kind, n or 5, layers=6)),
+                      root / mode)
+    return A.ModelBank({m: (str(root / m), None) for m in A.MODES})
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("files")
+    Image.fromarray(A.example_maps(32)["Beach"]).save(root / "labels.png")
+    Image.fromarray(tc.labels.colourise(A.example_maps(64)["Forest river"])).save(root / "coloured.png")
+    sketch = np.full((48, 48, 3), 255, np.uint8)
+    sketch[10:12, 5:40] = 0
+    Image.fromarray(sketch).save(root / "sketch.png")
+    ramp = (np.linspace(0, 65535, 40)[:, None] * np.ones((1, 40))).astype(np.uint16)
+    Image.fromarray(ramp).save(root / "depth16.png")
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return root
+
+
+def test_flatten_editor_without_composite_layers_over_background():
+    bg = np.zeros((4, 4, 4), np.uint8)
+    bg[..., :3], bg[..., 3] = (102, 153, 255), 255
+    layer = np.zeros((4, 4, 4), np.uint8)
+    layer[1, 1] = (0, 102, 0, 255)
+    rgb = A.flatten_editor({"background": bg, "layers": [layer], "composite": None})
+    assert tuple(rgb[1, 1]) == (0, 102, 0) and tuple(rgb[0, 0]) == (102, 153, 255)
+    with pytest.raises(gr.Error, match="canvas is empty"):
+        A.flatten_editor({"background": None, "layers": [], "composite": None})
+
+
+def test_antialiased_brush_colours_snap_to_labels():
+    labels = A.example_maps(32)["Mountain lake"]
+    rgb = tc.labels.colourise(labels).astype(int)
+    blurred = np.clip(rgb + np.random.RandomState(0).randint(-20, 21, rgb.shape), 0, 255).astype(np.uint8)
+    assert np.array_equal(tc.condition_maps.labels_from_image(blurred), labels)
+
+
+def test_handlers_stream_and_return_requested_size(bank, files):
+    app = A.App(bank)
+    runs = {
+        "segmentation": app.generate_segmentation(str(files / "labels.png"), seed=1, frames=8),
+        "coloured map, larger": app.generate_segmentation(str(files / "coloured.png"), seed=1, width=48, height=40),
+        "edges": app.generate_edges(str(files / "sketch.png"), "sketch", seed=2, width=64, height=32),
+        "photo edges": app.generate_edges(str(files / "labels.png"), "photo", seed=2),
+        "depth": app.generate_depth(str(files / "depth16.png"), seed=3),
+        "unconditional": app.generate_unconditional(seed=4),
+    }
+    sizes = {"coloured map, larger": (40, 48), "edges": (32, 64)}
+    for name, run in runs.items():
+        outs = list(run)
+        assert len(outs) >= 3, name  # several updates, then the final image
+        image, status, _ = outs[-1]
+        assert image.shape == (*sizes.get(name, (32, 32)), 3) and image.dtype == np.uint8, name
+        assert status.startswith("Done"), (name, status)
+
+
+def test_same_seed_same_image(bank, files):
+    app = A.App(bank)
+    a = list(app.generate_segmentation(str(files / "labels.png"), seed=7))[-1][0]
+    b = list(app.generate_segmentation(str(files / "labels.png"), seed=7))[-1][0]
+    c = list(app.generate_segmentation(str(files / "labels.png"), seed=8))[-1][0]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_bad_inputs_give_clear_messages(bank, files):
+    app = A.App(bank)
+    cases = [
+        (lambda: app.generate_depth(str(files / "corrupt.png")), "not an image"),
+        (lambda: app.generate_segmentation(None), "Upload a label map"),
+        (lambda: app.generate_segmentation(str(files / "labels.png"), width=33), "multiples of 2"),
+        (lambda: app.generate_segmentation(str(files / "labels.png"), width=4096), "up to 4x"),
+        (lambda: app.generate_segmentation(np.full((32, 32), 200, np.uint8)), r"label ids \[200\] are unknown"),
+        (lambda: app.generate_edges(str(files / "sketch.png"), "poem"), "sketch' or 'photo"),
+    ]
+    for make, message in cases:
+        with pytest.raises(gr.Error, match=message):
+            list(make())
+
+
+def test_stop_ends_sampling_within_one_token(bank, files):
+    app = A.App(bank)
+    run = app.generate_segmentation(str(files / "labels.png"), seed=1, frames=32, width=64, height=64)
+    first = next(run)
+    app.request_stop(None)
+    rest = list(run)
+    assert len(rest) == 1 and rest[0][1].startswith("Stopped at")
+    done = int(re.search(r"Stopped at (\d+)/", rest[0][1])[1])
+    assert done < 32 * 32 and rest[0][0].shape == (64, 64, 3) and first[0].shape == (64, 64, 3)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(bank):
+    demo = A.build_demo(bank)
+    demo.queue(default_concurrency_limit=1, max_size=16)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True)
+    yield url
+    demo.close()
+
+
+def test_api_endpoints_stream_images_of_requested_size(served, files):
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False)
+    common = (1, 1.0, 100, 1.0)
+    calls = {
+        "/generate_segmentation": ((handle_file(str(files / "labels.png")), *common, 48, 32, 8), (32, 48)),
+        "/generate_edges": ((handle_file(str(files / "sketch.png")), "sketch", *common, 32, 32, 8), (32, 32)),
+        "/generate_depth": ((handle_file(str(files / "depth16.png")), *common, 32, 64, 8), (64, 32)),
+        "/generate_unconditional": ((*common, 8), (32, 32)),
+    }
+    for api, (args, size) in calls.items():
+        job = client.submit(*args, api_name=api)
+        updates = list(job)
+        assert len(updates) >= 3, api
+        final = np.asarray(Image.open(job.outputs()[-1][0]))
+        assert final.shape[:2] == size, api
+    with pytest.raises(Exception, match="not an image"):
+        client.predict(handle_file(str(files / "corrupt.png")), *common, 0, 0, 8, api_name="/generate_depth")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_browser_paint_generate_stop_and_errors(served, files, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(served)
+        colour_button = page.locator("#seg").get_by_role("button", name="Color", exact=True)
+        colour_button.wait_for(timeout=30000)
+        canvas = page.locator("#seg canvas").first
+        box = canvas.bounding_box()
+        for rgb, y in (((0, 102, 0), 0.3), ((255, 0, 255), 0.7)):  # tree, then person
+            colour_button.click()
+            page.locator(f'#seg button.color[style*="rgb({rgb[0]}, {rgb[1]}, {rgb[2]})"]').click()
+            page.locator("#seg").get_by_role("button", name="Brush", exact=True).click()
+            x0, x1, yy = box["x"] + box["width"] * 0.3, box["x"] + box["width"] * 0.7, box["y"] + box["height"] * y
+            page.mouse.move(x0, yy)
+            page.mouse.down()
+            page.mouse.move(x1, yy, steps=8)
+            page.mouse.up()
+        page.evaluate("""() => { window.__srcs = []; new MutationObserver(() => {
+            const img = document.querySelector('#out img');
+            if (img && window.__srcs[window.__srcs.length - 1] !== img.src) window.__srcs.push(img.src);
+        }).observe(document.body, {subtree: true, childList: true, attributes: true}); }""")
+        page.locator("#width input").fill("64")
+        page.locator("#height input").fill("64")
+        page.click("#go_seg")
+        expect(page.locator("#status textarea")).to_have_value(re.compile("^Done"), timeout=60000)
+        srcs = page.evaluate("window.__srcs")
+        assert len(set(srcs[:-1])) >= 3, srcs  # at least three different partial images before the final one
+        page.wait_for_function("document.querySelector('#out img').naturalWidth > 0")
+        assert page.evaluate("[document.querySelector('#out img').naturalWidth, "
+                             "document.querySelector('#out img').naturalHeight]") == [64, 64]
+        page.screenshot(path=str(tmp_path / "segmentation.png"))
+
+        # Stop midway: sampling ends early and the partial result stays
+        page.locator("#width input").fill("128")
+        page.locator("#height input").fill("128")
+        page.click("#go_seg")
+        expect(page.locator("#status textarea")).to_have_value(re.compile(r"^\d+/4096 tokens"), timeout=60000)
+        page.click("#stop")
+        expect(page.locator("#status textarea")).to_have_value(re.compile("^Stopped at"), timeout=10000)
+
+        # A corrupt upload: a clear message, and the app keeps serving
+        page.get_by_role("tab", name="Depth").click()
+        page.locator("#depth input[type=file]").set_input_files(str(files / "corrupt.png"))
+        expect(page.get_by_text(re.compile("not an image file")).first).to_be_visible(timeout=20000)
+        browser.close()

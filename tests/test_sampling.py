@@ -1,0 +1,240 @@
+"""Samplers (issue 3): cached sampling, the sliding window (exact and fast), streaming, low-bit weights."""
+import numpy as np
+import pytest
+import torch
+
+import taming_core as tc
+from conftest import reference_case, tiny_net2net_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine it waits for a busy core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_model(seed: int = 0, block_size: int = 128, **gpt) -> tc.Net2Net:
+    """A tiny Net2Net (f=2 first stage, 32-token vocabulary) with peaked logits, so greedy choices are robust."""
+    torch.manual_seed(seed)
+    model = tc.build_model(tiny_net2net_config(block_size=block_size, **gpt)).eval()
+    with torch.no_grad():
+        model.transformer.pos_emb.normal_(0, 0.5)
+        model.transformer.head.weight.normal_(0, 0.5)
+    return model
+
+
+def tokens(*shape, seed=0, vocab=32) -> torch.Tensor:
+    return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(seed))
+
+
+def gen(seed=0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@torch.no_grad()
+def recompute_window(model, c_grid, plan, prefix=None, start=0) -> torch.Tensor:
+    """The original sliding-window algorithm (a full forward of the window per token, greedy), on `plan`."""
+    gpt, (wh, ww) = model.transformer, plan.window
+    B, H, W = c_grid.shape
+    grid = torch.zeros_like(c_grid) if prefix is None else prefix.clone()
+    for n in range(start, H * W):
+        i, j = divmod(n, W)
+        t, left = plan.top[i], plan.left[j]
+        seq = torch.cat([c_grid[:, t:t + wh, left:left + ww].reshape(B, -1),
+                         grid[:, t:t + wh, left:left + ww].reshape(B, -1)], 1)
+        logits = gpt(seq[:, :-1])[:, -wh * ww:]  # (B, Lw, V)
+        grid[:, i, j] = logits[:, (i - t) * ww + (j - left)].argmax(-1)
+    return grid
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Plain cached sampling
+
+
+def test_kv_cached_sampling_equals_recompute():
+    model = tiny_model()
+    c, prefix = tokens(2, 16), tokens(2, 5, seed=1)
+    out = tc.sample(model, c, 20, prefix=prefix, greedy=True)
+    seq = torch.cat([c, prefix], 1)
+    with torch.no_grad():
+        for _ in range(20):  # the original sampler: the whole sequence every step
+            seq = torch.cat([seq, model.transformer(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out, seq[:, 16:])
+
+
+def test_filtering_top_k_top_p():
+    logits = torch.tensor([[3.0, 1.0, 2.0, 2.0, -1.0]])
+    kept = torch.isfinite(tc.filter_logits(logits, top_k=2))
+    assert kept.tolist() == [[True, False, True, True, False]]  # ties with the k-th stay, as the original
+    probs = torch.softmax(logits, -1)[0]  # 0.53, 0.07, 0.19, 0.19, 0.01
+    kept = torch.isfinite(tc.filter_logits(logits, top_p=0.6))
+    assert kept.sum() == 2 and kept[0, 0] and probs[0] < 0.6  # the smallest set whose mass reaches 0.6
+    assert torch.isfinite(tc.filter_logits(logits, top_p=1e-6)).sum() == 1  # always at least one
+    model, c = tiny_model(), tokens(2, 16)
+    greedy = tc.sample(model, c, 12, greedy=True)
+    assert torch.equal(tc.sample(model, c, 12, top_k=1, generator=gen()), greedy)
+    assert torch.equal(tc.sample(model, c, 12, top_p=1e-6, generator=gen()), greedy)
+
+
+def test_seeded_runs_are_reproducible():
+    model, c = tiny_model(), tokens(2, 16)
+    a = tc.sample(model, c, 30, top_k=8, generator=gen(5))
+    assert torch.equal(a, tc.sample(model, c, 30, top_k=8, generator=gen(5)))
+    assert not torch.equal(a, tc.sample(model, c, 30, top_k=8, generator=gen(6)))
+    c_grid = tokens(2, 10, 12)
+    kw = dict(window=(4, 4), top_k=8, temperature=1.5)
+    for mode in ("exact", "fast"):
+        a = tc.sample_sliding_window(model, c_grid, mode=mode, generator=gen(5), **kw)
+        assert torch.equal(a, tc.sample_sliding_window(model, c_grid, mode=mode, generator=gen(5), **kw))
+        streamed = list(tc.stream(model, c_grid, mode=mode, generator=gen(5), **kw))[-1].tokens
+        assert torch.equal(a, streamed)  # the streaming form draws the same tokens
+
+
+def test_autocast_dtype_runs_on_cpu():
+    model, c = tiny_model(), tokens(2, 16)
+    out = tc.sample(model, c, 8, greedy=True, dtype=torch.bfloat16)
+    assert out.shape == (2, 8) and out.dtype == torch.int64 and int(out.max()) < 32
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sliding window
+
+
+@pytest.mark.parametrize("H,W", [(24, 20), (16, 16), (17, 31), (40, 16)])
+def test_exact_window_plan_is_the_original_placement(H, W):
+    def local(i, n, half=8, size=16):  # the original's formula
+        return i if i <= half else size - (n - i) if n - i < half else half
+    plan = tc.window_plan((H, W))
+    assert [i - t for i, t in enumerate(plan.top)] == [local(i, H) for i in range(H)]
+    assert [j - t for j, t in enumerate(plan.left)] == [local(j, W) for j in range(W)]
+
+
+def test_fast_plan_holds_the_window_for_a_stride():
+    plan = tc.window_plan((32, 32), mode="fast")  # stride (8, 8): bands [0, 12), [12, 20), [20, 28), [28, 32)
+    assert sorted(set(plan.top)) == [0, 8, 16] and plan.top[11] == 0 and plan.top[12] == plan.top[19] == 8
+    assert tc.window_plan((32, 32), mode="fast", stride=(1, 1)) == tc.window_plan((32, 32))
+    with pytest.raises(ValueError, match="stride"):
+        tc.window_plan((32, 32), mode="fast", stride=(17, 1))
+    with pytest.raises(ValueError, match="fast"):
+        tc.window_plan((32, 32), mode="exact", stride=(4, 4))
+
+
+def test_exact_greedy_reproduces_the_original_sliding_window():
+    folder, e = reference_case("cond_transformer_seg")
+    model = tc.load_model(folder)
+    c_grid = torch.from_numpy(e["big_c_indices"]).view(2, 24, 20)
+    plan = tc.window_plan((24, 20))
+    np.testing.assert_array_equal(np.arange(24) - np.array(plan.top), e["window_local_i"])
+    np.testing.assert_array_equal(np.arange(20) - np.array(plan.left), e["window_local_j"])
+    grid = tc.sample_sliding_window(model, c_grid, greedy=True)  # both examples in one batch
+    np.testing.assert_array_equal(grid.numpy(), e["window_indices"])
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_sliding_window_equals_plain_sampling_when_the_grid_fits_one_window(mode):
+    model = tiny_model()
+    c_grid = tokens(2, 6, 6)
+    plain = tc.sample(model, c_grid.view(2, 36), 36, top_k=10, generator=gen(3)).view(2, 6, 6)
+    window = tc.sample_sliding_window(model, c_grid, window=(6, 6), mode=mode, top_k=10, generator=gen(3))
+    assert torch.equal(window, plain)
+    small = tc.sample_sliding_window(model, c_grid[:, :5, :4], window=(6, 6), mode=mode, top_k=10,
+                                     generator=gen(3))  # smaller than the window: plain sampling
+    assert torch.equal(small, tc.sample(model, c_grid[:, :5, :4].reshape(2, 20), 20, top_k=10,
+                                        generator=gen(3)).view(2, 5, 4))
+
+
+@pytest.mark.parametrize("mode,stride", [("exact", None), ("fast", None), ("fast", (2, 3)), ("fast", (4, 4))])
+def test_cached_window_equals_recomputing_each_window(mode, stride):
+    model = tiny_model(1)
+    c_grid, prefix = tokens(2, 9, 11, seed=2), tokens(2, 9, 11, seed=3)
+    plan = tc.window_plan((9, 11), (4, 4), mode, stride)
+    ours = tc.sample_sliding_window(model, c_grid, window=(4, 4), mode=mode, stride=stride, greedy=True)
+    assert torch.equal(ours, recompute_window(model, c_grid, plan))
+    start = 2 * 11 + 7  # completion: not a multiple of W, where the original skipped columns < 7 of later rows
+    done = tc.sample_sliding_window(model, c_grid, window=(4, 4), mode=mode, stride=stride, greedy=True,
+                                    prefix=prefix, start=start)
+    assert torch.equal(done.view(2, -1)[:, :start], prefix.view(2, -1)[:, :start])
+    assert torch.equal(done, recompute_window(model, c_grid, plan, prefix, start))
+
+
+def test_sliding_window_rejects_bad_input():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="smaller than the window"):
+        tc.sample_sliding_window(model, tokens(1, 3, 12), window=(4, 4))
+    with pytest.raises(ValueError, match="prefix"):
+        tc.sample_sliding_window(model, tokens(1, 8, 8), window=(4, 4), start=5)
+    with pytest.raises(ValueError, match="block_size"):
+        tc.sample_sliding_window(model, tokens(1, 16, 16), window=(12, 12))
+    cfg = tiny_net2net_config()
+    cfg["permuter"] = {"name": "alternate", "H": 8, "W": 8}
+    with pytest.raises(ValueError, match="raster order"):
+        tc.sample_sliding_window(tc.build_model(cfg).eval(), tokens(1, 8, 8), window=(4, 4))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Streaming
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_stream_previews_before_the_end_on_a_16x16_grid(windowed):
+    model = tiny_model(block_size=512)
+    c = tokens(1, 16, 16) if windowed else tokens(1, 256)
+    kw = dict(window=(8, 8)) if windowed else dict(grid=(16, 16))
+    events = list(tc.stream(model, c, generator=gen(), fill=torch.ones(1, 3, 4, 4), **kw))
+    assert len(events) == 256 and [e.done for e in events] == list(range(1, 257))
+    previews = [e for e in events if e.preview is not None]
+    assert previews[0].done < 256 and previews[-1] is events[-1] and events[-1].finished
+    first = previews[0]
+    assert first.preview.shape == (1, 3, 32, 32)  # f = 2
+    rows = first.preview_rows
+    assert 0 < rows < 16 and torch.all(first.preview[:, :, 2 * rows:] == tc.streaming.FADE)  # faded fill
+    final = model.decode_indices(events[-1].tokens.view(1, -1), grid=(16, 16))
+    torch.testing.assert_close(events[-1].preview, final)
+    assert events[-1].tokens_per_s > 0 and events[-1].position == (15, 15)
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_closing_the_stream_stops_within_one_token(windowed):
+    model = tiny_model()
+    calls = []
+    model.transformer.register_forward_hook(lambda *_: calls.append(1))
+    c = tokens(1, 8, 8) if windowed else tokens(1, 16)
+    events = tc.stream(model, c, window=(4, 4), greedy=True)
+    for _ in range(5):
+        next(events)
+    before = len(calls)
+    events.close()  # the app's Stop button
+    assert before <= 5  # one forward per token (the first one is the prefill)
+    assert len(calls) == before
+    with pytest.raises(StopIteration):
+        next(events)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fewer bytes per token
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bfloat16])
+def test_quantized_gpt_is_a_close_copy(dtype):
+    model = tiny_model()
+    low = tc.quantize_gpt(model, dtype)
+    assert low.first_stage_model is model.first_stage_model  # frozen stages are shared, not copied
+    assert type(model.transformer.blocks[0].attn.query) is torch.nn.Linear  # the original is untouched
+    z, c = tokens(2, 20), tokens(2, 16, seed=1)
+    with torch.no_grad():
+        ref, out = model(z, c), low(z, c)
+    err = (out - ref).abs().max() / ref.abs().max()
+    assert err < (0.03 if dtype == torch.int8 else 0.02)
+    agree = (out.argmax(-1) == ref.argmax(-1)).float().mean()
+    assert agree > 0.9
+    seq = torch.cat([c, z], 1)  # token by token through the cache: the int8 matrix-vector kernel path
+    cache = low.transformer.new_cache(2)
+    with torch.no_grad():
+        low.transformer(seq[:, :16], cache)
+        stepped = torch.cat([low.transformer(seq[:, t:t + 1], cache) for t in range(16, 36)], 1)
+        full = model.transformer(seq)[:, 16:36]
+    assert (stepped - full).abs().max() / full.abs().max() < 0.03
+    assert tc.sample(low, c, 10, greedy=True).shape == (2, 10)

@@ -1,0 +1,216 @@
+"""The training scripts end to end on tiny generated data: loadable checkpoints, kill-and-resume, torchrun."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import taming_core as tc
+
+ROOT = Path(__file__).resolve().parents[1]
+VQGAN = ROOT / "train" / "train_vqgan.py"
+TRANSFORMER = ROOT / "train" / "train_transformer.py"
+# One thread per process: the scripts' results are then reproducible and CPU contention cannot stall them.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def run(script: Path, *args, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(script), *map(str, args)], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script.name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def log(run_dir: Path) -> list[dict]:
+    entries = []
+    for line in (run_dir / "log.jsonl").read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a killed process
+            continue
+    return entries
+
+
+def make_images(folder: Path, n: int = 6, seed: int = 0) -> Path:
+    """Random images of several modes and sizes in two class sub-folders (a/, b/)."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        sub = folder / "ab"[i % 2]
+        sub.mkdir(parents=True, exist_ok=True)
+        h, w = 18 + i, 22
+        rgb = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+        if i % 3 == 0:
+            Image.fromarray(rgb).save(sub / f"{i}.jpg")
+        elif i % 3 == 1:
+            Image.fromarray(rgb[..., 0]).save(sub / f"{i}.png")  # greyscale
+        else:
+            Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(sub / f"{i}.webp")  # RGBA webp
+    return folder
+
+
+def make_segmentation_data(folder: Path, n: int = 5, n_labels: int = 5) -> Path:
+    rng = np.random.default_rng(1)
+    (folder / "images").mkdir(parents=True)
+    (folder / "segmentations").mkdir()
+    for i in range(n):
+        Image.fromarray((rng.random((20, 22, 3)) * 255).astype(np.uint8)).save(folder / "images" / f"{i}.jpg")
+        labels = rng.integers(0, n_labels, (20, 22)).astype(np.uint8)
+        Image.fromarray(labels).save(folder / "segmentations" / f"{i}.png")
+    return folder / "images"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return make_images(tmp_path_factory.mktemp("data") / "images")
+
+
+@pytest.fixture(scope="module")
+def vq_run(tmp_path_factory, images) -> Path:
+    """An uninterrupted tiny VQGAN run of 10 steps, a checkpoint every 2; unused codes restart from step 4 on
+    (random draws: the resume test then checks that the RNG states are restored too)."""
+    out = tmp_path_factory.mktemp("vq")
+    run(VQGAN, "--preset", "tiny", "--data", images, "--out", out, "--steps", 10, "save_every=2",
+        "model.dead_code_threshold=0.97")
+    return out
+
+
+def test_vqgan_writes_loadable_weights_and_logs(vq_run):
+    model = tc.load_model(vq_run / "model")
+    assert isinstance(model, tc.VQGAN) and model.config.ddconfig.resolution == 16
+    steps = [int(p.stem.split("-")[1]) for p in tc.list_checkpoints(vq_run)]
+    assert steps == [6, 8, 10]  # pruned to keep_last = 3
+    entries = log(vq_run)
+    assert [e["step"] for e in entries] == list(range(1, 11))
+    assert all(0 < e["codes_used"] <= 1 and e["perplexity"] >= 1 for e in entries)
+    assert entries[0]["g"] == 0 and entries[-1]["d"] > 0  # the discriminator starts at step 2
+    assert (vq_run / "images" / "step-00000010.png").is_file()
+
+
+def test_vqgan_kill_and_resume_matches_uninterrupted(tmp_path, images, vq_run):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, str(VQGAN), "--preset", "tiny", "--data", str(images), "--out", str(out),
+           "--steps", "10", "save_every=2", "model.dead_code_threshold=0.97"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while tc.latest_checkpoint(out) is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = tc.load_checkpoint(tc.latest_checkpoint(out))["step"]
+    if saved >= 10:
+        pytest.skip("the run finished before it could be killed")
+    run(VQGAN, "--preset", "tiny", "--data", images, "--out", out, "--steps", 10, "--resume")
+    resumed = {e["step"]: e for e in log(out)[::-1]}  # the resumed run's entries win
+    reference = {e["step"]: e for e in log(vq_run)}
+    for step in range(saved + 1, 11):
+        for key in ("loss", "rec", "perc", "d"):
+            assert resumed[step][key] == pytest.approx(reference[step][key], rel=1e-5, abs=1e-7), (step, key)
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, images, vq_run):
+    last = tc.latest_checkpoint(vq_run)
+    proc = run(VQGAN, "--preset", "tiny", "--data", images, "--out", tmp_path, "--steps", 12, "--resume", last,
+               "loss.codebook_weight=nan", check=False)
+    assert proc.returncode != 0 and "non-finite loss at step 10" in proc.stderr
+    assert tc.list_checkpoints(tmp_path) == [] and tc.load_checkpoint(last)["step"] == 10
+
+
+def test_vqgan_skips_corrupt_files_and_refuses_empty_folder(tmp_path):
+    data = make_images(tmp_path / "images", n=3)
+    (data / "a" / "truncated.jpg").write_bytes((data / "a" / "0.jpg").read_bytes()[:200])
+    (data / "b" / "garbage.png").write_bytes(b"not an image at all")
+    proc = run(VQGAN, "--preset", "tiny", "--data", data, "--out", tmp_path / "out", "--steps", 4,
+               "save_every=4", "image_every=4")
+    assert "skipping unreadable file" in proc.stderr
+    assert tc.load_model(tmp_path / "out" / "model") is not None
+    (tmp_path / "empty").mkdir()
+    proc = run(VQGAN, "--preset", "tiny", "--data", tmp_path / "empty", "--out", tmp_path / "o2", check=False)
+    assert proc.returncode != 0 and "no images" in proc.stderr
+
+
+@pytest.mark.parametrize("cond", ["none", "class"])
+def test_transformer_writes_loadable_net2net(tmp_path, images, vq_run, cond):
+    out = tmp_path / cond
+    run(TRANSFORMER, "--preset", "tiny", "--data", images, "--first-stage", vq_run / "model", "--cond", cond,
+        "--out", out)
+    net = tc.load_model(out / "model")
+    assert isinstance(net, tc.Net2Net) and net.config.cond_stage.kind == cond
+    entries = log(out)
+    assert "val_bits_per_token" in entries[-1] and entries[-1]["val_bits_per_token"] > 0
+    assert (out / "codes.pt").is_file() and (out / "images" / "step-00000006.png").is_file()
+
+
+def test_transformer_on_segmentation_condition_and_resume(tmp_path, vq_run):
+    data = make_segmentation_data(tmp_path / "seg")
+    seg = tmp_path / "seg_vq"
+    run(VQGAN, "--preset", "tiny", "--data", data, "--kind", "segmentation", "data.n_labels=5", "--out", seg)
+    stage = tc.load_model(seg / "model")
+    assert stage.config.image_key == "segmentation" and stage.config.ddconfig.in_channels == 5
+    full, part = tmp_path / "full", tmp_path / "part"
+    common = ["--preset", "tiny", "--data", data, "--first-stage", vq_run / "model", "--cond", "segmentation",
+              "--cond-stage", seg / "model"]
+    run(TRANSFORMER, *common, "--out", full)
+    net = tc.load_model(full / "model")
+    assert net.config.cond_stage.kind == "segmentation" and net.config.transformer.block_size == 128
+    # resume the full run's step-3 checkpoint in another folder: steps 4..6 must repeat exactly
+    run(TRANSFORMER, *common, "--out", part, "--resume", full / "checkpoints" / "step-00000003.pt")
+    a, b = log(full)[3:], log(part)
+    assert [e["step"] for e in b] == [e["step"] for e in a] == [4, 5, 6]
+    for x, y in zip(a, b):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-6)
+
+
+def torchrun(*args, timeout: int = 300) -> tuple[int, str, str]:
+    """2 processes on the CPU (gloo); on a hang the launcher and its workers are killed together."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *map(str, args)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun hung for {timeout} s:\n{err[-3000:]}")
+    return proc.returncode, out, err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(tmp_path, images, vq_run):
+    out = tmp_path / "ddp_vq"
+    code, stdout, stderr = torchrun(VQGAN, "--preset", "tiny", "--data", images, "--out", out,
+                                    "model.dead_code_threshold=0.97")  # restarts broadcast from rank 0
+    assert code == 0, stderr[-3000:]
+    assert "2 process(es)" in stdout
+    assert isinstance(tc.load_model(out / "model"), tc.VQGAN)
+    out = tmp_path / "ddp_gpt"
+    code, stdout, stderr = torchrun(TRANSFORMER, "--preset", "tiny", "--data", images, "--first-stage",
+                                    vq_run / "model", "--cond", "class", "--out", out)
+    assert code == 0, stderr[-3000:]
+    assert isinstance(tc.load_model(out / "model"), tc.Net2Net)
+    assert log(out)[-1]["val_bits_per_token"] > 0
+
+
+def test_evaluate_cli_reconstruction_and_fid(tmp_path, images, vq_run):
+    out = tmp_path / "rec.json"
+    run(ROOT / "train" / "evaluate.py", "reconstruction", "--model", vq_run / "model", "--data", images, "--json", out)
+    rec = json.loads(out.read_text())
+    assert rec["images"] == 6 and rec["size"] == 16 and 0 < rec["codebook_fraction_used"] <= 1
+    assert rec["psnr"] > 0 and -1 <= rec["ssim"] <= 1 and rec["perceptual"] > 0
+    try:
+        tc.evaluation.inception_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    out = tmp_path / "fid.json"
+    run(ROOT / "train" / "evaluate.py", "fid", "--real", images / "a", "--fake", images / "b", "--kid-subset-size", 3,
+        "--json", out)
+    fid = json.loads(out.read_text())
+    assert fid["real_images"] == 3 and fid["fake_images"] == 3 and fid["fid"] > 0

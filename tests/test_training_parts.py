@@ -1,0 +1,269 @@
+"""Invariants of the training-only library parts: losses, discriminator, perceptual distance, data, evaluation,
+resume checkpoints."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import taming_core as tc
+from conftest import SHARED
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared, busy CPU more threads make these small ops many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def perceptual():
+    try:
+        return tc.PerceptualDistance()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+# ---- perceptual distance ----------------------------------------------------------------------------------
+
+
+def test_perceptual_distance_is_zero_on_equal_images_and_grows_with_noise(perceptual):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    noise = torch.randn(2, 3, 32, 32, generator=g)
+    d = [perceptual(x, (x + s * noise).clamp(-1, 1)) for s in (0.0, 0.05, 0.3)]
+    assert torch.allclose(d[0], torch.zeros(2), atol=1e-6)
+    assert (d[1] > 0).all() and (d[2] > d[1]).all()
+    assert torch.allclose(perceptual(x, x.flip(0)), perceptual(x.flip(0), x), atol=1e-6)  # symmetric
+    grey = x[:, :1]
+    assert perceptual(grey, grey).shape == (2,)  # one-channel maps are repeated to three
+
+
+def test_perceptual_network_is_frozen_and_stays_in_eval_mode(perceptual):
+    perceptual.train()
+    assert not perceptual.training and not perceptual.net.training
+    assert not any(p.requires_grad for p in perceptual.parameters())
+    x = torch.zeros(1, 3, 16, 16, requires_grad=True)
+    perceptual(x, torch.ones(1, 3, 16, 16)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # gradients still reach the images
+
+
+def test_lpips_loads_original_key_names_strictly(tmp_path):
+    ref = tc.LPIPS()
+    for k in range(5):  # positive channel weights, as trained LPIPS has
+        getattr(ref, f"lin{k}").model[1].weight.data.uniform_(0.1, 1.0)
+    state = {f"loss.perceptual_loss.{k}": v for k, v in ref.state_dict().items()}
+    torch.save({"state_dict": {**state, "encoder.conv_in.weight": torch.zeros(1)}}, tmp_path / "last.ckpt")
+    lpips = tc.load_lpips(tmp_path / "last.ckpt")  # an original training checkpoint: the prefix is stripped
+    keys_file = SHARED / "notes" / "reference-keys.txt"  # the original's key names and shapes, if at hand
+    if keys_file.is_file():
+        lines = [ln.split() for ln in keys_file.read_text().splitlines() if ln.startswith("loss.perceptual_loss.")]
+        expected = {name: [int(d) for d in shape.strip("[]").split(",") if d] for name, shape, *_ in
+                    [(ln[0], "".join(ln[1:-1])) for ln in lines]}
+        assert {k: list(v.shape) for k, v in state.items()} == expected
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    y = (x + 0.2 * torch.randn_like(x)).clamp(-1, 1)
+    assert torch.allclose(lpips(x, x), torch.zeros(2), atol=1e-6) and (lpips(x, y) > 0).all()
+    assert torch.allclose(lpips(x, y), ref(x, y))
+    torch.save({k: v for k, v in ref.state_dict().items() if not k.startswith("lin4")}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="lin4"):
+        tc.load_lpips(tmp_path / "bad.pt")
+    loss = tc.VQGANLoss(tc.VQGANLossConfig(lpips_weights=str(tmp_path / "last.ckpt")))
+    assert isinstance(loss.perceptual, tc.LPIPS)
+
+
+# ---- discriminator and losses -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layers,size", [(3, 256), (3, 64), (2, 16)])
+def test_discriminator_patch_grid(layers, size):
+    d = tc.NLayerDiscriminator(3, 8, layers)
+    assert d(torch.zeros(1, 3, size, size)).shape == (1, 1, d.patch_grid(size), d.patch_grid(size))
+    assert d.patch_grid(256) == 30 or layers != 3  # the original's 30x30 patches at 256
+
+
+def test_disc_factor_switches_on_and_ramps():
+    cfg = tc.VQGANLossConfig(disc_start=10, disc_ramp=4, disc_factor=1.0)
+    assert [tc.disc_factor_at(s, cfg) for s in (0, 9, 10, 11, 13, 100)] == [0, 0, 0.25, 0.5, 1.0, 1.0]
+    assert tc.disc_factor_at(10, tc.VQGANLossConfig(disc_start=10, disc_ramp=0)) == 1.0  # the original switch
+
+
+def test_adaptive_weight_is_the_ratio_of_gradient_norms():
+    w = torch.randn(4, 3, requires_grad=True)
+    x = torch.randn(5, 4)
+    rec, gan = (x @ w).abs().mean(), -(x @ w).sum() * 3
+    g_rec = torch.autograd.grad(rec, w, retain_graph=True)[0].norm()
+    g_gan = torch.autograd.grad(gan, w, retain_graph=True)[0].norm()
+    lam = tc.adaptive_weight(rec, gan, w, delta=1e-4)
+    assert lam.item() == pytest.approx((g_rec / (g_gan + 1e-4)).item(), rel=1e-5)
+    assert not lam.requires_grad
+    dead = (x @ w).sum() * 0  # a vanishing GAN gradient: delta keeps lambda finite, the clamp caps it
+    assert tc.adaptive_weight(rec, dead, w, delta=1e-4, max_weight=1e4).item() <= 1e4
+
+
+def test_hinge_loss_is_zero_for_a_confident_discriminator():
+    assert tc.hinge_d_loss(torch.full((2, 1, 3, 3), 2.0), torch.full((2, 1, 3, 3), -2.0)).item() == 0
+    assert tc.hinge_d_loss(torch.zeros(1), torch.zeros(1)).item() == pytest.approx(1.0)
+
+
+def test_generator_loss_before_and_after_disc_start():
+    loss = tc.VQGANLoss(tc.VQGANLossConfig(perceptual_weight=0, disc_start=5, disc_ramp=0))
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    last = torch.nn.Parameter(torch.full((8, 8), 0.1))
+    x_hat = torch.tanh(x @ last)  # (B, 3, 8, 8) through a stand-in for the decoder's last layer
+    early = loss.generator(x, x_hat, torch.tensor(0.5), step=0)
+    assert early.gan == 0 and early.adaptive_weight == 0
+    assert early.total.item() == pytest.approx(early.reconstruction.item() + 0.5, rel=1e-6)
+    with pytest.raises(ValueError, match="logits_fake"):
+        loss.generator(x, x_hat, torch.tensor(0.5), step=5)
+    late = loss.generator(x, x_hat, torch.tensor(0.5), step=5, logits_fake=x_hat.mean(1, keepdim=True),
+                          last_layer=last)
+    assert late.disc_factor == 1.0 and late.adaptive_weight > 0
+
+
+def test_segmentation_losses_match_torch():
+    logits, labels = torch.randn(2, 4, 5, 5), torch.randint(0, 4, (2, 5, 5))
+    onehot = torch.nn.functional.one_hot(labels, 4).permute(0, 3, 1, 2).float()
+    assert tc.segmentation_loss(logits, labels, "bce").item() == pytest.approx(
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, onehot).item())
+    assert tc.segmentation_loss(logits, labels, "ce").item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, labels).item())
+
+
+# ---- data -------------------------------------------------------------------------------------------------
+
+
+def _save(path, array, **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, **kw).save(path)
+
+
+def test_image_modes_and_small_images_become_rgb_crops(tmp_path):
+    rng = np.random.default_rng(0)
+    _save(tmp_path / "rgb.jpg", (rng.random((40, 50, 3)) * 255).astype(np.uint8))
+    _save(tmp_path / "grey.png", (rng.random((30, 30)) * 255).astype(np.uint8))
+    _save(tmp_path / "rgba.png", (rng.random((30, 30, 4)) * 255).astype(np.uint8))
+    Image.fromarray((rng.random((30, 30)) * 65535).astype(np.uint16)).save(tmp_path / "deep.png")  # 16-bit
+    _save(tmp_path / "sub" / "small.webp", (rng.random((6, 9, 3)) * 255).astype(np.uint8))  # < size
+    ds = tc.ImageFolder(tc.DataConfig(root=str(tmp_path), size=16))
+    assert len(ds) == 5
+    for i in range(len(ds)):
+        for key in (i, (i, 123)):
+            x = ds[key]["image"]
+            assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
+    deep = ds[[p.name for p in ds.files].index("deep.png")]["image"]
+    assert deep.std() > 0.1  # 16-bit values are scaled, not clipped to white
+    assert torch.equal(ds[(0, 7)]["image"], ds[(0, 7)]["image"])  # the key's seed fixes crop and flip
+
+
+def test_corrupt_files_are_skipped_counted_and_warned_once(tmp_path):
+    _save(tmp_path / "good.png", np.zeros((20, 20, 3), np.uint8))
+    (tmp_path / "bad1.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (tmp_path / "bad2.png").write_bytes(b"nope")
+    ds = tc.ImageFolder(tc.DataConfig(root=str(tmp_path), size=16))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        examples = [ds[i] for i in range(len(ds))]
+    assert all(int(e["index"]) == [p.name for p in ds.files].index("good.png") for e in examples)
+    assert len(ds.skipped) == 2 and len([w for w in caught if "unreadable" in str(w.message)]) == 1
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(tc.DataError, match="no images"):
+        tc.ImageFolder(tc.DataConfig(root=str(tmp_path)))
+
+
+def test_segmentation_maps_checked_for_size_and_label_range(tmp_path):
+    _save(tmp_path / "images" / "a.jpg", np.zeros((20, 24, 3), np.uint8))
+    _save(tmp_path / "segmentations" / "a.png", np.full((20, 24), 3, np.uint8))
+    cfg = tc.DataConfig(root=str(tmp_path / "images"), size=16, kind="segmentation", n_labels=5)
+    ex = tc.ImageFolder(cfg)[(0, 1)]
+    assert ex["segmentation"].shape == (16, 16) and ex["segmentation"].dtype == torch.int64
+    assert (ex["segmentation"] == 3).all()
+    with pytest.raises(tc.DataError, match="outside the 3 labels"):
+        tc.ImageFolder(tc.DataConfig(**{**cfg.__dict__, "n_labels": 3}))[0]
+    _save(tmp_path / "segmentations" / "a.png", np.zeros((10, 24), np.uint8))
+    with pytest.raises(tc.DataError, match="its image's size"):
+        tc.ImageFolder(cfg)[0]
+    # COCO-Stuff: 183 labels shift 255 (unlabelled) to 0
+    _save(tmp_path / "segmentations" / "a.png", np.full((20, 24), 255, np.uint8))
+    coco = tc.ImageFolder(tc.DataConfig(**{**cfg.__dict__, "n_labels": 183}))[0]
+    assert (coco["segmentation"] == 0).all()
+
+
+def test_depth_float_in_rgba_and_16_bit(tmp_path):
+    d = np.linspace(-3, 5, 20 * 24, dtype=np.float32).reshape(20, 24)
+    _save(tmp_path / "images" / "a.jpg", np.zeros((20, 24, 3), np.uint8))
+    _save(tmp_path / "depth" / "a.png", d.view(np.uint8).reshape(20, 24, 4), mode="RGBA")
+    ex = tc.ImageFolder(tc.DataConfig(root=str(tmp_path / "images"), size=20, kind="depth",
+                                      resize="upscale"))[0]
+    expected = (d - d.min()) / (d.max() - d.min()) * 2 - 1
+    assert torch.allclose(ex["depth"][0], torch.from_numpy(expected[:, 2:22]), atol=1e-5)
+
+
+def test_canny_edges_are_binary_maps(tmp_path):
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:, 16:] = 255
+    _save(tmp_path / "a.png", img)
+    e = tc.ImageFolder(tc.DataConfig(root=str(tmp_path), size=32, kind="edges"))[0]["edges"]
+    assert e.shape == (1, 32, 32) and set(e.unique().tolist()) == {-1.0, 1.0}
+
+
+def test_sampler_resumes_mid_stream_and_shards_ranks():
+    full = iter(tc.ResumableSampler(10, seed=3))
+    keys = [next(full) for _ in range(25)]
+    later = iter(tc.ResumableSampler(10, seed=3, start=17))
+    assert [next(later) for _ in range(8)] == keys[17:]
+    assert sorted(k[0] for k in keys[:10]) == list(range(10))  # an epoch is a permutation
+    ranks = [iter(tc.ResumableSampler(10, seed=3, rank=r, world_size=2)) for r in range(2)]
+    epoch = [next(it)[0] for it in ranks for _ in range(5)]
+    assert sorted(epoch) == list(range(10))  # the two ranks share one epoch without overlap
+
+
+# ---- evaluation -------------------------------------------------------------------------------------------
+
+
+def test_psnr_and_ssim():
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert tc.ssim(x, x).allclose(torch.ones(2), atol=1e-5)
+    assert (tc.psnr(x, x) > 100).all()
+    y = (x + 0.1).clamp(-1, 1)
+    assert (tc.psnr(x, y) < 30).all() and (tc.ssim(x, -x) < tc.ssim(x, y)).all()
+
+
+def test_frechet_distance_matches_a_general_eigen_solver():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200, 8, generator=g, dtype=torch.float64)
+    b = torch.randn(150, 8, generator=g, dtype=torch.float64) @ torch.randn(8, 8, generator=g, dtype=torch.float64)
+    s1, s2 = np.cov(a.numpy().T), np.cov(b.numpy().T)
+    tr_sqrt = np.sqrt(np.linalg.eigvals(s1 @ s2).real.clip(0)).sum()
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum().item() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt
+    assert tc.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert abs(tc.frechet_distance(a, a)) < 1e-8
+    kid, _ = tc.kernel_inception_distance(a, a[torch.randperm(200, generator=g)], subsets=3, subset_size=100)
+    assert abs(kid) < 0.2 < tc.kernel_inception_distance(a, b + 3, subsets=3, subset_size=100)[0]
+
+
+def test_usage_from_counts():
+    u = tc.usage_from_counts(torch.tensor([5.0, 5.0, 0.0, 0.0]))
+    assert u.fraction_used == 0.5 and u.dead_codes == 2 and u.perplexity == pytest.approx(2.0)
+
+
+# ---- resume checkpoints -----------------------------------------------------------------------------------
+
+
+def test_checkpoints_are_atomic_pruned_and_ignore_leftover_temporaries(tmp_path):
+    for step in (1, 2, 3, 4):
+        tc.save_checkpoint({"step": step, "w": torch.ones(2) * step}, tmp_path, step, keep_last=2)
+    (tmp_path / "checkpoints" / ".step-00000005.pt.tmp").write_bytes(b"half written")  # killed during a save
+    assert [p.name for p in tc.list_checkpoints(tmp_path)] == ["step-00000003.pt", "step-00000004.pt"]
+    state = tc.load_checkpoint(tc.resolve_resume("latest", tmp_path))
+    assert state["step"] == 4 and torch.equal(state["w"], torch.full((2,), 4.0))
+    assert math.isclose(float(tc.load_checkpoint(tc.resolve_resume(tmp_path, tmp_path))["w"][0]), 4.0)

@@ -1,0 +1,407 @@
+"""Train the transformer of a Net2Net model on a folder of images, over a frozen VQGAN (and condition stage).
+
+    python train/train_transformer.py --data photos/ --first-stage runs/vq/model --out runs/gpt
+    python train/train_transformer.py --data imagenet_subset/ --cond class --first-stage runs/vq/model ...
+    python train/train_transformer.py --data sflckr/images --cond segmentation --cond-stage runs/seg/model ...
+    torchrun --nproc_per_node 4 train/train_transformer.py ...                      # DDP, one GPU each
+
+Conditions: none, class (sub-folder names), segmentation (label PNGs, default folder ../segmentations),
+depth (16-bit or float-in-RGBA PNGs, ../depth16 or ../depth), edges (OpenCV Canny of each image, or given
+PNGs with data.edges=given). The data set is encoded to code indices once (centre crops, and their mirror
+images when data.flip) and cached in <out>/codes.pt; training then reads tokens only. Every default is in
+`TrainConfig`; `--preset tiny`, `--config` yaml and key=value overrides merge over it, then the flags.
+Steps: setup, data (encode or load the cache), model, optimizer, loop, save.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+import taming_core as tc
+
+CONDITIONS = {"none": "image", "class": "class", "segmentation": "segmentation", "depth": "depth",
+              "edges": "edges"}  # condition -> data kind
+
+
+@dataclass
+class TrainConfig:
+    data: tc.DataConfig = field(default_factory=lambda: tc.DataConfig(size=0))  # size 0: the first stage's
+    condition: str = "none"  # one of CONDITIONS
+    first_stage: str = ""  # VQGAN: our folder / .safetensors, or an original .ckpt (+ yaml)
+    cond_stage: Optional[str] = None  # VQ model of the maps (segmentation, depth, edges)
+    transformer: tc.GPTConfig = field(default_factory=lambda: tc.GPTConfig(n_layer=12, n_head=8, n_embd=512))
+    permuter: tc.PermuterConfig = field(default_factory=tc.PermuterConfig)  # H, W set to the latent grid
+    pkeep: float = 1.0  # each input token is kept with this probability, else replaced by a random code
+    out: str = "runs/transformer"
+    cache: Optional[str] = None  # codes cache file; default <out>/codes.pt
+    steps: int = 100_000
+    batch_size: int = 8  # per process
+    lr: float = 4.5e-6 * 8  # peak learning rate (the original: 4.5e-6 * batch size)
+    warmup_steps: int = 1000  # linear warmup, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01  # on Linear weights only (the original minGPT grouping)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    val_fraction: float = 0.05  # held-out images for the validation loss
+    seed: int = 23
+    num_workers: int = 2  # for encoding
+    encode_batch_size: int = 16
+    log_every: int = 50
+    eval_every: int = 1000  # validation bits per token
+    sample_every: int = 5000  # sample grid <out>/images/step-*.png
+    n_samples: int = 4
+    top_k: Optional[int] = 100
+    save_every: int = 1000
+    keep_last: int = 3
+
+
+def preset_tiny() -> dict:
+    return {"transformer": {"n_layer": 2, "n_head": 2, "n_embd": 32}, "pkeep": 0.9, "steps": 6, "batch_size": 2,
+            "lr": 1e-3, "warmup_steps": 2, "val_fraction": 0.34, "num_workers": 0, "encode_batch_size": 4,
+            "log_every": 1, "eval_every": 3, "sample_every": 6, "n_samples": 2, "save_every": 3}
+
+
+PRESETS = {"tiny": preset_tiny}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. transformer.n_layer=24")
+    ap.add_argument("--data", help="folder of training images (recursive: jpg, png, webp)")
+    ap.add_argument("--out", help="run folder: checkpoints/, model/, images/, log.jsonl, codes.pt")
+    ap.add_argument("--size", type=int, help="crop side (default: the first stage's training resolution)")
+    ap.add_argument("--steps", type=int, help="total optimisation steps")
+    ap.add_argument("--batch-size", type=int, help="batch size per process")
+    ap.add_argument("--cond", choices=sorted(CONDITIONS), help="condition kind")
+    ap.add_argument("--first-stage", help="trained VQGAN (train_vqgan.py's <out>/model)")
+    ap.add_argument("--cond-stage", help="trained VQ model of the condition maps")
+    ap.add_argument("--config", help="yaml with TrainConfig fields")
+    ap.add_argument("--preset", choices=sorted(PRESETS), help="named settings (tiny: tests)")
+    ap.add_argument("--resume", nargs="?", const="latest",
+                    help="continue a run: a checkpoint file, a run folder, or nothing (latest in --out)")
+    return ap.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
+    """Defaults <- saved run config (resume) <- preset <- --config <- overrides <- flags."""
+    cfg = OmegaConf.structured(TrainConfig)
+    for layer in (saved, PRESETS[args.preset]() if args.preset else None,
+                  OmegaConf.load(args.config) if args.config else None, OmegaConf.from_dotlist(args.overrides)):
+        if layer is not None:
+            cfg = OmegaConf.merge(cfg, layer)
+    flags = {"data.root": args.data, "out": args.out, "data.size": args.size, "steps": args.steps,
+             "batch_size": args.batch_size, "condition": args.cond, "first_stage": args.first_stage,
+             "cond_stage": args.cond_stage}
+    for key, value in flags.items():
+        if value is not None:
+            OmegaConf.update(cfg, key, value)
+    return OmegaConf.to_object(cfg)
+
+
+def complete_config(cfg: TrainConfig) -> TrainConfig:
+    """Fill what follows from the stages: crop side (the first stage's resolution), number of labels."""
+    if cfg.condition not in CONDITIONS:
+        raise SystemExit(f"unknown condition {cfg.condition!r}; choose one of {', '.join(CONDITIONS)}")
+    if not cfg.first_stage:
+        raise SystemExit("pass the trained first stage: --first-stage runs/vq/model")
+    cfg.data.kind = CONDITIONS[cfg.condition]
+    cfg.data.with_image = True
+    if cfg.data.size == 0:
+        cfg.data.size = tc.load_model(cfg.first_stage).config.ddconfig.resolution
+    if cfg.condition == "segmentation" and cfg.data.n_labels is None and cfg.cond_stage:
+        cfg.data.n_labels = tc.load_model(cfg.cond_stage).config.ddconfig.in_channels
+    return cfg
+
+
+def build_model(cfg: TrainConfig, n_classes: int) -> tc.Net2Net:
+    """Net2Net with the trained stages' weights and a fresh transformer sized to the token sequence."""
+    first = tc.load_model(cfg.first_stage)
+    if not isinstance(first, tc.VQGAN) or first.config.image_key != "image":
+        raise SystemExit(f"{cfg.first_stage} is not an image VQGAN")
+    dd = first.config.ddconfig
+    if cfg.data.size != dd.resolution:
+        raise SystemExit(f"the first stage was trained at {dd.resolution}x{dd.resolution}: use --size "
+                         f"{dd.resolution} (the transformer's grid is the first stage's training grid)")
+    h = dd.resolution // first.downsample_factor
+    cond_cfg, cond_model, n_cond_tokens, cond_vocab = tc.ConditionerConfig(kind="none"), None, 1, 1
+    if cfg.condition == "class":
+        cond_cfg, cond_vocab = tc.ConditionerConfig(kind="class", n_classes=n_classes), n_classes
+    elif cfg.condition != "none":
+        if not cfg.cond_stage:
+            raise SystemExit(f"a {cfg.condition} condition needs its VQ model: --cond-stage runs/..../model")
+        cond_model = tc.load_model(cfg.cond_stage)
+        if not isinstance(cond_model, tc.VQGAN) or cond_model.config.image_key != cfg.condition:
+            raise SystemExit(f"{cfg.cond_stage} is not a {cfg.condition} VQ model")
+        n_labels = cond_model.config.ddconfig.in_channels if cfg.condition == "segmentation" else None
+        cond_cfg = tc.ConditionerConfig(kind=cfg.condition, vq=cond_model.config, n_labels=n_labels,
+                                        label_offset=cfg.data.label_offset)
+        side = cfg.data.size // cond_model.downsample_factor
+        n_cond_tokens, cond_vocab = side * side, cond_model.n_codes
+    gpt = replace(cfg.transformer, vocab_size=max(first.n_codes, cond_vocab), block_size=n_cond_tokens + h * h)
+    net = tc.Net2Net(tc.Net2NetConfig(first_stage=first.config, cond_stage=cond_cfg,
+                                      permuter=replace(cfg.permuter, H=h, W=h), transformer=gpt,
+                                      cond_stage_key=cfg.data.kind, pkeep=cfg.pkeep))
+    net.first_stage_model.load_state_dict(first.state_dict())
+    if cond_model is not None:
+        net.cond_stage_model.load_state_dict(cond_model.state_dict())
+    return net
+
+
+def condition_of(batch: dict, cfg: TrainConfig, n_labels: int | None):
+    """A batch -> what Net2Net.encode_cond takes: batch size, class ids (B,), one-hot (B, K, S, S), (B, 1, S, S)."""
+    if cfg.condition == "none":
+        return len(batch["image"])
+    if cfg.condition == "class":
+        return batch["class"]
+    if cfg.condition == "segmentation":
+        return F.one_hot(batch["segmentation"], n_labels).permute(0, 3, 1, 2).float()  # (B, K, S, S)
+    return batch[cfg.condition]  # (B, 1, S, S)
+
+
+def cache_key(cfg: TrainConfig, files: list[Path], net: tc.Net2Net) -> str:
+    """Digest of everything the codes depend on: files (path, size, mtime), crop settings, stage weights."""
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    h.update(json.dumps(OmegaConf.to_container(OmegaConf.structured(cfg.data)), sort_keys=True).encode())
+    h.update(f"{cfg.condition}|{cfg.permuter}".encode())
+    for k, v in sorted(net.state_dict().items()):
+        if not k.startswith("transformer."):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def encode_dataset(net: tc.Net2Net, dataset: tc.ImageFolder, cfg: TrainConfig, device) -> dict:
+    """Every image (centre crop; and mirrored when data.flip) -> tokens z (N, V, L) and c (N, V, L_c), int32."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.encode_batch_size, num_workers=cfg.num_workers)
+    n_labels = net.config.cond_stage.n_labels
+    net.eval()  # stages in training mode would update their codebooks (EMA, dead-code restarts)
+    zs, cs, kept, expected = [], [], [], 0
+    for batch in tqdm(loader, desc="encoding", dynamic_ncols=True):
+        got = batch["index"]
+        ok = got == torch.arange(expected, expected + len(got))  # a skipped file returns the next one
+        expected += len(got)
+        batch = {k: v[ok] for k, v in batch.items()}
+        x, cond = batch["image"].to(device), condition_of(batch, cfg, n_labels)
+        cond = cond.to(device) if isinstance(cond, torch.Tensor) else cond
+        z, c = [net.encode_image(x)], [net.encode_cond(cond)]  # (B, L), (B, L_c)
+        if cfg.data.flip:
+            z.append(net.encode_image(x.flip(-1)))
+            c.append(net.encode_cond(cond.flip(-1)) if isinstance(cond, torch.Tensor) and cond.ndim == 4
+                     else c[0])
+        zs.append(torch.stack(z, 1).int().cpu())  # (B, V, L)
+        cs.append(torch.stack(c, 1).int().cpu())  # (B, V, L_c)
+        kept.append(batch["index"])
+    skipped = expected - sum(len(k) for k in kept)
+    if skipped:
+        print(f"skipped {skipped} unreadable file(s) of {expected}")
+    if not kept or not sum(len(k) for k in kept):
+        raise SystemExit(f"no readable images under {cfg.data.root}")
+    return {"z": torch.cat(zs), "c": torch.cat(cs), "index": torch.cat(kept), "skipped": skipped}
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to min_lr_ratio * cfg.lr at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    # ---- setup: processes, devices, config ----------------------------------------------------------------
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    cuda = torch.cuda.is_available()
+    if distributed:  # a long timeout: rank 0 encodes the data set while the others wait
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=4))
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    main_process = rank == 0
+    ckpt, resumed_from = None, None
+    if args.resume:
+        resumed_from = tc.resolve_resume(args.resume, build_config(args).out)  # build_config: to know --out
+        ckpt = tc.load_checkpoint(resumed_from)
+    cfg = complete_config(build_config(args, ckpt["config"] if ckpt else None))
+    out = Path(cfg.out)
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.structured(cfg), out / "config.yaml")
+    torch.manual_seed(cfg.seed + rank)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()  # bf16 on GPU only
+
+    # ---- data: encode once, then tokens only --------------------------------------------------------------
+    try:
+        dataset = tc.ImageFolder(cfg.data)
+    except tc.DataError as e:
+        raise SystemExit(f"data error: {e}") from None
+    net = build_model(cfg, len(dataset.classes)).to(device)
+    cache = Path(cfg.cache) if cfg.cache else out / "codes.pt"
+    key = cache_key(cfg, dataset.files, net)
+    if main_process and not (cache.is_file() and tc.load_checkpoint(cache).get("key") == key):
+        codes = encode_dataset(net, dataset, cfg, device)
+        tmp = cache.with_suffix(".tmp")
+        torch.save({"key": key, **codes}, tmp)
+        os.replace(tmp, cache)
+    if distributed:
+        dist.barrier()
+    codes = tc.load_checkpoint(cache)
+    Z, C = codes["z"], codes["c"]  # (N, V, L), (N, V, L_c) int32
+    n, variants = Z.shape[0], Z.shape[1]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = min(n - 1, max(1, round(n * cfg.val_fraction))) if cfg.val_fraction > 0 and n > 1 else 0
+    val_idx, train_idx = order[:n_val], order[n_val:]
+
+    # ---- model, optimizer ---------------------------------------------------------------------------------
+    gpt = net.transformer
+    decay = [p for name, p in gpt.named_parameters() if name.endswith("weight") and p.ndim == 2
+             and "emb" not in name]  # Linear weights; embeddings, LayerNorm and biases are not decayed
+    no_decay = [p for p in gpt.parameters() if all(p is not q for q in decay)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=tuple(cfg.betas))
+    start = 0
+    if ckpt:
+        gpt.load_state_dict(ckpt["transformer"])
+        opt.load_state_dict(ckpt["opt"])
+        start = ckpt["step"]
+        if len(ckpt["rng"]) == world:
+            tc.set_rng_state(ckpt["rng"][rank])
+    net.train()
+    model = DDP(net, device_ids=[local_rank] if cuda else None, broadcast_buffers=False) if distributed else net
+    n_first = net.first_stage_model.n_codes
+    if main_process:
+        print(f"{n} images ({n_val} held out) x {variants} variant(s), {Z.shape[2]} image + {C.shape[2]} condition "
+              f"tokens, {sum(p.numel() for p in gpt.parameters()) / 1e6:.1f}M parameters, {world} process(es) on "
+              f"{device.type}, steps {start}..{cfg.steps}")
+
+    @torch.no_grad()
+    def val_bits_per_token() -> float:
+        net.eval()
+        mine = val_idx[rank::world]
+        total = torch.zeros(2, device=device)  # (sum of nats, tokens)
+        for i in range(0, len(mine), cfg.batch_size):
+            idx = mine[i:i + cfg.batch_size]
+            z, c = Z[idx, 0].long().to(device), C[idx, 0].long().to(device)
+            with autocast:
+                logits = net(z, c)  # (B, L, V)
+            total += torch.stack([F.cross_entropy(logits.float().flatten(0, 1), z.flatten(), reduction="sum"),
+                                  torch.tensor(float(z.numel()), device=device)])
+        if distributed:
+            dist.all_reduce(total)
+        net.train()
+        return float(total[0] / total[1].clamp_min(1) / math.log(2))
+
+    @torch.no_grad()
+    def sample_grid(step: int) -> None:
+        net.eval()
+        pick = (val_idx if len(val_idx) else train_idx)[:cfg.n_samples]
+        z, c = Z[pick, 0].long().to(device), C[pick, 0].long().to(device)
+        tokens = tc.sample(net, c, steps=z.shape[1], top_k=cfg.top_k)  # (B, L)
+        rows = [net.decode_indices(z), net.decode_indices(tokens)]  # reconstruction, sample
+        if hasattr(net, "cond_stage_model") and cfg.condition != "none":
+            h = int(math.isqrt(c.shape[1]))
+            cond = net.cond_stage_model.decode_indices(c.view(-1, h, h))
+            if cfg.condition == "segmentation" and hasattr(net.cond_stage_model, "colorize"):
+                cond = net.cond_stage_model.to_rgb(F.one_hot(cond.argmax(1), cond.shape[1]).permute(0, 3, 1, 2).float())
+            rows.insert(0, cond.clamp(-1, 1).expand(-1, 3, -1, -1))
+        tc.save_grid(torch.cat(rows), out / "images" / f"step-{step:08d}.png", nrow=len(pick))
+        net.train()
+
+    def save(step: int) -> None:
+        rngs = tc.gather_rng_states()  # collective: every rank
+        if main_process:
+            state = {"step": step, "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
+                     "transformer": gpt.state_dict(), "opt": opt.state_dict(), "rng": rngs}
+            tc.save_checkpoint(state, out, step, cfg.keep_last)
+            tc.save_model(net, out / "model")
+
+    # ---- loop ---------------------------------------------------------------------------------------------
+    sampler = iter(tc.ResumableSampler(len(train_idx), cfg.seed, rank, world, start=start * cfg.batch_size))
+    bar = tqdm(total=cfg.steps, initial=start, disable=not main_process, dynamic_ncols=True)
+    loss_sum, n_sum = torch.zeros((), device=device), 0
+    step = start
+    while step < cfg.steps:
+        keys = [next(sampler) for _ in range(cfg.batch_size)]
+        idx = train_idx[torch.tensor([k[0] for k in keys])]
+        var = torch.tensor([k[1] % variants for k in keys])  # the example's seed picks plain or mirrored
+        z, c = Z[idx, var].long().to(device), C[idx, var].long().to(device)  # (B, L), (B, L_c)
+        z_in = z
+        if cfg.pkeep < 1.0:  # the original's corruption: each input token replaced with prob. 1 - pkeep
+            keep = torch.bernoulli(torch.full(z.shape, cfg.pkeep, device=device)).bool()
+            z_in = torch.where(keep, z, torch.randint_like(z, n_first))  # targets stay the true tokens
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        with autocast:
+            logits = model(z_in, c)  # (B, L, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), z.flatten())
+        bad = (~torch.isfinite(loss.detach())).float()
+        if distributed:
+            dist.all_reduce(bad)
+        if bad > 0:
+            raise SystemExit(f"non-finite loss at step {step} ({float(loss):.4g}); nothing of this step was "
+                             f"applied. Last good checkpoint: {tc.latest_checkpoint(out) or resumed_from}. "
+                             "Lower lr, then --resume.")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(gpt.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+
+        # ---- logging, validation, samples, checkpoints ----
+        loss_sum += loss.detach()
+        n_sum += 1
+        bar.update(1)
+        logs = {}
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            mean = loss_sum / n_sum
+            if distributed:
+                dist.all_reduce(mean)
+            logs.update(step=step, loss=float(mean) / world, bits_per_token=float(mean) / world / math.log(2),
+                        lr=lr_at(step - 1, cfg))
+            loss_sum.zero_()
+            n_sum = 0
+        if n_val and (step % cfg.eval_every == 0 or step == cfg.steps):
+            logs.update(step=step, val_bits_per_token=val_bits_per_token())
+        if logs and main_process:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "step"})
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(logs) + "\n")
+        if main_process and (step % cfg.sample_every == 0 or step == cfg.steps):
+            sample_grid(step)
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save(step)
+    bar.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    if main_process:
+        print(f"done: {out / 'model'} (load with taming_core.load_model)")
+    return out / "model"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""Train a VQGAN -- or a condition-stage VQ model on segmentation, depth or edge maps -- on a folder of images.
+
+    python train/train_vqgan.py --data photos/ --out runs/vq --size 256 --steps 100000
+    torchrun --nproc_per_node 4 train/train_vqgan.py --data photos/ --out runs/vq      # DDP, one GPU each
+    python train/train_vqgan.py --data sflckr/images --kind segmentation data.n_labels=182 --out runs/seg
+    python train/train_vqgan.py --config run.yaml loss.disc_start=5000 model.n_embed=512 --resume
+
+Every default is in `TrainConfig` below; `--preset tiny` (tests), `--config` (a yaml of the same fields) and
+`key=value` overrides are merged over it in that order, then the flags. Loss: L1 + perceptual + patch-GAN
+(losses.py); the release weights (`<out>/model`, `tc.load_model`) are written with every checkpoint.
+Steps: setup, data, models, optimizers, loop (generator step, discriminator step), save.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+import taming_core as tc
+
+
+def default_model() -> tc.VQGANConfig:
+    # The paper's f16 VQGAN with K = 1024 (the original imagenet_vqgan.yaml). beta weighs the commitment
+    # term as in the paper's Eq. 4; model.beta_on=codebook is the original code's legacy placement.
+    # Codebook options: model.l2_normalize=true, model.quantizer=ema, model.dead_code_threshold=0.01.
+    return tc.VQGANConfig(ddconfig=tc.AutoencoderConfig(ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2,
+                                                         attn_resolutions=[16], resolution=256, z_channels=256),
+                          n_embed=1024, embed_dim=256, beta_on="encoder")
+
+
+@dataclass
+class TrainConfig:
+    data: tc.DataConfig = field(default_factory=tc.DataConfig)
+    model: tc.VQGANConfig = field(default_factory=default_model)
+    loss: tc.VQGANLossConfig = field(default_factory=tc.VQGANLossConfig)
+    out: str = "runs/vqgan"
+    steps: int = 100_000
+    batch_size: int = 8  # per process
+    base_lr: float = 4.5e-6  # lr = base_lr * batch_size * world_size, as the original main.py
+    betas: tuple[float, float] = (0.5, 0.9)
+    seed: int = 23
+    num_workers: int = 2
+    log_every: int = 50  # losses and codebook usage to <out>/log.jsonl (and the progress bar)
+    image_every: int = 1000  # reconstruction grid <out>/images/step-*.png
+    save_every: int = 1000  # resume checkpoint + release weights
+    keep_last: int = 3
+
+
+def preset_tiny() -> dict:
+    """Seconds per run on a CPU: 16x16 crops, a 2-level autoencoder, the GAN on from step 2."""
+    return {"model": {"n_embed": 32, "embed_dim": 8,
+                      "ddconfig": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [8],
+                                   "resolution": 16, "z_channels": 8}},
+            "data": {"size": 16}, "loss": {"disc_start": 2, "disc_ramp": 2, "disc_layers": 2, "disc_ndf": 16},
+            "steps": 6, "batch_size": 2, "base_lr": 1e-4, "num_workers": 0, "log_every": 1, "image_every": 3,
+            "save_every": 3}
+
+
+PRESETS = {"tiny": preset_tiny}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. loss.disc_start=5000")
+    ap.add_argument("--data", help="folder of training images (recursive: jpg, png, webp)")
+    ap.add_argument("--out", help="run folder: checkpoints/, model/, images/, log.jsonl, config.yaml")
+    ap.add_argument("--size", type=int, help="crop side (also the model's training resolution)")
+    ap.add_argument("--steps", type=int, help="total optimisation steps")
+    ap.add_argument("--batch-size", type=int, help="batch size per process")
+    ap.add_argument("--kind", choices=["image", "segmentation", "depth", "edges"],
+                    help="what the model encodes (maps are read from data.maps)")
+    ap.add_argument("--disc-start", type=int, help="step at which the discriminator switches on")
+    ap.add_argument("--config", help="yaml with TrainConfig fields")
+    ap.add_argument("--preset", choices=sorted(PRESETS), help="named settings (tiny: tests)")
+    ap.add_argument("--resume", nargs="?", const="latest",
+                    help="continue a run: a checkpoint file, a run folder, or nothing (latest in --out)")
+    return ap.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
+    """Defaults <- saved run config (resume) <- preset <- --config <- overrides <- flags."""
+    cfg = OmegaConf.structured(TrainConfig)
+    for layer in (saved, PRESETS[args.preset]() if args.preset else None,
+                  OmegaConf.load(args.config) if args.config else None, OmegaConf.from_dotlist(args.overrides)):
+        if layer is not None:
+            cfg = OmegaConf.merge(cfg, layer)
+    flags = {"data.root": args.data, "out": args.out, "data.size": args.size, "steps": args.steps,
+             "batch_size": args.batch_size, "data.kind": args.kind, "loss.disc_start": args.disc_start}
+    for key, value in flags.items():
+        if value is not None:
+            OmegaConf.update(cfg, key, value)
+    cfg = OmegaConf.to_object(cfg)
+    # The model follows the data: resolution = crop side; channels and loss from the kind of map.
+    m, kind = cfg.model, cfg.data.kind
+    m.ddconfig.resolution, m.image_key = cfg.data.size, kind
+    channels = {"image": 3, "depth": 1, "edges": 1, "segmentation": cfg.data.n_labels}[kind]
+    if kind == "segmentation":
+        if not cfg.data.n_labels:
+            raise SystemExit("segmentation needs the number of labels: data.n_labels=182 (for example)")
+        m.colorize_nlabels = cfg.data.n_labels
+        if cfg.loss.reconstruction == "l1":
+            cfg.loss.reconstruction = "bce"  # as the original VQSegmentationModel (BCELossWithQuant)
+    cfg.data.with_image = kind == "image" or (kind == "edges" and cfg.data.edges == "canny")
+    m.ddconfig.in_channels = m.ddconfig.out_ch = channels
+    return cfg
+
+
+def model_input(batch: dict, kind: str, n_labels: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch -> (x, target): x (B, C, S, S) for the encoder; target = x, or label ids (B, S, S)."""
+    if kind == "segmentation":
+        labels = batch["segmentation"].to(device)  # (B, S, S)
+        return F.one_hot(labels, n_labels).permute(0, 3, 1, 2).float(), labels  # (B, K, S, S)
+    x = batch[kind].to(device)
+    return x, x
+
+
+def preview(model: tc.VQGAN, x: torch.Tensor, x_hat: torch.Tensor, kind: str) -> torch.Tensor:
+    """Inputs above reconstructions, (2B, 3 or 1, S, S) in [-1, 1]; label maps through `colorize`."""
+    if kind == "segmentation":
+        k = x.shape[1]
+        x_hat = F.one_hot(x_hat.argmax(1), k).permute(0, 3, 1, 2).float()
+        return torch.cat([model.to_rgb(x), model.to_rgb(x_hat)])
+    return torch.cat([x, x_hat.clamp(-1, 1)])
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    # ---- setup: processes, devices, config ----------------------------------------------------------------
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    cuda = torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if cuda else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    main_process = rank == 0
+    ckpt, resumed_from = None, None
+    if args.resume:
+        resumed_from = tc.resolve_resume(args.resume, build_config(args).out)  # build_config: to know --out
+        ckpt = tc.load_checkpoint(resumed_from)
+    cfg = build_config(args, ckpt["config"] if ckpt else None)
+    out = Path(cfg.out)
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.structured(cfg), out / "config.yaml")
+    torch.manual_seed(cfg.seed + rank)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()  # bf16 on GPU only
+    kind, n_labels = cfg.data.kind, cfg.data.n_labels
+
+    # ---- data ---------------------------------------------------------------------------------------------
+    try:
+        dataset = tc.ImageFolder(cfg.data)
+    except tc.DataError as e:
+        raise SystemExit(f"data error: {e}") from None
+    start = ckpt["step"] if ckpt else 0
+    sampler = tc.ResumableSampler(len(dataset), cfg.seed, rank, world, start=start * cfg.batch_size)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
+                                         num_workers=cfg.num_workers, pin_memory=cuda,
+                                         persistent_workers=cfg.num_workers > 0)
+    fixed = torch.utils.data.default_collate([dataset[i] for i in range(min(8, len(dataset)))])  # centre crops
+
+    # ---- models -------------------------------------------------------------------------------------------
+    vqgan = tc.VQGAN(cfg.model).to(device)
+    loss_fn = tc.VQGANLoss(cfg.loss).to(device)
+    disc = tc.NLayerDiscriminator(cfg.model.ddconfig.out_ch, cfg.loss.disc_ndf, cfg.loss.disc_layers).to(device)
+    if loss_fn.uses_discriminator and disc.patch_grid(cfg.data.size) < 1:
+        raise SystemExit(f"a {cfg.loss.disc_layers}-layer discriminator needs crops larger than {cfg.data.size}: "
+                         "lower loss.disc_layers or raise --size")
+    if ckpt:
+        vqgan.load_state_dict(ckpt["model"])
+        disc.load_state_dict(ckpt["disc"])
+        if ckpt["usage"].numel():
+            vqgan.quantize.usage.copy_(ckpt["usage"])  # running code usage of the dead-code restart
+    vq_ddp = DDP(vqgan, device_ids=[local_rank] if cuda else None) if distributed else vqgan
+    disc_ddp = DDP(disc, device_ids=[local_rank] if cuda else None) if distributed else disc
+
+    # ---- optimizers ---------------------------------------------------------------------------------------
+    lr = cfg.base_lr * cfg.batch_size * world
+    opt_g = torch.optim.Adam(vqgan.parameters(), lr=lr, betas=tuple(cfg.betas))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=tuple(cfg.betas))
+    if ckpt:
+        opt_g.load_state_dict(ckpt["opt_g"])
+        opt_d.load_state_dict(ckpt["opt_d"])
+    if main_process:
+        n_params = sum(p.numel() for p in vqgan.parameters()) / 1e6
+        print(f"{len(dataset)} images, {n_params:.1f}M parameters, lr {lr:.2e}, {world} process(es) on "
+              f"{device.type}, steps {start}..{cfg.steps}")
+
+    def save(step: int) -> None:
+        rngs = tc.gather_rng_states()  # collective: every rank
+        if main_process:
+            state = {"step": step, "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
+                     "model": vqgan.state_dict(), "usage": vqgan.quantize.usage if hasattr(vqgan.quantize, "usage")
+                     else torch.zeros(0), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                     "opt_d": opt_d.state_dict(), "rng": rngs}
+            tc.save_checkpoint(state, out, step, cfg.keep_last)
+            tc.save_model(vqgan, out / "model")
+
+    # ---- loop ---------------------------------------------------------------------------------------------
+    vqgan.train(), disc.train()
+    counts = torch.zeros(vqgan.n_codes, device=device)  # code histogram of the log interval
+    sums: dict[str, torch.Tensor] = {}  # summed over the log interval, on the device (no sync per step)
+    n_sums = 0
+    bar = tqdm(total=cfg.steps, initial=start, disable=not main_process, dynamic_ncols=True)
+    batches = iter(loader)  # draws a worker seed from the RNG: restore the saved states after it
+    if ckpt and len(ckpt["rng"]) == world:
+        tc.set_rng_state(ckpt["rng"][rank])
+    elif ckpt and main_process:
+        print(f"resuming with {world} processes instead of {len(ckpt['rng'])}: RNG streams start afresh")
+    step = start
+    while step < cfg.steps:
+        x, target = model_input(next(batches), kind, n_labels, device)
+        gan_on = loss_fn.uses_discriminator and tc.disc_factor_at(step, cfg.loss) > 0
+        # generator step: D is only evaluated (its parameters get no gradient from this step). D sees real and
+        # reconstructed images in one batch here as in its own step, so its BatchNorm statistics -- and hence
+        # the function G is trained against -- are the same in both steps.
+        disc.requires_grad_(False)
+        with autocast:
+            x_hat, q = vq_ddp(x)  # (B, C, S, S), Quantized
+            # plain module (not DDP): D's gradients are synchronised in its own step
+            logits_fake = disc(torch.cat([x, x_hat])).chunk(2)[1] if gan_on else None  # (B, 1, H_p, W_p)
+            g = loss_fn.generator(target, x_hat, q.loss, step, logits_fake, vqgan.last_layer())
+        # discriminator step on real and reconstructed images in one batch (one DDP forward per backward)
+        disc.requires_grad_(True)
+        d_total = torch.zeros((), device=device)
+        if gan_on:
+            with autocast:
+                logits_real, logits_fake = disc_ddp(torch.cat([x, x_hat.detach()])).chunk(2)  # (B, 1, H_p, W_p)
+                d = loss_fn.discriminator(logits_real, logits_fake, step)
+            d_total = d.total
+        # stop on NaN/inf before any weight changes: the last checkpoint stays the last good state
+        bad = (~torch.isfinite(torch.stack([g.total.detach(), d_total.detach()]))).any().float()
+        if distributed:
+            dist.all_reduce(bad)
+        if bad > 0:
+            raise SystemExit(f"non-finite loss at step {step} (generator {float(g.total):.4g}, discriminator "
+                             f"{float(d_total):.4g}); nothing of this step was applied. Last good checkpoint: "
+                             f"{tc.latest_checkpoint(out) or resumed_from}. Lower base_lr or raise "
+                             "loss.disc_start, then --resume.")
+        opt_g.zero_grad(set_to_none=True)
+        g.total.backward()
+        opt_g.step()
+        if gan_on:
+            opt_d.zero_grad(set_to_none=True)
+            d.total.backward()
+            opt_d.step()
+        step += 1
+
+        # ---- logging, images, checkpoints ----
+        counts += torch.bincount(q.indices.flatten(), minlength=vqgan.n_codes)
+        scalars = {"loss": g.total, "rec": g.reconstruction, "perc": g.perceptual, "vq": g.codebook,
+                   "g": g.gan, "lambda": g.adaptive_weight, "d": d_total}
+        for k, v in scalars.items():
+            sums[k] = sums.get(k, 0.0) + v.detach().float()
+        n_sums += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            packed = torch.stack([sums[k] for k in scalars]) / n_sums
+            if distributed:
+                dist.all_reduce(packed)
+                dist.all_reduce(counts)
+            logs = {k: float(v) / world for k, v in zip(scalars, packed)}
+            usage = tc.usage_from_counts(counts)
+            logs.update(step=step, disc_factor=g.disc_factor, codes_used=usage.fraction_used,
+                        perplexity=usage.perplexity, dead_codes=usage.dead_codes)
+            if main_process:
+                bar.set_postfix({k: f"{logs[k]:.3g}" for k in ("rec", "perc", "g", "d", "codes_used")})
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(logs) + "\n")
+            counts.zero_()
+            sums.clear()
+            n_sums = 0
+        if main_process and (step % cfg.image_every == 0 or step == cfg.steps):
+            vqgan.eval()
+            with torch.no_grad(), autocast:
+                fx, _ = model_input(fixed, kind, n_labels, device)
+                rec, _ = vqgan(fx)
+            tc.save_grid(preview(vqgan, fx, rec.float(), kind), out / "images" / f"step-{step:08d}.png",
+                         nrow=len(fx))
+            vqgan.train()
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save(step)
+    bar.close()
+    if len(dataset.skipped) and main_process:
+        print(f"skipped {len(dataset.skipped)} unreadable file(s) in this process")
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    if main_process:
+        print(f"done: {out / 'model'} (load with taming_core.load_model)")
+    return out / "model"
+
+
+if __name__ == "__main__":
+    main()
