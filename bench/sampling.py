@@ -268,12 +268,14 @@ def bench_window(table, name, gpt, quick, device, seed):
     table.add("window", name, "recompute sliding window (original)", 1, H * W, base,
               f"estimated from {len(positions)} tokens" if quick else "")
     samples = {}
-    modes = [("exact", {}), ("fast stride 8x8", {"mode": "fast"})]
+    modes = [("exact", gpt, {}), ("fast stride 8x8", gpt, {"mode": "fast"})]
     if not quick:
-        modes.append(("fast stride 4x4", {"mode": "fast", "stride": (4, 4)}))
-    for label, kw in modes:
+        modes.append(("fast stride 4x4", gpt, {"mode": "fast", "stride": (4, 4)}))
+    if device == "cpu":
+        modes.append(("fast stride 8x8, int8 weights", tc.quantize_gpt(gpt, torch.int8), {"mode": "fast"}))
+    for label, model, kw in modes:
         gen = torch.Generator(device).manual_seed(seed)
-        samples[label], t = timed(lambda: tc.sample_sliding_window(gpt, c_grid, top_k=100, generator=gen, **kw),
+        samples[label], t = timed(lambda: tc.sample_sliding_window(model, c_grid, top_k=100, generator=gen, **kw),
                                   device)
         table.add("window", name, label, 1, H * W, t, f"{base / t:.1f}x recompute")
         res[label] = t
@@ -282,7 +284,7 @@ def bench_window(table, name, gpt, quick, device, seed):
     score_at = None
     if quick:
         score_at = sorted(torch.randperm(H * W, generator=torch.Generator().manual_seed(seed))[:32].tolist())
-    for label, z in samples.items():
+    for label, z in samples.items():  # all scored by the fp32 model
         res[f"loglik {label}"] = exact_context_loglik(gpt, c_grid, z, score_at)
     return res
 
