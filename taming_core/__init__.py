@@ -37,8 +37,8 @@ from .losses import (DiscriminatorLoss, GeneratorLoss, VQGANLoss, VQGANLossConfi
                      disc_factor_at, hinge_d_loss, segmentation_loss, vanilla_d_loss)
 from .lpips import LPIPS, load_lpips
 from .perceptual import MobileNetV2Features, PerceptualDistance, load_mobilenet_v2
-from .resume import (gather_rng_states, latest_checkpoint, list_checkpoints, load_checkpoint, resolve_resume,
-                     save_checkpoint, set_rng_state)
+from .resume import (gather_rng_states, latest_checkpoint, list_checkpoints, load_checkpoint, merge_run_config,
+                     resolve_resume, save_checkpoint, set_rng_state)
 
 __all__ += [
     "DataConfig", "DataError", "ImageFolder", "ResumableSampler", "list_images", "save_grid",
@@ -47,7 +47,7 @@ __all__ += [
     "DiscriminatorLoss", "GeneratorLoss", "VQGANLoss", "VQGANLossConfig", "adaptive_weight", "disc_factor_at",
     "hinge_d_loss", "segmentation_loss", "vanilla_d_loss", "MobileNetV2Features", "PerceptualDistance",
     "load_mobilenet_v2", "gather_rng_states", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
-    "resolve_resume", "save_checkpoint", "set_rng_state", "LPIPS", "load_lpips",
+    "resolve_resume", "save_checkpoint", "set_rng_state", "merge_run_config", "LPIPS", "load_lpips",
 ]
 
 # Condition maps from plain images and segmentation label names/colours (app, data, evaluation).

@@ -94,3 +94,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError) as e:  # truncated or not a torch.save file
         raise RuntimeError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def merge_run_config(schema, layers: list, flags: dict[str, Any]):
+    """A training run's config: the dataclass `schema`'s defaults, then each layer (a dict, a DictConfig or
+    None: saved run config, preset, --config yaml, key=value overrides), then the flags that were given
+    (dotted keys; None = not given). Returns the dataclass instance."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(schema)
+    for layer in layers:
+        if layer is not None:
+            cfg = OmegaConf.merge(cfg, layer)
+    for key, value in flags.items():
+        if value is not None:
+            OmegaConf.update(cfg, key, value)
+    return OmegaConf.to_object(cfg)

@@ -99,18 +99,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
     """Defaults <- saved run config (resume) <- preset <- --config <- overrides <- flags."""
-    cfg = OmegaConf.structured(TrainConfig)
-    for layer in (saved, PRESETS[args.preset]() if args.preset else None,
-                  OmegaConf.load(args.config) if args.config else None, OmegaConf.from_dotlist(args.overrides)):
-        if layer is not None:
-            cfg = OmegaConf.merge(cfg, layer)
+    layers = [saved, PRESETS[args.preset]() if args.preset else None,
+              OmegaConf.load(args.config) if args.config else None, OmegaConf.from_dotlist(args.overrides)]
     flags = {"data.root": args.data, "out": args.out, "data.size": args.size, "steps": args.steps,
              "batch_size": args.batch_size, "condition": args.cond, "first_stage": args.first_stage,
              "cond_stage": args.cond_stage}
-    for key, value in flags.items():
-        if value is not None:
-            OmegaConf.update(cfg, key, value)
-    return OmegaConf.to_object(cfg)
+    return tc.merge_run_config(TrainConfig, layers, flags)
 
 
 def complete_config(cfg: TrainConfig) -> TrainConfig:

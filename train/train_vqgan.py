@@ -89,17 +89,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
     """Defaults <- saved run config (resume) <- preset <- --config <- overrides <- flags."""
-    cfg = OmegaConf.structured(TrainConfig)
-    for layer in (saved, PRESETS[args.preset]() if args.preset else None,
-                  OmegaConf.load(args.config) if args.config else None, OmegaConf.from_dotlist(args.overrides)):
-        if layer is not None:
-            cfg = OmegaConf.merge(cfg, layer)
+    layers = [saved, PRESETS[args.preset]() if args.preset else None,
+              OmegaConf.load(args.config) if args.config else None, OmegaConf.from_dotlist(args.overrides)]
     flags = {"data.root": args.data, "out": args.out, "data.size": args.size, "steps": args.steps,
              "batch_size": args.batch_size, "data.kind": args.kind, "loss.disc_start": args.disc_start}
-    for key, value in flags.items():
-        if value is not None:
-            OmegaConf.update(cfg, key, value)
-    cfg = OmegaConf.to_object(cfg)
+    cfg = tc.merge_run_config(TrainConfig, layers, flags)
     # The model follows the data: resolution = crop side; channels and loss from the kind of map.
     m, kind = cfg.model, cfg.data.kind
     m.ddconfig.resolution, m.image_key = cfg.data.size, kind
