@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .net2net import Net2Net, Net2NetConfig
@@ -275,7 +275,6 @@ def load_ours(path: str | Path, config=None) -> VQGAN | Net2Net:
         raise FileNotFoundError(f"weights not found: {weights}")
     try:
         state = load_file(str(weights))
-        from safetensors import safe_open
         with safe_open(str(weights), "pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
