@@ -28,7 +28,7 @@ from .perceptual import PerceptualDistance
 
 @dataclass
 class VQGANLossConfig:
-    reconstruction: str = "l1"  # "l1" (images, depth, edges) | "bce" (segmentation, the original) | "ce"
+    reconstruction: str = "l1"  # "l1" (images, depth, edges) | "bce" (segmentation, the original; edges) | "ce"
     pixel_weight: float = 1.0  # the original stores `pixelloss_weight` but never uses it (= 1 here)
     perceptual_weight: float = 1.0  # 0 switches the perceptual term (and its network) off
     perceptual_weights: Optional[str] = None  # path to mobilenet_v2-b0353104.pth; None: the installed package
@@ -129,12 +129,18 @@ class VQGANLoss(torch.nn.Module):
     def generator(self, x: torch.Tensor, x_hat: torch.Tensor, codebook_loss: torch.Tensor, step: int,
                   logits_fake: torch.Tensor | None = None,
                   last_layer: torch.Tensor | None = None) -> GeneratorLoss:
-        """x: target (B, C, H, W) in [-1, 1], or labels (B, H, W) for segmentation; x_hat (B, C, H, W);
+        """x: target (B, C, H, W) in [-1, 1], or labels (B, H, W) for segmentation; x_hat (B, C, H, W) (logits
+        for 'bce'/'ce': of each label, or of x > 0 for a binary map such as edges, where L1 is slow to leave
+        the all-background answer);
         logits_fake = D(x_hat) (B, 1, H_p, W_p), needed once f(step) > 0, with last_layer = G_L."""
         cfg = self.cfg
         zero = x_hat.new_zeros((), dtype=torch.float32)
         if cfg.reconstruction == "l1":
             rec = cfg.pixel_weight * (x.float() - x_hat.float()).abs().mean()
+        elif x.is_floating_point():  # a binary map in [-1, 1] (edges): x_hat are logits of "x > 0"
+            if cfg.reconstruction != "bce":
+                raise ValueError("maps in [-1, 1] take reconstruction 'l1' or 'bce'")
+            rec = F.binary_cross_entropy_with_logits(x_hat.float(), (x > 0).float())
         else:
             rec = segmentation_loss(x_hat, x, cfg.reconstruction)
         perc = self.perceptual(x, x_hat).mean() if self.perceptual is not None else zero

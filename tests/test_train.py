@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import taming_core as tc
@@ -214,3 +215,80 @@ def test_evaluate_cli_reconstruction_and_fid(tmp_path, images, vq_run):
         "--json", out)
     fid = json.loads(out.read_text())
     assert fid["real_images"] == 3 and fid["fake_images"] == 3 and fid["fid"] > 0
+
+
+def test_prepare_data_splits_by_name_scales_and_keeps_maps_exact(tmp_path):
+    rng = np.random.default_rng(3)
+    src = tmp_path / "src"
+    for name in ("alpha", "beta"):
+        for d in ("images", "segmentations", "depth16", "boundaries"):
+            (src / name / d).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray((rng.random((60, 90, 3)) * 255).astype(np.uint8)).save(src / name / "images" / f"{i}.jpg")
+            labels = np.full((60, 90), 255, np.uint8)
+            labels[:, :45] = 7
+            Image.fromarray(labels).save(src / name / "segmentations" / f"{i}.png")
+            Image.fromarray(np.tile(np.linspace(0, 65535, 90).astype(np.uint16), (60, 1))).save(
+                src / name / "depth16" / f"{i}.png")
+            outline = np.zeros((60, 90), np.uint8)
+            outline[30, 10:80] = 255  # a white line on black (BSDS boundary style)
+            Image.fromarray(outline).save(src / name / "boundaries" / f"{i}.png")
+    out = tmp_path / "out"
+    run(ROOT / "train" / "prepare_data.py", "--src", src, "--out", out, "--short-side", 20, "--holdout", 0.3)
+    files = sorted(out.glob("*/*/images/*.png"))
+    assert len(files) == 20 and {f.parts[-4] for f in files} == {"train", "holdout"}
+    split = {(f.parts[-3], f.stem): f.parts[-4] for f in files}
+    with Image.open(files[0]) as im:
+        assert im.size == (30, 20)  # short side 20, aspect kept
+    for f in files:
+        folder = f.parent.parent
+        assert set(np.unique(np.asarray(Image.open(folder / "segmentations" / f.name))).tolist()) == {7, 255}
+        depth = Image.open(folder / "depth16" / f.name)
+        assert depth.mode.startswith("I") and np.asarray(depth).max() > 60000  # still 16-bit
+        line = np.asarray(Image.open(folder / "boundaries" / f.name)) > 0
+        assert line.any() and line.sum(0).max() <= 2  # a thin line survives the downscaling
+    # A rerun with one more image keeps every earlier image on its side.
+    Image.fromarray((rng.random((60, 90, 3)) * 255).astype(np.uint8)).save(src / "alpha" / "images" / "new.jpg")
+    run(ROOT / "train" / "prepare_data.py", "--src", src, "--out", out, "--short-side", 20, "--holdout", 0.3)
+    again = {(f.parts[-3], f.stem): f.parts[-4] for f in out.glob("*/*/images/*.png")}
+    assert len(again) == 21 and all(again[k] == v for k, v in split.items())
+
+
+def test_release_halves_weights_and_sets_resolution_only_without_attention(tmp_path, vq_run):
+    out = tmp_path / "rel"
+    run(ROOT / "train" / "release.py", vq_run / "model", out)
+    src, rel = tc.load_model(vq_run / "model"), tc.load_model(out)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert (src(x)[0] - rel(x)[0]).abs().max() < 0.05  # fp16 weights, fp32 compute
+    refused = run(ROOT / "train" / "release.py", vq_run / "model", tmp_path / "r2", "--resolution", 32, check=False)
+    assert refused.returncode != 0 and "attention" in refused.stderr
+    from conftest import tiny_vqgan_config
+    cfg = tiny_vqgan_config()
+    cfg["ddconfig"]["attn_resolutions"] = []
+    plain = tc.build_model(cfg)
+    tc.save_model(plain, tmp_path / "plain")
+    run(ROOT / "train" / "release.py", tmp_path / "plain", tmp_path / "r3", "--resolution", 32, "--dtype", "float32")
+    wide = tc.load_model(tmp_path / "r3")
+    assert wide.config.ddconfig.resolution == 32
+    y = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(wide(y)[0], plain.eval()(y)[0])
+
+
+def test_evaluate_cli_transformer_on_edges(tmp_path, images, vq_run):
+    stage = tmp_path / "edges_vq"
+    run(VQGAN, "--preset", "tiny", "--data", images, "--kind", "edges", "--out", stage)
+    gpt = tmp_path / "gpt"
+    run(TRANSFORMER, "--preset", "tiny", "--data", images, "--first-stage", vq_run / "model", "--cond", "edges",
+        "--cond-stage", stage / "model", "--out", gpt)
+    ev = tmp_path / "ev"
+    run(ROOT / "train" / "evaluate.py", "transformer", "--model", gpt / "model", "--data", images, "--out", ev,
+        "--samples", 5, "--batch-size", 2, "--no-fid")
+    res = json.loads((ev / "result.json").read_text())
+    assert res["images"] == 6 and res["samples"] == 5 and res["condition"] == "edges"
+    assert res["bits_per_token"] > 0 and res["bits_per_token_shuffled"] > 0
+    assert 0 <= res["edge_fscore"] <= 1 and 0 <= res["edge_fscore_shuffled"] <= 1
+    assert len(list((ev / "samples").glob("*.png"))) == 5
+    with Image.open(ev / "sheet.png") as sheet:  # 4 rows (condition, photo, 2 samples) of 5 columns of 16 px
+        assert sheet.size == (5 * 18 + 2, 4 * 18 + 2)

@@ -267,3 +267,44 @@ def test_checkpoints_are_atomic_pruned_and_ignore_leftover_temporaries(tmp_path)
     state = tc.load_checkpoint(tc.resolve_resume("latest", tmp_path))
     assert state["step"] == 4 and torch.equal(state["w"], torch.full((2,), 4.0))
     assert math.isclose(float(tc.load_checkpoint(tc.resolve_resume(tmp_path, tmp_path))["w"][0]), 4.0)
+
+
+# ---- transformer evaluation ---------------------------------------------------------------------------------
+
+
+def test_edge_fscore_tolerance_and_empty_maps():
+    target = torch.zeros(1, 32, 32, dtype=torch.bool)
+    target[0, 10, 4:28] = True  # a horizontal line
+    near = target.roll(2, dims=1)  # two pixels lower: inside the tolerance
+    far = target.roll(8, dims=1)
+    assert tc.edge_fscore(target, target).item() == pytest.approx(1.0)
+    assert tc.edge_fscore(near, target, tolerance=2).item() == pytest.approx(1.0)
+    assert tc.edge_fscore(near, target, tolerance=1).item() == 0.0
+    assert tc.edge_fscore(far, target).item() == 0.0
+    half = target.clone()
+    half[0, 10, 16:] = False  # half the line: precision 1, recall about 1/2 (tolerance reaches 2 more pixels)
+    assert tc.edge_fscore(half, target, tolerance=0).item() == pytest.approx(2 * 0.5 / 1.5)
+    assert tc.edge_fscore(torch.zeros_like(target), target).item() == 0.0
+
+
+def test_bits_per_token_is_the_mean_cross_entropy_in_bits():
+    from conftest import tiny_net2net_config
+    net = tc.build_model(tiny_net2net_config(kind="none")).eval()
+    g = torch.Generator().manual_seed(0)
+    z = torch.randint(0, 32, (5, 16), generator=g)
+    c = net.encode_cond(5)  # (5, 1) start tokens
+    with torch.no_grad():
+        logits = net(z, c)
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), z.flatten()).item() / math.log(2)
+    assert tc.bits_per_token(net, z, c, batch_size=2) == pytest.approx(expected, rel=1e-5)
+
+
+def test_binary_maps_take_bce_on_logits_of_x_above_zero():
+    loss = tc.VQGANLoss(tc.VQGANLossConfig(reconstruction="bce"))
+    x = torch.where(torch.rand(2, 1, 8, 8) > 0.9, 1.0, -1.0)  # sparse edges in {-1, 1}
+    logits = torch.randn(2, 1, 8, 8)
+    g = loss.generator(x, logits, torch.tensor(0.0), step=0)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, (x > 0).float())
+    assert g.reconstruction.item() == pytest.approx(expected.item(), rel=1e-6) and not loss.uses_discriminator
+    with pytest.raises(ValueError, match="'l1' or 'bce'"):
+        tc.VQGANLoss(tc.VQGANLossConfig(reconstruction="ce")).generator(x, logits, torch.tensor(0.0), step=0)

@@ -189,6 +189,8 @@ def main(argv=None) -> Path:
     if ckpt:
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
+        for group in opt_g.param_groups + opt_d.param_groups:  # the config's rate wins: base_lr=... on resume
+            group["lr"] = lr
     if main_process:
         n_params = sum(p.numel() for p in vqgan.parameters()) / 1e6
         print(f"{len(dataset)} images, {n_params:.1f}M parameters, lr {lr:.2e}, {world} process(es) on "

@@ -1,0 +1,78 @@
+"""Speed of the bundled models on this CPU: decoding a 16x16 token grid, and sampling one image per mode.
+
+    .venv/bin/python bench/bundled.py [--threads 1 2] [--repeats 5]
+
+Prints one row per (figure, threads) with the median of --repeats runs and writes
+bench/results/bundled.json. The decode goal of the bundled VQGAN is at most 300 ms per 16x16 grid here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import taming_core as tc
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = ("segmentation", "edges", "depth", "unconditional")
+
+
+def condition(net: tc.Net2Net, size: int) -> torch.Tensor:
+    """Condition tokens (1, L_c) of a plain map of the model's kind (timing does not depend on its content)."""
+    kind = net.config.cond_stage.kind
+    if kind == "segmentation":
+        return net.encode_cond(torch.zeros(1, size, size, dtype=torch.long))  # label ids
+    if kind in ("depth", "edges"):
+        return net.encode_cond(-torch.ones(1, 1, size, size))
+    return net.encode_cond(1)
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "bundled.json"))
+    args = ap.parse_args(argv)
+    vq = tc.load_model(ROOT / "checkpoints" / "vqgan").eval()
+    side = vq.config.ddconfig.resolution // vq.downsample_factor
+    codes = torch.randint(0, vq.n_codes, (1, side, side), generator=torch.Generator().manual_seed(0))
+    nets = {m: tc.load_model(ROOT / "checkpoints" / m).eval() for m in MODES
+            if (ROOT / "checkpoints" / m).is_dir()}
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        t = median_time(lambda: vq.decode_indices(codes), args.repeats)
+        rows.append({"figure": f"decode {side}x{side} grid -> {side * vq.downsample_factor} px", "threads": threads,
+                     "seconds": t})
+        for mode, net in nets.items():
+            cond = condition(net, side * vq.downsample_factor)
+            n = side * side
+            t = median_time(lambda: net.decode_indices(tc.sample(net, cond, steps=n, top_k=100)),
+                            max(1, args.repeats // 2))
+            rows.append({"figure": f"{mode}: sample {n} tokens + decode", "threads": threads, "seconds": t})
+    for r in rows:
+        print(f"{r['figure']:<44} threads {r['threads']}  {r['seconds'] * 1000:8.1f} ms")
+    out = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "rows": rows}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

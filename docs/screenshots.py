@@ -1,0 +1,92 @@
+"""Screenshots of each tab of the app after a generation, for the README (docs/app-*.png).
+
+    .venv/bin/python docs/screenshots.py --edges-photo ../shared/data/bsds/images/X.jpg \
+        --depth ../shared/data/drin/depth16/Y.png
+
+Starts `app.py` on the bundled models at a free local port, drives Debian's chromium with Playwright
+(never `playwright install`), presses Generate in every tab and saves a screenshot when "Done" shows.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"app.py exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(1)
+    raise SystemExit(f"app.py did not answer at {url} within {timeout:.0f} s")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--edges-photo", required=True, help="photo whose edges condition the Edges tab")
+    ap.add_argument("--depth", required=True, help="depth PNG for the Depth tab")
+    ap.add_argument("--out", default=str(ROOT / "docs"), help="folder for app-<tab>.png")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    from playwright.sync_api import expect, sync_playwright
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--device", "cpu"],
+                            cwd=ROOT)
+    try:
+        wait_until_up(url, proc)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.locator("#go_seg").wait_for(timeout=60000)
+            page.locator("#seed input").fill(str(args.seed))
+
+            def generate(button: str, name: str) -> None:
+                page.click(button)
+                expect(page.locator("#status textarea")).to_have_value(re.compile("^Done"), timeout=300000)
+                page.wait_for_timeout(500)
+                path = Path(args.out) / f"app-{name}.png"
+                page.screenshot(path=str(path))
+                print(f"saved {path}")
+
+            generate("#go_seg", "segmentation")  # the first ready-made scene
+            page.get_by_role("tab", name="Edges").click()
+            page.locator("#edges_kind").get_by_text("photo", exact=True).click()
+            page.locator("#edges_upload input[type=file]").set_input_files(args.edges_photo)
+            page.wait_for_timeout(3000)  # the extracted edges replace the canvas
+            generate("#go_edges", "edges")
+            page.get_by_role("tab", name="Depth").click()
+            page.locator("#depth input[type=file]").set_input_files(args.depth)
+            page.locator("#depth_preview img").wait_for(timeout=30000)
+            generate("#go_depth", "depth")
+            page.get_by_role("tab", name="Unconditional").click()
+            generate("#go_uncond", "unconditional")
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Copy a trained model into a release folder: half-precision weights, optionally a new nominal resolution.
+
+    python train/release.py runs/vq/model checkpoints/vqgan --resolution 128 --dtype float16
+
+`--resolution` changes only the first stage's nominal resolution (its `ddconfig.resolution`: the size whose
+latent grid a transformer trains on and samples by default). A stage trained on small crops for speed is
+released at the size it will code: allowed only where no attention layer depends on the resolution, so the
+weights are the same either way. The copy is loaded back and checked against the source before it is kept.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import taming_core as tc
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def with_resolution(model: tc.VQGAN, resolution: int) -> tc.VQGAN:
+    dd = model.config.ddconfig
+    if dd.attn_resolutions:
+        raise SystemExit(f"the model has attention at resolutions {list(dd.attn_resolutions)}: its layers depend "
+                         "on the resolution, retrain at the size you want instead")
+    if resolution % model.downsample_factor:
+        raise SystemExit(f"--resolution must be a multiple of the downsampling factor {model.downsample_factor}")
+    out = tc.VQGAN(replace(model.config, ddconfig=replace(dd, resolution=resolution)))
+    out.load_state_dict(model.state_dict(), strict=True)
+    return out.eval()
+
+
+def main(argv=None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("source", help="trained model: our folder or .safetensors, or an original .ckpt")
+    ap.add_argument("dest", help="release folder (replaced)")
+    ap.add_argument("--resolution", type=int, help="new nominal resolution of a VQGAN without attention")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="stored precision")
+    args = ap.parse_args(argv)
+    model = tc.load_model(args.source).eval()
+    if args.resolution:
+        if not isinstance(model, tc.VQGAN):
+            raise SystemExit("--resolution applies to a VQGAN (first stage) only")
+        model = with_resolution(model, args.resolution)
+    dest = Path(args.dest)
+    with tempfile.TemporaryDirectory(dir=dest.parent if dest.parent.exists() else None) as tmp:
+        tc.save_model(model, tmp, dtype=DTYPES[args.dtype])
+        back = tc.load_model(tmp)
+        for (k, a), (_, b) in zip(sorted(model.state_dict().items()), sorted(back.state_dict().items())):
+            if a.is_floating_point() and not torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-3):
+                raise SystemExit(f"{k} differs after the round trip: not released")
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(tmp, dest)
+    size = sum(f.stat().st_size for f in dest.iterdir()) / 1e6
+    print(f"released {args.source} -> {dest} ({args.dtype}, {size:.1f} MB)")
+    return dest
+
+
+if __name__ == "__main__":
+    main()
