@@ -64,6 +64,9 @@ def main(argv=None) -> None:
 
             def generate(button: str, name: str) -> None:
                 page.click(button)
+                # the status box is shared by the tabs: first see this run's progress, then its "Done"
+                page.wait_for_function("!document.querySelector('#status textarea').value.startsWith('Done')",
+                                       polling=20, timeout=60000)
                 expect(page.locator("#status textarea")).to_have_value(re.compile("^Done"), timeout=300000)
                 page.wait_for_timeout(500)
                 path = Path(args.out) / f"app-{name}.png"

@@ -11,7 +11,9 @@ training-only `loss.*` keys of the original (perceptual network, discriminator),
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from .vqgan import VQGAN, VQGANConfig
 
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
 _META_KEY = "taming_core.config"
+_LINK_KEY = "taming_core.first_stage"  # {"path": folder relative to the model's, "sha256": of its weights}
 
 _VQ_TARGETS = {
     "taming.models.vqgan.VQModel": "vq",
@@ -248,8 +251,22 @@ def load_original(ckpt: str | Path, config=None) -> VQGAN | Net2Net:
     return model.eval()
 
 
-def save_model(model: VQGAN | Net2Net, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write our format: folder/model.safetensors (config in its metadata) and folder/config.yaml."""
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_model(model: VQGAN | Net2Net, folder: str | Path, dtype: torch.dtype | None = None,
+               first_stage: str | Path | None = None) -> Path:
+    """Write our format: folder/model.safetensors (config in its metadata) and folder/config.yaml.
+
+    first_stage: a folder in our format holding exactly this Net2Net's first stage (as stored, after `dtype`).
+    Its weights are then not copied: the metadata names the folder (relative to `folder`) and the sha256 of
+    its weights file, and loading reads them from there (refusing a changed file). Several models over one
+    VQGAN then store it once, as the original configs point at one first-stage checkpoint."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = config_to_dict(model)
@@ -261,11 +278,38 @@ def save_model(model: VQGAN | Net2Net, folder: str | Path, dtype: torch.dtype | 
         seen[id(v)] = k
         v = v.detach().cpu()
         tensors[k] = (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+    meta = {_META_KEY: json.dumps(config)}
+    if first_stage is not None:
+        if not isinstance(model, Net2Net):
+            raise ValueError("first_stage= applies to a Net2Net only")
+        linked = Path(first_stage) / WEIGHTS
+        if not linked.is_file():
+            raise FileNotFoundError(f"first stage weights not found: {linked}")
+        theirs = load_file(str(linked))
+        prefix = "first_stage_model."
+        ours = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if ours.keys() != theirs.keys() or any(not torch.equal(ours[k], theirs[k]) for k in ours):
+            raise ValueError(f"{linked} does not hold this model's first stage (as stored): not linked")
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
+        rel = os.path.relpath(Path(first_stage).resolve(), folder.resolve())
+        meta[_LINK_KEY] = json.dumps({"path": Path(rel).as_posix(), "sha256": _sha256(linked)})
     tmp = folder / (WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(config)})
+    save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(folder / WEIGHTS)
     OmegaConf.save(OmegaConf.create(config), folder / CONFIG)
     return folder
+
+
+def _linked_first_stage(weights: Path, link: str) -> dict[str, torch.Tensor]:
+    """The first-stage tensors a model stores by reference, checked against the recorded digest."""
+    info = json.loads(link)
+    linked = (weights.parent / info["path"] / WEIGHTS).resolve()
+    if not linked.is_file():
+        raise FileNotFoundError(f"{weights} reads its first stage from {linked}, which is missing")
+    if _sha256(linked) != info["sha256"]:
+        raise CheckpointError(f"{weights} was saved over a different first stage than {linked} holds now "
+                              f"(sha256 differs): re-save the model, or restore that file")
+    return {"first_stage_model." + k: v for k, v in load_file(str(linked)).items()}
 
 
 def load_ours(path: str | Path, config=None) -> VQGAN | Net2Net:
@@ -279,6 +323,8 @@ def load_ours(path: str | Path, config=None) -> VQGAN | Net2Net:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights} is truncated or not a safetensors file: {e}") from None
+    if _LINK_KEY in meta:
+        state.update(_linked_first_stage(weights, meta[_LINK_KEY]))
     if config is None:
         config = json.loads(meta[_META_KEY]) if _META_KEY in meta else weights.parent / CONFIG
     model = build_model(config)

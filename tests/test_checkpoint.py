@@ -165,3 +165,32 @@ def test_legacy_torch_format_and_plain_pickled_tensors(tmp_path):
         assert torch.equal(raw["view"], state["view"])
         loaded = tc.load_model(tmp_path / name, config=tiny_vqgan_config())
         assert torch.equal(loaded.decoder.conv_out.weight, model.decoder.conv_out.weight)
+
+
+def test_first_stage_stored_once_by_reference(tmp_path):
+    net = tc.build_model(tiny_net2net_config()).eval()
+    tc.save_model(net.first_stage_model, tmp_path / "vq", dtype=torch.float16)
+    net.first_stage_model.load_state_dict(tc.load_model(tmp_path / "vq").state_dict())  # as stored (fp16)
+    tc.save_model(net, tmp_path / "full", dtype=torch.float16)
+    tc.save_model(net, tmp_path / "linked", dtype=torch.float16, first_stage=tmp_path / "vq")
+    size = lambda name: (tmp_path / name / "model.safetensors").stat().st_size  # noqa: E731
+    assert size("linked") + size("vq") < size("full") + 4096
+    a, b = tc.load_model(tmp_path / "full"), tc.load_model(tmp_path / "linked")
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    # the pair moves together: the link is relative
+    shutil.copytree(tmp_path / "vq", tmp_path / "moved" / "vq")
+    shutil.copytree(tmp_path / "linked", tmp_path / "moved" / "linked")
+    assert isinstance(tc.load_model(tmp_path / "moved" / "linked"), tc.Net2Net)
+    # a changed first stage is refused, a missing one named
+    other = tc.build_model(tiny_vqgan_config())
+    tc.save_model(other, tmp_path / "moved" / "vq", dtype=torch.float16)
+    with pytest.raises(tc.CheckpointError, match="different first stage"):
+        tc.load_model(tmp_path / "moved" / "linked")
+    shutil.rmtree(tmp_path / "moved" / "vq")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        tc.load_model(tmp_path / "moved" / "linked")
+    with torch.no_grad():
+        net.first_stage_model.decoder.conv_out.bias.add_(0.5)
+    with pytest.raises(ValueError, match="does not hold this model's first stage"):
+        tc.save_model(net, tmp_path / "bad", dtype=torch.float16, first_stage=tmp_path / "vq")

@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     rec.add_argument("--batch-size", type=int, default=8)
     rec.add_argument("--max-images", type=int, help="evaluate only the first N images")
     rec.add_argument("--no-perceptual", action="store_true", help="skip the perceptual distance")
+    rec.add_argument("--sheet", help="also save 8 images (evenly spaced in file order) above their "
+                     "reconstructions to this PNG")
     fid = sub.add_parser("fid", help="FID and KID between two folders of images")
     fid.add_argument("--real", required=True, help="folder of reference images")
     fid.add_argument("--fake", required=True, help="folder of generated images")
@@ -173,6 +175,13 @@ def main(argv=None) -> dict:
         perceptual = None if args.no_perceptual else tc.PerceptualDistance()
         report = tc.evaluate_reconstructions(model, args.data, size, args.batch_size, perceptual,
                                              args.max_images, args.device)
+        if args.sheet:
+            data = tc.ImageFolder(tc.DataConfig(root=args.data, size=size))
+            pick = sorted({i * len(data) // 8 for i in range(8)})
+            x = torch.stack([data[i]["image"] for i in pick])  # centre crops (B, 3, S, S)
+            with torch.no_grad():
+                x_hat = model.to(args.device)(x.to(args.device))[0].clamp(-1, 1).cpu()
+            tc.save_grid(torch.cat([x, x_hat]), args.sheet, nrow=len(x))
         result = {"images": report.n_images, "size": size, "psnr": report.psnr, "ssim": report.ssim,
                   "perceptual": report.perceptual, **{f"codebook_{k}": v for k, v in asdict(report.codebook).items()}}
     elif args.command == "transformer":

@@ -40,6 +40,8 @@ def main(argv=None) -> Path:
     ap.add_argument("dest", help="release folder (replaced)")
     ap.add_argument("--resolution", type=int, help="new nominal resolution of a VQGAN without attention")
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="stored precision")
+    ap.add_argument("--first-stage", help="a Net2Net's first stage as released (a folder): stored by reference, "
+                    "not copied (tc.save_model(first_stage=...)); the folders must then stay side by side")
     args = ap.parse_args(argv)
     model = tc.load_model(args.source).eval()
     if args.resolution:
@@ -47,15 +49,18 @@ def main(argv=None) -> Path:
             raise SystemExit("--resolution applies to a VQGAN (first stage) only")
         model = with_resolution(model, args.resolution)
     dest = Path(args.dest)
-    with tempfile.TemporaryDirectory(dir=dest.parent if dest.parent.exists() else None) as tmp:
-        tc.save_model(model, tmp, dtype=DTYPES[args.dtype])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        # tmp lies beside dest, so a first stage linked by relative path stays valid after the copy
+        tc.save_model(model, tmp, dtype=DTYPES[args.dtype], first_stage=args.first_stage)
         back = tc.load_model(tmp)
         for (k, a), (_, b) in zip(sorted(model.state_dict().items()), sorted(back.state_dict().items())):
             if a.is_floating_point() and not torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-3):
                 raise SystemExit(f"{k} differs after the round trip: not released")
         if dest.exists():
             shutil.rmtree(dest)
-        shutil.copytree(tmp, dest)
+        shutil.copytree(tmp, dest, copy_function=shutil.copyfile)  # plain permissions, not the temp dir's 0700
+        dest.chmod(0o755)
     size = sum(f.stat().st_size for f in dest.iterdir()) / 1e6
     print(f"released {args.source} -> {dest} ({args.dtype}, {size:.1f} MB)")
     return dest

@@ -1,0 +1,88 @@
+"""The bundled models in checkpoints/: they load, fit the size budget, reconstruct held-out photos, sample."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import taming_core as tc
+from conftest import ROOT, SHARED
+
+CKPT = ROOT / "checkpoints"
+MODES = {"segmentation": "segmentation", "edges": "edges", "depth": "depth", "unconditional": "none"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def vqgan() -> tc.VQGAN:
+    return tc.load_model(CKPT / "vqgan")
+
+
+def test_bundled_weights_fit_the_budget_and_share_the_first_stage(vqgan):
+    total = sum(f.stat().st_size for f in CKPT.glob("*/model.safetensors"))
+    assert total < 80e6
+    assert isinstance(vqgan, tc.VQGAN) and vqgan.config.ddconfig.resolution == 128
+    assert vqgan.downsample_factor in (8, 16) and 512 <= vqgan.n_codes <= 4096
+    for name, kind in MODES.items():
+        net = tc.load_model(CKPT / name)
+        assert isinstance(net, tc.Net2Net) and net.config.cond_stage.kind == kind and net.grid == (16, 16)
+        for k, v in vqgan.state_dict().items():  # read from ../vqgan, the same tensors
+            assert torch.equal(v, net.first_stage_model.state_dict()[k]), (name, k)
+
+
+def test_bundled_vqgan_reconstructs_held_out_photos(vqgan):
+    sys.path.insert(0, str(ROOT / "train"))
+    from prepare_data import split_of
+    photos = sorted((SHARED / "data" / "coco" / "images").glob("*.jpg"))
+    held = [p for p in photos if split_of("coco", p.stem, 0.1) == "holdout"][:6]
+    if not held:
+        pytest.skip("../shared/data not found")
+    crops = []
+    for p in held:
+        rgb = np.asarray(Image.open(p).convert("RGB"))
+        s = 128 / min(rgb.shape[:2])
+        small = cv2.resize(rgb, (max(128, round(rgb.shape[1] * s)), max(128, round(rgb.shape[0] * s))),
+                           interpolation=cv2.INTER_AREA)
+        top, left = (small.shape[0] - 128) // 2, (small.shape[1] - 128) // 2
+        crops.append(small[top:top + 128, left:left + 128])
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (B, 3, 128, 128)
+    with torch.no_grad():
+        x_hat = vqgan(x)[0].clamp(-1, 1)
+    assert tc.psnr(x, x_hat).mean() > 17.0  # 19.25 dB over all 81 held-out photos (checkpoints/README.md)
+    assert tc.psnr(x, x_hat).mean() > tc.psnr(x, x.roll(1, 0)).mean() + 5  # not a blur of any photo
+
+
+@pytest.mark.parametrize("name", list(MODES))
+def test_bundled_transformer_samples_an_image(name):
+    net = tc.load_model(CKPT / name)
+    kind = net.config.cond_stage.kind
+    if kind == "segmentation":
+        labels = np.full((128, 128), tc.labels.label_id("sky-other"), np.int64)
+        labels[64:] = tc.labels.label_id("grass")
+        cond = torch.from_numpy((labels + 1) % 256)[None]  # COCO-Stuff ids shifted as in training (offset 1)
+        cond = torch.nn.functional.one_hot(cond, 183).permute(0, 3, 1, 2).float()
+    elif kind in ("edges", "depth"):
+        cond = -torch.ones(1, 1, 128, 128)
+        cond[..., 60:68, :] = 1.0
+    else:
+        cond = 1
+    c = net.encode_cond(cond)
+    g = torch.Generator().manual_seed(0)
+    tokens = tc.sample(net, c, steps=256, top_k=100, generator=g)
+    again = tc.sample(net, c, steps=256, top_k=100, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(tokens, again) and tokens.shape == (1, 256)
+    image = net.decode_indices(tokens)
+    assert image.shape == (1, 3, 128, 128) and torch.isfinite(image).all()
+    assert image.std() > 0.05  # a picture, not a flat colour
