@@ -17,12 +17,7 @@ CKPT = ROOT / "checkpoints"
 MODES = {"segmentation": "segmentation", "edges": "edges", "depth": "depth", "unconditional": "none"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

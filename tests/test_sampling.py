@@ -7,13 +7,7 @@ import taming_core as tc
 from conftest import reference_case, tiny_net2net_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine it waits for a busy core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0, block_size: int = 128, **gpt) -> tc.Net2Net:

@@ -292,3 +292,17 @@ def test_evaluate_cli_transformer_on_edges(tmp_path, images, vq_run):
     assert len(list((ev / "samples").glob("*.png"))) == 5
     with Image.open(ev / "sheet.png") as sheet:  # 4 rows (condition, photo, 2 samples) of 5 columns of 16 px
         assert sheet.size == (5 * 18 + 2, 4 * 18 + 2)
+
+
+def test_transformer_init_from_copies_a_trained_gpt_and_refuses_other_shapes(tmp_path, images, vq_run):
+    donor = tmp_path / "donor"
+    run(TRANSFORMER, "--preset", "tiny", "--data", images, "--first-stage", vq_run / "model", "--out", donor)
+    out = tmp_path / "started"
+    run(TRANSFORMER, "--preset", "tiny", "--data", images, "--first-stage", vq_run / "model", "--out", out,
+        "--steps", 1, "lr=0", "eval_every=100", "sample_every=100", f"init_from={donor / 'model'}")
+    a, b = tc.load_model(donor / "model"), tc.load_model(out / "model")
+    for k, v in a.transformer.state_dict().items():
+        assert torch.equal(v, b.transformer.state_dict()[k]), k  # lr 0: still the donor's weights
+    bad = run(TRANSFORMER, "--preset", "tiny", "--data", images, "--first-stage", vq_run / "model",
+              "--out", tmp_path / "bad", "transformer.n_embd=64", f"init_from={donor / 'model'}", check=False)
+    assert bad.returncode != 0 and "GPT shape" in bad.stderr

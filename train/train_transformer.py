@@ -47,6 +47,10 @@ class TrainConfig:
     transformer: tc.GPTConfig = field(default_factory=lambda: tc.GPTConfig(n_layer=12, n_head=8, n_embd=512))
     permuter: tc.PermuterConfig = field(default_factory=tc.PermuterConfig)  # H, W set to the latent grid
     pkeep: float = 1.0  # each input token is kept with this probability, else replaced by a random code
+    # A trained Net2Net whose transformer starts this one (same GPT shape), e.g. a model over the same first
+    # stage trained on more images with another condition: it brings the image prior and the alignment of
+    # condition and image positions. None: random initialisation.
+    init_from: Optional[str] = None
     out: str = "runs/transformer"
     cache: Optional[str] = None  # codes cache file; default <out>/codes.pt
     steps: int = 100_000
@@ -277,6 +281,12 @@ def main(argv=None) -> Path:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=tuple(cfg.betas))
     start = 0
+    if cfg.init_from and not ckpt:
+        donor = tc.load_model(cfg.init_from)
+        if not isinstance(donor, tc.Net2Net) or donor.config.transformer != net.config.transformer:
+            raise SystemExit(f"init_from={cfg.init_from}: not a Net2Net with this GPT shape "
+                             f"({net.config.transformer})")
+        gpt.load_state_dict(donor.transformer.state_dict())
     if ckpt:
         gpt.load_state_dict(ckpt["transformer"])
         opt.load_state_dict(ckpt["opt"])
