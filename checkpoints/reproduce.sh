@@ -44,13 +44,14 @@ GPT="--size 128 --batch-size 8 transformer.n_layer=4 transformer.n_head=4 transf
      transformer.embd_pdrop=0.1 transformer.resid_pdrop=0.1 transformer.attn_pdrop=0.1 pkeep=0.9 lr=5e-4
      warmup_steps=50 eval_every=100 save_every=100 sample_every=100000 num_workers=0"
 FIRST="--first-stage checkpoints/vqgan"
-$PY train/train_transformer.py --data runs/seg/train/images --cond segmentation --cond-stage runs/seg_vq/model \
-    $FIRST --out runs/seg_gpt --steps 700 $GPT
 $PY train/train_transformer.py --data runs/photos/train --cond edges --cond-stage runs/edges_vq/model \
     $FIRST --out runs/edges_gpt --steps 800 $GPT
+# segmentation starts from the edges GPT (same shape; its image prior comes from 720 photos, not 207)
+$PY train/train_transformer.py --data runs/seg/train/images --cond segmentation --cond-stage runs/seg_vq/model \
+    $FIRST --out runs/seg_gpt2 --steps 450 $GPT lr=3e-4 warmup_steps=20 init_from=runs/edges_gpt/model
 $PY train/train_transformer.py --data runs/data/train/drin/images --cond depth --cond-stage runs/depth_vq/model \
     $FIRST --out runs/depth_gpt --steps 200 $GPT
 $PY train/train_transformer.py --data runs/photos/train --cond none $FIRST --out runs/uncond_gpt --steps 800 $GPT
-for pair in seg_gpt:segmentation edges_gpt:edges depth_gpt:depth uncond_gpt:unconditional; do
+for pair in seg_gpt2:segmentation edges_gpt:edges depth_gpt:depth uncond_gpt:unconditional; do
   $PY train/release.py runs/${pair%%:*}/model checkpoints/${pair##*:} --first-stage checkpoints/vqgan
 done
