@@ -32,7 +32,8 @@ __all__ = [
 from .data import DataConfig, DataError, ImageFolder, ResumableSampler, list_images, save_grid
 from .discriminator import NLayerDiscriminator
 from .evaluation import (InceptionFeatures, ReconstructionReport, bits_per_token, edge_fscore,
-                         evaluate_reconstructions, folder_features, frechet_distance, kernel_inception_distance, psnr, ssim, usage_from_counts)
+                         evaluate_reconstructions, folder_features, frechet_distance, kernel_inception_distance,
+                         psnr, ssim, usage_from_counts)
 from .losses import (DiscriminatorLoss, GeneratorLoss, VQGANLoss, VQGANLossConfig, adaptive_weight,
                      disc_factor_at, hinge_d_loss, segmentation_loss, vanilla_d_loss)
 from .lpips import LPIPS, load_lpips
@@ -43,8 +44,7 @@ from .resume import (gather_rng_states, latest_checkpoint, list_checkpoints, loa
 __all__ += [
     "DataConfig", "DataError", "ImageFolder", "ResumableSampler", "list_images", "save_grid",
     "NLayerDiscriminator", "InceptionFeatures", "ReconstructionReport", "bits_per_token", "edge_fscore",
-    "evaluate_reconstructions",
-    "folder_features", "frechet_distance", "kernel_inception_distance", "psnr", "ssim", "usage_from_counts",
+    "evaluate_reconstructions", "folder_features", "frechet_distance", "kernel_inception_distance", "psnr", "ssim", "usage_from_counts",
     "DiscriminatorLoss", "GeneratorLoss", "VQGANLoss", "VQGANLossConfig", "adaptive_weight", "disc_factor_at",
     "hinge_d_loss", "segmentation_loss", "vanilla_d_loss", "MobileNetV2Features", "PerceptualDistance",
     "load_mobilenet_v2", "gather_rng_states", "latest_checkpoint", "list_checkpoints", "load_checkpoint",

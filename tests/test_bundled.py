@@ -66,8 +66,7 @@ def test_bundled_transformer_samples_an_image(name):
     if kind == "segmentation":
         labels = np.full((128, 128), tc.labels.label_id("sky-other"), np.int64)
         labels[64:] = tc.labels.label_id("grass")
-        cond = torch.from_numpy((labels + 1) % 256)[None]  # COCO-Stuff ids shifted as in training (offset 1)
-        cond = torch.nn.functional.one_hot(cond, 183).permute(0, 3, 1, 2).float()
+        cond = torch.from_numpy(labels)[None]  # raw COCO-Stuff ids, as the app passes them (offset applied inside)
     elif kind in ("edges", "depth"):
         cond = -torch.ones(1, 1, 128, 128)
         cond[..., 60:68, :] = 1.0

@@ -283,9 +283,10 @@ def main(argv=None) -> Path:
     start = 0
     if cfg.init_from and not ckpt:
         donor = tc.load_model(cfg.init_from)
-        if not isinstance(donor, tc.Net2Net) or donor.config.transformer != net.config.transformer:
-            raise SystemExit(f"init_from={cfg.init_from}: not a Net2Net with this GPT shape "
-                             f"({net.config.transformer})")
+        shape = lambda g: (g.vocab_size, g.block_size, g.n_layer, g.n_head, g.n_embd)  # noqa: E731  not dropout
+        if not isinstance(donor, tc.Net2Net) or shape(donor.config.transformer) != shape(net.config.transformer):
+            raise SystemExit(f"init_from={cfg.init_from}: not a Net2Net with this GPT shape (vocab, block, "
+                             f"layers, heads, width = {shape(net.config.transformer)})")
         gpt.load_state_dict(donor.transformer.state_dict())
     if ckpt:
         gpt.load_state_dict(ckpt["transformer"])
