@@ -6,7 +6,8 @@ names, plus the project yaml (`model.target` / `model.params`). The mapping from
 strings to our classes lives here and nowhere else.
 
 Loading is strict: every expected key must be present and no unexpected key is ignored, except the
-training-only `loss.*` keys of the original (perceptual network, discriminator), dropped by name.
+training-only `loss.*` keys of the original (perceptual network, discriminator), dropped by name. Configs are
+read as plain data and checked (config_checks.py) before a model is built or a weights file read.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .config_checks import MAX_PARAMS, ConfigError, check_config, check_plain, parse_json, read_yaml
 from .net2net import Net2Net, Net2NetConfig
 from .safe_unpickle import CheckpointError, safe_load
 from .vqgan import VQGAN, VQGANConfig
@@ -52,10 +55,6 @@ _N2N_PARAMS = {"transformer_config", "first_stage_config", "cond_stage_config", 
                "unconditional"}
 _COND_KINDS = {"segmentation": "segmentation", "depth": "depth", "edges": "edges", "edge": "edges",
                "sketch": "edges", "image": "first_stage"}
-
-
-class ConfigError(ValueError):
-    """A config that names an unknown target or parameter, or does not fit the checkpoint."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -153,26 +152,30 @@ def config_from_original(cfg: dict, base_dir: Path | None = None) -> dict:
 # Configs, building
 
 
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path}")
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-
-
-def resolve_config(config) -> tuple[str, VQGANConfig | Net2NetConfig]:
-    """A yaml path or dict, in the original schema or ours -> ("vqgan" | "net2net", typed config)."""
+def resolve_config(config, max_params: float | None = MAX_PARAMS) -> tuple[str, VQGANConfig | Net2NetConfig]:
+    """A yaml path or dict, in the original schema or ours -> ("vqgan" | "net2net", typed config), checked:
+    plain data without interpolations, every size in range, at most `max_params` parameters and buffers
+    (None: no limit). Raises ConfigError naming the field."""
     base_dir = None
+    if isinstance(config, (VQGANConfig, Net2NetConfig)):
+        kind = "vqgan" if isinstance(config, VQGANConfig) else "net2net"
+        check_config(kind, config, max_params)
+        return kind, config
     if isinstance(config, (str, Path)):
         base_dir = Path(config).parent
-        config = _read_yaml(Path(config))
-    elif isinstance(config, DictConfig):
-        config = OmegaConf.to_container(config, resolve=True)
-    elif isinstance(config, (VQGANConfig, Net2NetConfig)):
-        return ("vqgan" if isinstance(config, VQGANConfig) else "net2net"), config
+        config = read_yaml(Path(config))
+    elif isinstance(config, DictConfig):  # interpolations stay unresolved, and are refused below
+        config = OmegaConf.to_container(config, resolve=False)
     if not isinstance(config, dict):
         raise ConfigError(f"a config must be a yaml path or a dict, got {type(config).__name__}")
+    check_plain(config, "the config")
     if isinstance(config.get("model"), dict):
-        config = config_from_original(config, base_dir)
+        try:
+            config = config_from_original(config, base_dir)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, AttributeError, KeyError) as e:  # a value of the wrong type or shape
+            raise ConfigError(f"malformed original config: {type(e).__name__}: {e}") from None
     config = dict(config)
     kind = config.pop("model", None)
     schema = {"vqgan": VQGANConfig, "net2net": Net2NetConfig}.get(kind)
@@ -180,9 +183,11 @@ def resolve_config(config) -> tuple[str, VQGANConfig | Net2NetConfig]:
         raise ConfigError(f"config 'model' must be 'vqgan' or 'net2net' (ours) or a dict with a target "
                           f"(original), got {kind!r}")
     try:
-        return kind, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), config))
+        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), config))
     except OmegaConfBaseException as e:
         raise ConfigError(f"invalid {kind} config: {e}") from None
+    check_config(kind, typed, max_params)
+    return kind, typed
 
 
 def config_to_dict(model: VQGAN | Net2Net) -> dict:
@@ -190,9 +195,13 @@ def config_to_dict(model: VQGAN | Net2Net) -> dict:
     return {"model": kind, **OmegaConf.to_container(OmegaConf.structured(model.config))}
 
 
-def build_model(config) -> VQGAN | Net2Net:
-    """A model with random weights from a yaml path or dict (original schema or ours)."""
-    kind, cfg = resolve_config(config)
+def build_model(config, max_params: float | None = MAX_PARAMS) -> VQGAN | Net2Net:
+    """A model with random weights from a yaml path or dict (original schema or ours), checked first (see
+    resolve_config)."""
+    return _build(*resolve_config(config, max_params))
+
+
+def _build(kind: str, cfg: VQGANConfig | Net2NetConfig) -> VQGAN | Net2Net:
     return VQGAN(cfg) if kind == "vqgan" else Net2Net(cfg)
 
 
@@ -239,14 +248,18 @@ def _find_original_config(ckpt: Path) -> Path:
                             f"{CONFIG} beside it")
 
 
-def load_original(ckpt: str | Path, config=None) -> VQGAN | Net2Net:
-    """Original `.ckpt` + its yaml -> model (eval mode, CPU). Never runs code from the checkpoint."""
+def load_original(ckpt: str | Path, config=None, max_params: float | None = MAX_PARAMS) -> VQGAN | Net2Net:
+    """Original `.ckpt` + its yaml -> model (eval mode, CPU). Never runs code from the checkpoint; the config
+    is checked before the checkpoint is read."""
     ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt}")
+    kind, cfg = resolve_config(config if config is not None else _find_original_config(ckpt), max_params)
     obj = safe_load(ckpt)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{ckpt} is not a model checkpoint (no state_dict of tensors)")
-    model = build_model(config if config is not None else _find_original_config(ckpt))
+    model = _build(kind, cfg)
     load_state_dict_strict(model, state)
     return model.eval()
 
@@ -302,32 +315,42 @@ def save_model(model: VQGAN | Net2Net, folder: str | Path, dtype: torch.dtype | 
 
 def _linked_first_stage(weights: Path, link: str) -> dict[str, torch.Tensor]:
     """The first-stage tensors a model stores by reference, checked against the recorded digest."""
-    info = json.loads(link)
-    linked = (weights.parent / info["path"] / WEIGHTS).resolve()
+    try:
+        info = json.loads(link)
+        linked = (weights.parent / info["path"] / WEIGHTS).resolve()
+        digest = str(info["sha256"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{weights}: malformed first-stage link in its metadata: {e!r}") from None
     if not linked.is_file():
         raise FileNotFoundError(f"{weights} reads its first stage from {linked}, which is missing")
-    if _sha256(linked) != info["sha256"]:
+    if _sha256(linked) != digest:
         raise CheckpointError(f"{weights} was saved over a different first stage than {linked} holds now "
                               f"(sha256 differs): re-save the model, or restore that file")
     return {"first_stage_model." + k: v for k, v in load_file(str(linked)).items()}
 
 
-def load_ours(path: str | Path, config=None) -> VQGAN | Net2Net:
+def load_ours(path: str | Path, config=None, max_params: float | None = MAX_PARAMS) -> VQGAN | Net2Net:
+    """Our format (a folder or its .safetensors file) -> model (eval mode, CPU). The config (given, else
+    the one in the metadata, else config.yaml) is checked before the weights are read."""
     path = Path(path)
     weights = path / WEIGHTS if path.is_dir() else path
     if not weights.is_file():
         raise FileNotFoundError(f"weights not found: {weights}")
     try:
-        state = load_file(str(weights))
-        with safe_open(str(weights), "pt") as f:
+        with safe_open(str(weights), "pt") as f:  # reads the header only
             meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} is truncated or not a safetensors file: {e}") from None
+    if config is None:
+        config = parse_json(meta[_META_KEY], str(weights)) if _META_KEY in meta else weights.parent / CONFIG
+    kind, cfg = resolve_config(config, max_params)
+    try:
+        state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights} is truncated or not a safetensors file: {e}") from None
     if _LINK_KEY in meta:
         state.update(_linked_first_stage(weights, meta[_LINK_KEY]))
-    if config is None:
-        config = json.loads(meta[_META_KEY]) if _META_KEY in meta else weights.parent / CONFIG
-    model = build_model(config)
+    model = _build(kind, cfg)
     expected = model.state_dict()
     for k, v in expected.items():  # restore stages shared by two prefixes
         if k not in state:
@@ -338,21 +361,24 @@ def load_ours(path: str | Path, config=None) -> VQGAN | Net2Net:
     return model.eval()
 
 
-def load_model(path: str | Path, config=None) -> VQGAN | Net2Net:
-    """Load ours (a folder or .safetensors) or an original .ckpt (+ yaml); eval mode, on the CPU."""
+def load_model(path: str | Path, config=None, max_params: float | None = MAX_PARAMS) -> VQGAN | Net2Net:
+    """Load ours (a folder or .safetensors) or an original .ckpt (+ yaml); eval mode, on the CPU.
+
+    The config is checked before anything is allocated: a model of more than `max_params` parameters and
+    buffers is refused (ConfigError) unless the limit is raised. Never runs code from the files."""
     path = Path(path)
     if path.is_dir():
         if (path / WEIGHTS).is_file():
-            return load_ours(path, config)
+            return load_ours(path, config, max_params)
         ckpts = sorted(path.glob("*.ckpt")) or sorted(path.glob("checkpoints/last.ckpt"))
         if not ckpts:
             raise FileNotFoundError(f"{path} holds neither {WEIGHTS} nor a .ckpt file")
-        return load_original(ckpts[0], config)
+        return load_original(ckpts[0], config, max_params)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        return load_ours(path, config)
-    return load_original(path, config)
+        return load_ours(path, config, max_params)
+    return load_original(path, config, max_params)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -363,9 +389,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("out", help="output folder")
     ap.add_argument("--config", help="project yaml (default: found beside the checkpoint)")
     ap.add_argument("--half", action="store_true", help="store float weights as float16")
+    ap.add_argument("--max-params", type=float, default=MAX_PARAMS,
+                    help="refuse configs describing more parameters and buffers than this (default: %(default).0e)")
     args = ap.parse_args(argv)
-    model = load_model(args.ckpt, args.config)
-    save_model(model, args.out, torch.float16 if args.half else None)
+    try:
+        model = load_model(args.ckpt, args.config, args.max_params)
+        save_model(model, args.out, torch.float16 if args.half else None)
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:  # one line, no traceback: bad input
+        sys.exit("taming-convert: error: " + " ".join(str(e).split()))  # OmegaConf messages span lines
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.out}/{WEIGHTS} ({n / 1e6:.1f}M parameters) and {args.out}/{CONFIG}")
 

@@ -1,21 +1,43 @@
-"""Reads `torch.save` files (the original `.ckpt`) without executing any code from them.
+"""Reads `torch.save` files (the original `.ckpt`) without executing code from them, in bounded memory.
 
-A restricted unpickler rebuilds tensors, storages, OrderedDict, plain containers, numbers and strings.
-Any other global named in the file becomes an inert placeholder class (PyTorch-Lightning 1.0 files key a
-dict by a `pytorch_lightning` callback class, so unknown classes must not stop loading); calling such a
-global (how a malicious `__reduce__` runs `os.system`) raises `UnsafeCheckpointError`. No module named in
-the file is ever imported.
+Three layouts are read: the zip format (torch >= 1.6), the legacy format (magic number, protocol version, sys
+info, the object, storage keys, raw storages) and plain pickles (`pickle.dumps(tensor)` embeds a legacy archive
+as bytes, rebuilt by `torch.storage._load_from_bytes`).
+
+No code from the file runs. A restricted unpickler rebuilds tensors, storages, OrderedDict, plain containers,
+numbers and strings. Any other global named in the file becomes an inert placeholder class (PyTorch-Lightning
+1.0 files key a dict by a `pytorch_lightning` callback class, so unknown classes must not stop loading);
+calling such a global (how a malicious `__reduce__` runs `os.system`) raises `UnsafeCheckpointError`. The
+legacy header slots admit no globals at all. No module named in the file is ever imported.
+
+Memory is bounded. Every pickle is scanned opcode by opcode before it is unpickled (the C unpickler allocates
+a BINBYTES8's claimed length before reading it); every byte a load decodes (pickled strings, zip members,
+legacy storages, embedded archives) is charged to one `_Budget` before it is allocated; zip members are read
+in chunks against their declared sizes; embedded archives nest at most `MAX_NESTING` deep.
 """
 from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
+import pickletools
 import zipfile
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+
+EXPANSION = 4  # a load may decode EXPANSION x the file size (+ SLACK): legit files decode to 1-2x, see _Budget
+SLACK = 16 << 20
+MAX_BYTES = 64 << 30  # absolute cap on the bytes one load decodes (a 5e9-parameter fp32 model plus Adam fits)
+MAX_NESTING = 4  # embedded archives inside embedded archives; plain pickles of tensors need 1
+_OPCODE_COST = 8  # bytes charged per pickle opcode: about the reference it leaves in a container or the memo
+_NESTED_COST = 256  # bytes charged per embedded archive: the tensor object it becomes
+_CHUNK = 1 << 20  # zip members are inflated this much at a time
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
 
 
 class CheckpointError(ValueError):
@@ -65,7 +87,7 @@ class _StorageType:
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
     if not isinstance(storage, torch.Tensor):
         raise CheckpointError("malformed tensor record in checkpoint")
-    return storage.as_strided(tuple(size), tuple(stride), offset)
+    return storage.as_strided(tuple(size), tuple(stride), offset)  # a view: torch checks the bounds
 
 
 def _rebuild_parameter(data, *_ignored):
@@ -110,14 +132,71 @@ _ALLOWED = {
 }
 
 
+class _Budget:
+    """The bytes one load may decode, charged before each allocation.
+
+    The limit is EXPANSION x the file size + SLACK, and at most `max_bytes`. Legit files stay well inside:
+    torch stores zip members uncompressed and legacy storages raw (1x), a plain pickle holds each tensor's
+    archive as bytes and then its storage (2x). Converting fp16 weights into an fp32 model happens after
+    loading, in memory bounded by the config's size limit, and is not charged here."""
+
+    def __init__(self, name: str, file_size: int, max_bytes: int):
+        self.name, self.file_size, self.used = name, file_size, 0
+        self.limit = min(int(max_bytes), EXPANSION * file_size + SLACK)
+
+    def charge(self, n: int, what: str) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise CheckpointError(f"{self.name}: {what} would take the bytes decoded from this {self.file_size}-"
+                                  f"byte file past {self.limit} ({EXPANSION}x its size + {SLACK >> 20} MiB, at most "
+                                  "max_bytes); refused as a decompression bomb")
+
+
+class _Bounded:
+    """A seekable binary stream whose read(n) never asks for more than what is left: a plain file's
+    read(2**40) allocates 1 TiB before it finds out the file is short."""
+
+    def __init__(self, f):
+        self._f = f
+        self.size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+
+    def read(self, n: int | None = -1) -> bytes:
+        left = self.size - self._f.tell()
+        return self._f.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self, n: int | None = -1) -> bytes:
+        return self._f.readline(-1 if n is None else n)
+
+    def readinto(self, buffer) -> int:
+        return self._f.readinto(buffer)
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        return self._f.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, read_storage, legacy: bool = False):
+    """find_class hands out only the rebuild functions of `_ALLOWED` (and inert placeholders); with
+    `header=True` (legacy header slots) it hands out nothing."""
+
+    def __init__(self, file, reader: _Reader, read_storage=None, legacy: bool = False, header: bool = False):
         super().__init__(file)
-        self._read_storage = read_storage
-        self._legacy = legacy
+        self._reader, self._read_storage = reader, read_storage
+        self._legacy, self._header = legacy, header
         self._placeholders: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str):
+        if self._header:
+            raise UnsafeCheckpointError(f"a legacy header slot names {module}.{name}; header slots hold plain "
+                                        "numbers, strings and dicts only (refused, nothing was run)")
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return self._reader.load_from_bytes
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         if module == "torch" and name in _STORAGE_DTYPES:
@@ -131,7 +210,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._placeholders[key]
 
     def persistent_load(self, pid):
-        if self._read_storage is None or not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
+        if self._read_storage is None or not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise CheckpointError("unexpected persistent record: not a torch checkpoint")
         storage_type, key = pid[1], str(pid[2])
         if not isinstance(storage_type, _StorageType):
@@ -145,70 +224,99 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return storage
 
 
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-
-
-def _load_legacy(f, name: str):
-    """The pre-1.6 torch.save layout: magic, protocol, sys_info, the object, storage keys, raw storages."""
+@contextmanager
+def _corrupt(name: str, what: str):
+    """Turn the errors a malformed file raises deep inside pickle, zipfile or torch into one CheckpointError."""
     try:
-        protocol = pickle.load(f)  # plain ints and dicts: no globals involved
-        _RestrictedUnpickler(f, None).load()  # sys_info
-        storages: dict[str, torch.Tensor] = {}
-
-        def read_storage(key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
-            if key not in storages:
-                storages[key] = torch.empty(int(numel), dtype=dtype)  # filled once the data follows
-            return storages[key]
-
-        obj = _RestrictedUnpickler(f, read_storage, legacy=True).load()
-        keys = _RestrictedUnpickler(f, None).load()
-        for key in keys:
-            t = storages[str(key)]
-            n = int.from_bytes(f.read(8), "little")
-            data = f.read(n * t.element_size())
-            if n != t.numel() or len(data) != n * t.element_size():
-                raise CheckpointError(f"{name} is truncated (storage {key})")
-            if n:
-                t.view(torch.uint8).view(-1).copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        yield
     except CheckpointError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, RuntimeError) as e:
-        raise CheckpointError(f"{name} is truncated or corrupt (legacy torch format, protocol "
-                              f"{locals().get('protocol')}): {e}") from None
-    return obj
+    except MemoryError:
+        raise CheckpointError(f"{name}: ran out of memory while decoding it") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            RuntimeError, OverflowError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{name} is {what}: {e}") from None
 
 
-def _load_from_bytes(data: bytes):
-    """Tensors pickled on their own (pickle.dumps(tensor)) embed a torch.save archive as bytes."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise UnsafeCheckpointError("unexpected torch.storage._load_from_bytes argument")
-    return safe_load(io.BytesIO(data), name="embedded tensor")
+def _is_plain(obj, depth: int = 0) -> bool:
+    """Numbers, strings, and lists/dicts of them: all a legacy header slot may hold."""
+    if isinstance(obj, (bool, int, str)):
+        return True
+    if depth < 4 and isinstance(obj, list):
+        return all(_is_plain(v, depth + 1) for v in obj)
+    if depth < 4 and isinstance(obj, dict):
+        return all(isinstance(k, str) and _is_plain(v, depth + 1) for k, v in obj.items())
+    return False
 
 
-_ALLOWED[("torch.storage", "_load_from_bytes")] = _load_from_bytes
+class _Reader:
+    """One safe_load call: its budget, the nesting depth of embedded archives, and the three layouts."""
 
+    def __init__(self, budget: _Budget):
+        self.budget, self.depth = budget, 0
 
-def safe_load(path: str | Path | io.BytesIO, name: str | None = None):
-    """Unpickle a torch.save file (zip format) or a plain pickle without running code from it."""
-    if not isinstance(path, io.BytesIO):
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-    name = name or str(path)
-    if not zipfile.is_zipfile(path):
-        with (open(path, "rb") if isinstance(path, Path) else path) as f:
-            f.seek(0)
-            try:
-                obj = _RestrictedUnpickler(f, None).load()
-            except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-                if isinstance(e, CheckpointError):
-                    raise
-                raise CheckpointError(f"{name} is not a checkpoint (or is truncated): {e}") from None
-            if isinstance(obj, int) and obj == _LEGACY_MAGIC:
-                return _load_legacy(f, name)
+    def load(self, stream, name: str):
+        is_zip = stream.read(4) == b"PK\x03\x04"  # as torch.load decides; an EOCD near the end is not enough
+        stream.seek(0)
+        if is_zip:
+            with _corrupt(name, "truncated or corrupt"):
+                return self._zip(stream, name)
+        with _corrupt(name, "not a checkpoint (or is truncated)"):
+            obj = self._unpickle(stream)
+        if type(obj) is int and obj == _LEGACY_MAGIC:
+            with _corrupt(name, "truncated or corrupt (legacy torch format)"):
+                return self._legacy(stream, name)
         return obj
-    try:
-        with zipfile.ZipFile(path) as zf:
+
+    def load_from_bytes(self, data):
+        """`torch.storage._load_from_bytes`: a tensor pickled on its own embeds a torch.save archive as bytes."""
+        if not isinstance(data, (bytes, bytearray)):
+            raise UnsafeCheckpointError("unexpected torch.storage._load_from_bytes argument")
+        if self.depth >= MAX_NESTING:
+            raise CheckpointError(f"{self.budget.name}: embedded archives nest deeper than {MAX_NESTING} "
+                                  "levels; refused")
+        self.budget.charge(_NESTED_COST, "an embedded archive")
+        self.depth += 1
+        try:
+            return self.load(io.BytesIO(data), f"{self.budget.name} (embedded archive)")
+        finally:
+            self.depth -= 1
+
+    def _unpickle(self, stream, read_storage=None, legacy: bool = False, header: bool = False):
+        """Scan the pickle at the stream's position (every length it claims must fit in what is left, every
+        opcode is charged), then unpickle it for real."""
+        start, cost = stream.tell(), 0
+        for _, arg, _ in pickletools.genops(stream):
+            cost += _OPCODE_COST + (len(arg) if isinstance(arg, (bytes, str)) else 0)
+            if cost > 1 << 16:  # charged in batches: one call per opcode would double the scan's time
+                self.budget.charge(cost, "a pickle")
+                cost = 0
+        self.budget.charge(cost, "a pickle")
+        stream.seek(start)
+        return _RestrictedUnpickler(stream, self, read_storage, legacy, header).load()
+
+    def _member(self, zf: zipfile.ZipFile, name: str) -> bytearray:
+        """A zip member, its declared size charged before anything is read, inflated a chunk at a time."""
+        info = zf.getinfo(name)
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise CheckpointError(f"{self.budget.name}: zip member {name} uses compression "
+                                  f"{info.compress_type}; torch checkpoints are stored or deflated")
+        self.budget.charge(info.file_size, f"zip member {name} ({info.file_size} bytes)")
+        data, got = bytearray(info.file_size), 0
+        with zf.open(info) as f:
+            view = memoryview(data)
+            while got < len(data):
+                chunk = f.read(min(_CHUNK, len(data) - got))
+                if not chunk:
+                    break
+                view[got: got + len(chunk)] = chunk
+                got += len(chunk)
+        if got != len(data):
+            raise CheckpointError(f"{self.budget.name}: zip member {name} is truncated")
+        return data
+
+    def _zip(self, stream, name: str):
+        with zipfile.ZipFile(stream) as zf:
             pkl = [n for n in zf.namelist() if n.endswith("data.pkl")]
             if not pkl:
                 raise CheckpointError(f"{name} is a zip file but not a torch checkpoint (no data.pkl)")
@@ -217,14 +325,62 @@ def safe_load(path: str | Path | io.BytesIO, name: str | None = None):
 
             def read_storage(key: str, dtype: torch.dtype) -> torch.Tensor:
                 if key not in cache:
-                    raw = bytearray(zf.read(f"{prefix}data/{key}"))
-                    cache[key] = (torch.frombuffer(raw, dtype=dtype) if raw
-                                  else torch.empty(0, dtype=dtype))
+                    raw = self._member(zf, f"{prefix}data/{key}")
+                    cache[key] = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
                 return cache[key]
 
-            return _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), read_storage).load()
-    except CheckpointError:
-        raise
-    except (zipfile.BadZipFile, KeyError, EOFError, OSError, pickle.UnpicklingError, RuntimeError,
-            ValueError, TypeError) as e:
-        raise CheckpointError(f"{name} is truncated or corrupt: {e}") from None
+            return self._unpickle(io.BytesIO(self._member(zf, pkl[0])), read_storage)
+
+    def _header(self, stream, slot: str, valid) -> object:
+        value = self._unpickle(stream, header=True)
+        if not valid(value):
+            raise CheckpointError(f"{self.budget.name}: the legacy {slot} slot holds {type(value).__name__} "
+                                  f"{str(value)[:60]!r}, not what the format defines")
+        return value
+
+    def _legacy(self, stream, name: str):
+        """The pre-1.6 layout after the magic number. Storages are declared (dtype, numel) in the object's
+        pickle and filled from the raw bytes that follow the storage keys."""
+        self._header(stream, "protocol version", lambda v: type(v) is int and v == _LEGACY_PROTOCOL)
+        self._header(stream, "sys info", lambda v: isinstance(v, dict) and _is_plain(v))
+        storages: dict[str, torch.Tensor] = {}
+
+        def read_storage(key: str, dtype: torch.dtype, numel) -> torch.Tensor:
+            if key not in storages:
+                if type(numel) is not int or numel < 0:
+                    raise CheckpointError(f"{name}: storage {key} declares {numel!r} elements")
+                nbytes = numel * dtype.itemsize
+                self.budget.charge(nbytes, f"storage {key} ({nbytes} bytes)")
+                storages[key] = torch.empty(numel, dtype=dtype)  # filled below; every one must be
+            return storages[key]
+
+        obj = self._unpickle(stream, read_storage, legacy=True)
+        keys = self._header(stream, "storage keys", lambda v: isinstance(v, list) and
+                            all(isinstance(k, str) for k in v))
+        if set(keys) != set(storages):
+            raise CheckpointError(f"{name}: the storage keys do not match the storages the object uses")
+        for key in keys:
+            t = storages[key]
+            n = int.from_bytes(stream.read(8), "little")
+            if n != t.numel():
+                raise CheckpointError(f"{name} is truncated or corrupt (storage {key}: {n} elements, "
+                                      f"declared {t.numel()})")
+            if n and stream.readinto(memoryview(t.view(torch.uint8).numpy())) != t.numel() * t.element_size():
+                raise CheckpointError(f"{name} is truncated (storage {key})")
+        return obj
+
+
+def safe_load(path: str | Path | io.BytesIO, name: str | None = None, max_bytes: int = MAX_BYTES):
+    """Unpickle a torch.save file (zip or legacy format) or a plain pickle without running code from it.
+
+    Raises CheckpointError (UnsafeCheckpointError for code) for anything malformed, hostile, or decoding to
+    more than EXPANSION x its size (at most `max_bytes`)."""
+    if isinstance(path, io.BytesIO):
+        name, size, opened = name or "checkpoint", len(path.getbuffer()), nullcontext(path)
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        name, size, opened = name or str(path), path.stat().st_size, open(path, "rb")
+    with opened as f:
+        return _Reader(_Budget(name, size, max_bytes)).load(_Bounded(f), name)

@@ -194,3 +194,21 @@ def test_first_stage_stored_once_by_reference(tmp_path):
         net.first_stage_model.decoder.conv_out.bias.add_(0.5)
     with pytest.raises(ValueError, match="does not hold this model's first stage"):
         tc.save_model(net, tmp_path / "bad", dtype=torch.float16, first_stage=tmp_path / "vq")
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy", "plain", "plain_fp16"])
+def test_legit_files_fit_the_decode_budget(tmp_path, layout):
+    """Real checkpoints decode to 1-2.2x their size; the budget allows 4x + 16 MiB (see test_hostile.py)."""
+    folder, _ = reference_case("cond_transformer_seg")
+    state = tc.safe_load(folder / "model.ckpt")["state_dict"]
+    if layout == "plain_fp16":
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    path = tmp_path / "m.ckpt"
+    if layout.startswith("plain"):
+        path.write_bytes(pickle.dumps({"state_dict": state}))
+    else:
+        torch.save({"state_dict": state}, path, _use_new_zipfile_serialization=layout == "zip")
+    loaded = tc.safe_load(path)["state_dict"]
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    with pytest.raises(tc.CheckpointError, match="decompression bomb"):
+        tc.safe_load(path, max_bytes=path.stat().st_size // 2)  # the absolute cap applies too

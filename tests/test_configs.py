@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 import taming_core as tc
-from conftest import ORIGINAL_CONFIGS, SHARED
+from conftest import ORIGINAL_CONFIGS, SHARED, tiny_vqgan_config
 
 LISTING = SHARED / "notes" / "reference-keys.txt"
 SECTIONS = {  # title prefix in the listing -> our copy of the config
@@ -60,6 +60,29 @@ def test_release_shaped_config_matches_listing(title, config):
         grouped[prefix][1] += int(torch.Size(shape).numel())
     expected = {p: v for p, v in section["prefixes"].items() if not p.startswith("loss.")}
     assert {p: tuple(v) for p, v in grouped.items()} == expected
+    # the size limit counts from the config alone exactly what the model holds (parameters and buffers)
+    n = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
+    tc.resolve_config(ORIGINAL_CONFIGS / config, max_params=n)
+    with pytest.raises(tc.ConfigError, match="parameters and buffers"):
+        tc.resolve_config(ORIGINAL_CONFIGS / config, max_params=n - 1)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"quantizer": "gumbel"}, {"quantizer": "ema", "colorize_nlabels": 5}, {"remap": [1, 3, 5]},
+    {"ddconfig": {"ch": 64, "ch_mult": [1, 1, 2], "num_res_blocks": 0, "attn_resolutions": [16, 4],
+                  "in_channels": 1, "out_ch": 2, "resolution": 16, "z_channels": 4, "double_z": True,
+                  "resamp_with_conv": False}},
+], ids=["gumbel", "ema", "remap", "layout"])
+def test_size_limit_counts_exactly(overrides):
+    cfg = tiny_vqgan_config(**overrides)
+    if overrides.get("quantizer") == "gumbel":
+        cfg["embed_dim"] = cfg["ddconfig"]["z_channels"]
+    with torch.device("meta"):
+        model = tc.build_model(cfg)
+    n = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
+    tc.resolve_config(cfg, max_params=n)
+    with pytest.raises(tc.ConfigError, match="parameters and buffers"):
+        tc.resolve_config(cfg, max_params=n - 1)
 
 
 def test_scene_transformer_is_refused_clearly():

@@ -1,0 +1,314 @@
+"""Model configs checked before anything is allocated: plain data, sane sizes, and the size of the model.
+
+A config often comes from a file someone else wrote (an original project yaml, our `config.yaml`, the JSON in
+a safetensors header). Before a model is built from it:
+- the file is read as plain data: yaml through a safe loader (no `!!python/...` tags), JSON through `json`;
+  it must be small and shallow, and hold no OmegaConf interpolation (`${oc.env:NAME}` would copy an
+  environment variable into the config): those are refused, never resolved;
+- every size of the typed config lies within `_RULES` (`n_embed: 0`, a negative `ch`, `n_layer: 10000`,
+  `num_res_blocks: 1000` are refused by name);
+- the parameters and buffers of the model it describes are counted from the config alone (`model_size`,
+  exact for every layout this package builds); more than `max_params` elements (default `MAX_PARAMS`, raised
+  by the `max_params=` keyword of `build_model` / `load_model` or `--max-params` of taming-convert) are
+  refused.
+Every refusal is a `ConfigError` naming the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .autoencoder import AutoencoderConfig
+from .conditioners import KINDS, ConditionerConfig
+from .gpt import GPTConfig
+from .net2net import Net2NetConfig
+from .permuter import NAMES, PermuterConfig
+from .quantizer import BetaOn, UnknownIndex
+from .vqgan import VQGANConfig
+
+MAX_PARAMS = 5_000_000_000  # parameters + buffers (elements): 20 GB in fp32
+MAX_CONFIG_BYTES = 16 << 20  # a config file; the largest legit ones list a few thousand used codes (remap)
+_MAX_NODES, _MAX_DEPTH = 1 << 20, 32  # values and nesting of the raw data (yaml aliases can repeat a subtree)
+_INTERPOLATION = re.compile(r"\$\{")
+
+
+class ConfigError(ValueError):
+    """A config that names an unknown target or parameter, holds an out-of-range value, or does not fit the
+    checkpoint."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Raw data: yaml, JSON
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (plain data only) that also reads `1e-6` as a float, as OmegaConf does (YAML 1.2)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def read_yaml(path: Path) -> dict:
+    """A yaml file -> plain dict, read without tags or interpolation; ConfigError for anything else."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is {path.stat().st_size} bytes, more than a config holds "
+                          f"({MAX_CONFIG_BYTES >> 20} MiB); refused")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not a plain-data yaml config: "
+                          f"{getattr(e, 'problem', None) or e}") from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise ConfigError(f"{path} is not a readable yaml config: {type(e).__name__}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a {type(data).__name__}, not a config mapping")
+    return check_plain(data, str(path))
+
+
+def parse_json(text: str, where: str) -> dict:
+    """The config stored in a safetensors header -> plain dict; ConfigError if it is not a JSON object."""
+    try:
+        data = json.loads(text)
+    except (ValueError, TypeError, RecursionError) as e:
+        raise ConfigError(f"the config stored in {where} is not valid JSON: {str(e)[:100]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"the config stored in {where} is a {type(data).__name__}, not a mapping")
+    return check_plain(data, where)
+
+
+def check_plain(data: dict, where: str) -> dict:
+    """Refuse raw config data that is not plain, too large or too deep, or holds an OmegaConf interpolation
+    (merging into the typed config would resolve it). Iterative, so depth cannot overflow the stack."""
+    stack, nodes = [(data, "", 0)], 0
+    while stack:
+        value, key, depth = stack.pop()
+        nodes += 1
+        if nodes > _MAX_NODES or depth > _MAX_DEPTH:
+            raise ConfigError(f"{where}: the config is larger or deeper than a model config can be; refused")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise ConfigError(f"{where}: key {k!r} under {key or 'the top level'} is not a string")
+                stack.append((v, f"{key}.{k}" if key else k, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((v, f"{key}[{i}]", depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, str) and _INTERPOLATION.search(value):
+            raise ConfigError(f"{where}: {key} = {value!r} is an OmegaConf interpolation; model configs are "
+                              "read literally (interpolations could copy environment variables): write the value")
+        elif value is not None and not isinstance(value, (str, bool, int, float, datetime.date)):
+            raise ConfigError(f"{where}: {key} holds a {type(value).__name__}; configs hold plain values only")
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Typed configs: sizes, then the size of the model
+
+_INF = math.inf
+_RULES = {  # (config class, field): ("int", lo, hi) | ("ints", min len, max len, lo, hi) | ("real", lo, hi)
+    # | ("choice", values). Bounds are inclusive and generous: the released models use a few percent of them.
+    (AutoencoderConfig, "ch"): ("int", 1, 16384),
+    (AutoencoderConfig, "ch_mult"): ("ints", 1, 10, 1, 64),
+    (AutoencoderConfig, "num_res_blocks"): ("int", 0, 64),
+    (AutoencoderConfig, "attn_resolutions"): ("ints", 0, 64, 1, 1 << 16),
+    (AutoencoderConfig, "dropout"): ("real", 0.0, 1.0),
+    (AutoencoderConfig, "in_channels"): ("int", 1, 4096),
+    (AutoencoderConfig, "out_ch"): ("int", 1, 4096),
+    (AutoencoderConfig, "resolution"): ("int", 1, 1 << 16),
+    (AutoencoderConfig, "z_channels"): ("int", 1, 16384),
+    (VQGANConfig, "n_embed"): ("int", 1, 1 << 24),
+    (VQGANConfig, "embed_dim"): ("int", 1, 16384),
+    (VQGANConfig, "quantizer"): ("choice", ("vq", "gumbel", "ema")),
+    (VQGANConfig, "beta"): ("real", 0.0, _INF),
+    (VQGANConfig, "beta_on"): ("choice", tuple(b.value for b in BetaOn)),
+    (VQGANConfig, "dead_code_threshold"): ("real", 0.0, _INF),
+    (VQGANConfig, "kl_weight"): ("real", 0.0, _INF),
+    (VQGANConfig, "temperature"): ("real", 1e-6, _INF),
+    (VQGANConfig, "ema_decay"): ("real", 0.0, 1.0),
+    (VQGANConfig, "colorize_nlabels"): ("int", 1, 4096),
+    (GPTConfig, "vocab_size"): ("int", 1, 1 << 24),
+    (GPTConfig, "block_size"): ("int", 1, 1 << 16),
+    (GPTConfig, "n_layer"): ("int", 1, 1024),
+    (GPTConfig, "n_head"): ("int", 1, 1024),
+    (GPTConfig, "n_embd"): ("int", 1, 1 << 16),
+    (GPTConfig, "embd_pdrop"): ("real", 0.0, 1.0),
+    (GPTConfig, "resid_pdrop"): ("real", 0.0, 1.0),
+    (GPTConfig, "attn_pdrop"): ("real", 0.0, 1.0),
+    (GPTConfig, "n_unmasked"): ("int", 0, 1 << 16),
+    (ConditionerConfig, "kind"): ("choice", KINDS),
+    (ConditionerConfig, "sos_token"): ("int", 0, 1 << 24),
+    (ConditionerConfig, "n_classes"): ("int", 1, 1 << 24),
+    (ConditionerConfig, "n_labels"): ("int", 1, 4096),
+    (ConditionerConfig, "label_offset"): ("int", 0, 255),
+    (ConditionerConfig, "downsample_size"): ("int", -1, 1 << 16),
+    (ConditionerConfig, "n_embed"): ("int", 1, 1 << 24),
+    (ConditionerConfig, "down_factor"): ("int", 1, 4096),
+    (PermuterConfig, "name"): ("choice", NAMES),
+    (PermuterConfig, "H"): ("int", 1, 256),  # the latent grid a token order is built for (Python loops)
+    (PermuterConfig, "W"): ("int", 1, 256),
+    (Net2NetConfig, "pkeep"): ("real", 0.0, 1.0),
+}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _check_value(value, rule: tuple, name: str) -> None:
+    kind = rule[0]
+    if kind == "int" and not (_is_int(value) and rule[1] <= value <= rule[2]):
+        raise ConfigError(f"{name} = {value!r}: must be an integer in [{rule[1]}, {rule[2]}]")
+    if kind == "ints":
+        _, shortest, longest, lo, hi = rule
+        if not (isinstance(value, (list, tuple)) and shortest <= len(value) <= longest
+                and all(_is_int(v) and lo <= v <= hi for v in value)):
+            raise ConfigError(f"{name} = {str(value)[:80]}: must be a list of {shortest}-{longest} integers "
+                              f"in [{lo}, {hi}]")
+    if kind == "real" and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                               and rule[1] <= value <= rule[2]):  # NaN fails every comparison
+        raise ConfigError(f"{name} = {value!r}: must be a number in [{rule[1]}, {rule[2]}]")
+    if kind == "choice" and value not in rule[1]:
+        raise ConfigError(f"{name} = {value!r}: must be one of {', '.join(map(str, rule[1]))}")
+
+
+def _check_fields(cfg, where: str) -> None:
+    """Every field of a typed config (and of the configs nested in it) against _RULES."""
+    for f in dataclasses.fields(cfg):
+        value, name = getattr(cfg, f.name), where + f.name
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, name + ".")
+        elif (type(cfg), f.name) in _RULES and not (value is None and f.default is None):
+            _check_value(value, _RULES[(type(cfg), f.name)], name)
+    if isinstance(cfg, AutoencoderConfig):
+        if any(cfg.ch * m % 32 for m in cfg.ch_mult):
+            raise ConfigError(f"{where}ch x {where}ch_mult = {[cfg.ch * m for m in cfg.ch_mult]}: every width "
+                              "must be a multiple of 32 (GroupNorm with 32 groups)")
+    elif isinstance(cfg, GPTConfig):
+        if cfg.n_embd % cfg.n_head:
+            raise ConfigError(f"{where}n_embd = {cfg.n_embd} is not a multiple of {where}n_head = {cfg.n_head}")
+    elif isinstance(cfg, VQGANConfig):
+        if cfg.quantizer == "gumbel" and cfg.embed_dim != cfg.ddconfig.z_channels:
+            raise ConfigError(f"{where}embed_dim = {cfg.embed_dim}: a Gumbel VQGAN needs embed_dim == "
+                              f"ddconfig.z_channels = {cfg.ddconfig.z_channels}")
+        _check_remap(cfg, where)
+    elif isinstance(cfg, ConditionerConfig):
+        if cfg.kind in ("segmentation", "depth", "edges") and cfg.vq is None:
+            raise ConfigError(f"{where}vq is missing: a {cfg.kind} condition needs a condition-stage VQGAN")
+
+
+def _check_remap(cfg: VQGANConfig, where: str) -> None:
+    """`remap` lists used codes (at most n_embed of them, each < n_embed), inline or in a .npy file whose
+    header is read here, before the quantizer loads it."""
+    if cfg.unknown_index not in tuple(u.value for u in UnknownIndex) and not (
+            _is_int(cfg.unknown_index) and 0 <= cfg.unknown_index < cfg.n_embed):
+        raise ConfigError(f"{where}unknown_index = {cfg.unknown_index!r}: must be 'random', 'extra' or a code")
+    remap, name = cfg.remap, f"{where}remap"
+    if remap is None:
+        return
+    if isinstance(remap, (list, tuple)):
+        _check_value(list(remap), ("ints", 1, cfg.n_embed, 0, cfg.n_embed - 1), name)
+    elif isinstance(remap, (str, Path)) and Path(remap).is_file():  # a missing file is named by the quantizer
+        with open(remap, "rb") as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+            except (ValueError, OSError, SyntaxError) as e:
+                raise ConfigError(f"{name} = {str(remap)!r} is not a .npy array: {e}") from None
+        if len(shape) != 1 or dtype.kind not in "iu" or not 1 <= shape[0] <= cfg.n_embed:
+            raise ConfigError(f"{name} = {str(remap)!r} holds {dtype} {shape}; expected a 1-D integer array of "
+                              f"at most n_embed = {cfg.n_embed} codes")
+    elif not isinstance(remap, (str, Path)):
+        raise ConfigError(f"{name} must be a list of codes or a .npy path, got {type(remap).__name__}")
+
+
+def _conv(c_in: int, c_out: int, k: int) -> int:
+    return c_in * c_out * k * k + c_out
+
+
+def _resnet(c_in: int, c_out: int) -> int:  # two GroupNorms, two 3x3 convs, a 1x1 shortcut if widths differ
+    return 2 * c_in + _conv(c_in, c_out, 3) + 2 * c_out + _conv(c_out, c_out, 3) + \
+        (_conv(c_in, c_out, 1) if c_in != c_out else 0)
+
+
+def _attn(c: int) -> int:  # GroupNorm, q, k, v, proj_out
+    return 2 * c + 4 * _conv(c, c, 1)
+
+
+def _level(c_in: int, c_out: int, n_blocks: int, attn: bool) -> int:
+    if n_blocks == 0:
+        return 0
+    return _resnet(c_in, c_out) + (n_blocks - 1) * _resnet(c_out, c_out) + n_blocks * attn * _attn(c_out)
+
+
+def _autoencoder_size(dd: AutoencoderConfig) -> int:
+    """Encoder + Decoder parameters, as autoencoder.py lays them out."""
+    mult, width = dd.ch_mult, dd.ch * dd.ch_mult[-1]
+    n = 2 * (2 * _resnet(width, width) + _attn(width))  # the two mid blocks
+    n += _conv(dd.in_channels, dd.ch, 3) + 2 * width + _conv(width, (1 + dd.double_z) * dd.z_channels, 3)
+    n += _conv(dd.z_channels, width, 3) + 2 * dd.ch * mult[0] + _conv(dd.ch * mult[0], dd.out_ch, 3)
+    res, c_in = dd.resolution, dd.ch
+    for i, m in enumerate(mult):  # encoder levels, downsampling between them
+        n += _level(c_in, dd.ch * m, dd.num_res_blocks, res in dd.attn_resolutions)
+        c_in = dd.ch * m
+        if i != len(mult) - 1:
+            n, res = n + dd.resamp_with_conv * _conv(c_in, c_in, 3), res // 2
+    res, c_in = dd.resolution // 2 ** (len(mult) - 1), width
+    for i in reversed(range(len(mult))):  # decoder levels, one block more each, upsampling between them
+        n += _level(c_in, dd.ch * mult[i], dd.num_res_blocks + 1, res in dd.attn_resolutions)
+        c_in = dd.ch * mult[i]
+        if i != 0:
+            n, res = n + dd.resamp_with_conv * _conv(c_in, c_in, 3), res * 2
+    return n
+
+
+def _vqgan_size(cfg: VQGANConfig) -> int:
+    K, D, z = cfg.n_embed, cfg.embed_dim, cfg.ddconfig.z_channels
+    n = _autoencoder_size(cfg.ddconfig) + _conv(z, D, 1) + _conv(D, z, 1)
+    n += {"vq": K * D + K, "gumbel": _conv(z, K, 1) + K * D, "ema": 2 * K * D + K}[cfg.quantizer]
+    n += len(cfg.remap) if isinstance(cfg.remap, (list, tuple)) else 0  # a .npy remap: at most K more
+    return n + 3 * (cfg.colorize_nlabels or 0)
+
+
+def _gpt_size(cfg: GPTConfig) -> int:
+    E, V, T = cfg.n_embd, cfg.vocab_size, cfg.block_size
+    block = 4 * E + 4 * (E * E + E) + T * T + (E * 4 * E + 4 * E) + (4 * E * E + E)  # lns, attn, mask, mlp
+    return V * E + T * E + cfg.n_layer * block + 2 * E + E * V
+
+
+def model_size(kind: str, cfg: VQGANConfig | Net2NetConfig) -> int:
+    """Parameters + buffers (elements) of the model a config describes, computed from the config alone."""
+    if kind == "vqgan":
+        return _vqgan_size(cfg)
+    cond, perm = cfg.cond_stage, cfg.permuter
+    n = _vqgan_size(cfg.first_stage) + _gpt_size(cfg.transformer)
+    n += _vqgan_size(cond.vq) if cond.kind in ("segmentation", "depth", "edges") and cond.vq is not None else 0
+    return n + (2 * perm.H * perm.W if perm.name != "identity" else 0)
+
+
+def check_config(kind: str, cfg: VQGANConfig | Net2NetConfig, max_params: float | None = MAX_PARAMS) -> None:
+    """Refuse a typed config with an out-of-range field, or whose model holds more than `max_params`
+    parameters and buffers (None: no limit). Nothing is allocated."""
+    _check_fields(cfg, "")
+    n = model_size(kind, cfg)
+    if max_params is not None and n > max_params:
+        raise ConfigError(f"the {kind} config describes a model of {n / 1e9:.2f}e9 parameters and buffers, more "
+                          f"than the limit of {max_params / 1e9:.2f}e9; raise it with max_params= "
+                          "(taming-convert --max-params) if the model is genuine")
