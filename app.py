@@ -5,18 +5,21 @@ watch the image appear token by token. UI only: every model call goes through ta
                   [--segmentation PATH [--segmentation-config YAML]] [--edges ...] [--depth ...] [--unconditional ...]
 
 Each mode is also a named API endpoint taking plain images and numbers (gradio_client):
-generate_segmentation, generate_edges, generate_depth, generate_unconditional.
+generate_segmentation, generate_edges, generate_depth, generate_unconditional; every number is checked
+against LIMITS. `stop` ends this client's running job and cancels its jobs still waiting in the queue.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
+import gradio.utils
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -26,6 +29,8 @@ import taming_core as tc
 ROOT = Path(__file__).resolve().parent
 MODES = ("segmentation", "edges", "depth", "unconditional")
 MAX_UPLOAD_PIXELS = 4096 * 4096  # larger uploads are refused before decoding
+MAX_UPLOAD_BYTES = 64 * 2**20  # larger files are refused while they arrive (a 4096^2 PNG of noise still fits)
+CACHE_CLEANUP = (600, 3600)  # every 10 minutes, delete uploads and results older than an hour
 MAX_SCALE = 4  # the largest output side, in multiples of the model's native size
 Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS  # PIL refuses decompression bombs beyond this
 
@@ -64,15 +69,37 @@ class ModelBank:
             return self._models[mode]
 
 
-class StopFlags:
-    """A per-session stop flag, checked after every token: Stop ends sampling within one token."""
+class Stops:
+    """Stop, per browser session (or API client): a count of Stop presses. A job takes the count as its ticket
+    when it enters the queue and stops once the count has moved on: within a token when it runs, before it
+    starts when it still waits. Jobs queued after a Stop take the new count and run."""
 
     def __init__(self):
-        self._flags: dict[str, threading.Event] = {}
+        self._presses: dict[str, int] = {}
+        self._lock = threading.Lock()
 
-    def get(self, request: gr.Request | None) -> threading.Event:
-        key = getattr(request, "session_hash", None) or "default"
-        return self._flags.setdefault(key, threading.Event())
+    @staticmethod
+    def _session(request: gr.Request | None) -> str:
+        return getattr(request, "session_hash", None) or "default"
+
+    def press(self, request: gr.Request | None) -> None:
+        with self._lock:
+            key = self._session(request)
+            self._presses[key] = self._presses.get(key, 0) + 1
+
+    def presses(self, request: gr.Request | None) -> int:
+        return self._presses.get(self._session(request), 0)
+
+    def admit(self, request: gr.Request | None) -> None:
+        """Gives a job entering the queue its ticket. Gradio hands the job the same underlying HTTP request
+        when it starts, so the ticket travels in that request's state."""
+        if getattr(request, "request", None) is not None:
+            request.request.state.stop_ticket = self.presses(request)
+
+    def ticket(self, request: gr.Request | None) -> int:
+        """The ticket taken in the queue; for a direct call (no queue), the count now."""
+        ticket = getattr(getattr(getattr(request, "request", None), "state", None), "stop_ticket", None)
+        return self.presses(request) if ticket is None else ticket
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -80,24 +107,48 @@ class StopFlags:
 
 
 def read_upload(path_or_array, what: str) -> np.ndarray:
-    """A file path (or an array) from an upload -> numpy array as stored (16-bit kept), or a clear error."""
+    """A file path (or an array) from an upload -> numpy array as stored (16-bit kept), or a clear error.
+    A refused file is deleted from Gradio's upload folder at once."""
     if path_or_array is None:
         raise gr.Error(f"Upload a {what} first.")
-    if isinstance(path_or_array, np.ndarray):
-        a = path_or_array
-    else:
-        try:
-            with Image.open(path_or_array) as im:
-                if im.width * im.height > MAX_UPLOAD_PIXELS:
-                    raise gr.Error(f"The {what} is {im.width}x{im.height}: at most {MAX_UPLOAD_PIXELS} pixels.")
-                a = np.asarray(im if im.mode in ("L", "RGB", "RGBA", "I;16", "I") else im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-            raise gr.Error(f"Could not read the {what}: not an image file ({type(e).__name__}).") from None
-    if a.ndim < 2 or min(a.shape[:2]) < 2:
-        raise gr.Error(f"The {what} is too small ({a.shape}).")
-    if a.shape[0] * a.shape[1] > MAX_UPLOAD_PIXELS:
-        raise gr.Error(f"The {what} is {a.shape[1]}x{a.shape[0]}: at most {MAX_UPLOAD_PIXELS} pixels.")
+    try:
+        a = path_or_array if isinstance(path_or_array, np.ndarray) else open_image(path_or_array, what)
+        if a.ndim < 2 or min(a.shape[:2]) < 2:
+            raise gr.Error(f"The {what} is too small ({a.shape}).")
+        if a.shape[0] * a.shape[1] > MAX_UPLOAD_PIXELS:
+            raise gr.Error(f"The {what} is {a.shape[1]}x{a.shape[0]}: at most {MAX_UPLOAD_PIXELS} pixels.")
+    except gr.Error:
+        if not isinstance(path_or_array, np.ndarray):
+            discard_upload(path_or_array)
+        raise
     return a
+
+
+def open_image(path: str, what: str) -> np.ndarray:
+    """An image file -> numpy array as stored (L, RGB, RGBA, 16- and 32-bit grey kept; others to RGB)."""
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_UPLOAD_PIXELS:
+                raise gr.Error(f"The {what} is {im.width}x{im.height}: at most {MAX_UPLOAD_PIXELS} pixels.")
+            return np.asarray(im if im.mode in ("L", "RGB", "RGBA", "I;16", "I") else im.convert("RGB"))
+    except FileNotFoundError:
+        raise gr.Error(f"The {what} is no longer on the server: upload it again.") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise gr.Error(f"Could not read the {what}: not an image file ({type(e).__name__}).") from None
+
+
+def discard_upload(path: str) -> None:
+    """Deletes a file (and its folder, when left empty) if it lies in Gradio's upload folder; other paths,
+    such as files given to the handlers directly, are left alone."""
+    folder, file = Path(gradio.utils.get_upload_folder()).resolve(), Path(path).resolve()
+    if file == folder or not file.is_relative_to(folder) or not file.is_file():
+        return
+    file.unlink(missing_ok=True)
+    if file.parent != folder:
+        try:
+            file.parent.rmdir()
+        except OSError:  # not empty: another upload shares the folder
+            pass
 
 
 def flatten_editor(value: dict | None) -> np.ndarray:
@@ -137,6 +188,31 @@ def map_to_image(values: np.ndarray) -> np.ndarray:
 # Generation (one function per mode; the canvas handlers call the same ones)
 
 
+# Every number a generation takes: (lowest, highest, whole numbers only). API arguments are checked against
+# these before any work; the sliders stay inside them.
+LIMITS = {
+    "seed": (0, 2**63 - 1, True),
+    "temperature": (0.01, 10.0, False),
+    "top_k": (0, 65536, True),  # 0 = off
+    "top_p": (0.01, 1.0, False),  # 1 = off
+    "width": (0, 16384, True),  # 0 = the model's size; output_size checks multiples and the scale
+    "height": (0, 16384, True),
+    "frames": (1, 64, True),
+}
+
+
+def checked_number(name: str, value) -> int | float:
+    """An argument -> int or float within LIMITS[name], else a gr.Error that names it."""
+    lo, hi, whole = LIMITS[name]
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if (not real or (isinstance(value, (float, np.floating)) and not math.isfinite(value))
+            or (whole and value != int(value)) or not lo <= value <= hi):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise gr.Error(f"{name} must be {'a whole number' if whole else 'a number'} from {lo} to {hi}, "
+                       f"got {shown}.")
+    return int(value) if whole else float(value)
+
+
 @dataclass
 class Settings:
     seed: int = 0
@@ -147,16 +223,21 @@ class Settings:
     height: int = 0
     frames: int = 16  # partial images sent per run (a page stays smooth with about 16-32 messages per image)
 
+    @classmethod
+    def checked(cls, **values) -> Settings:
+        """Settings from API arguments, each checked against LIMITS."""
+        return cls(**{name: checked_number(name, value) for name, value in values.items()})
+
 
 class App:
     def __init__(self, bank: ModelBank):
-        self.bank, self.stops = bank, StopFlags()
+        self.bank, self.stops = bank, Stops()
 
     def output_size(self, model: tc.Net2Net, s: Settings) -> tuple[int, int]:
         """(height, width) in pixels: the native size by default, else multiples of the token size."""
         f = model.first_stage_model.downsample_factor
         gh, gw = model.grid
-        height, width = int(s.height) or gh * f, int(s.width) or gw * f
+        height, width = s.height or gh * f, s.width or gw * f
         if height % f or width % f:
             raise gr.Error(f"Width and height must be multiples of {f} pixels, got {width}x{height}.")
         if height < gh * f or width < gw * f or max(height / (gh * f), width / (gw * f)) > MAX_SCALE:
@@ -165,11 +246,14 @@ class App:
         return height, width
 
     def run(self, mode: str, cond: torch.Tensor | None, size: tuple[int, int], s: Settings,
-            fill: np.ndarray | None, request: gr.Request | None) -> Iterator[tuple[np.ndarray, str]]:
-        """Sample and stream (image, status) about `frames` times, then the final image."""
+            view: np.ndarray | None, request: gr.Request | None) -> Iterator[tuple]:
+        """Sample and stream (image, status, view) about `frames` times, then the final image. `view` is the
+        condition as shown, also the fill of the not yet sampled area."""
+        ticket = self.stops.ticket(request)
+        if self.stops.presses(request) != ticket:  # Stop was pressed while this job waited in the queue
+            yield gr.skip(), "Stopped before it started.", gr.skip()
+            return
         model = self.bank.get(mode)
-        stop = self.stops.get(request)
-        stop.clear()
         device = self.bank.device
         f = model.first_stage_model.downsample_factor
         grid = (size[0] // f, size[1] // f)
@@ -179,94 +263,98 @@ class App:
             if mode == "unconditional":
                 raise gr.Error("Unconditional samples have the model's native size only.")
             c = c.view(1, *grid)  # the condition grid for the sliding window
-        fill_t = None
-        if fill is not None:
-            fill_t = torch.from_numpy(fill).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
-        gen = torch.Generator(device=device).manual_seed(int(s.seed))
+        fill = None
+        if view is not None:
+            fill = torch.from_numpy(view).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
+        gen = torch.Generator(device=device).manual_seed(s.seed)
         # Larger grids: the fast sliding window (the window held for half-window bands, cached), many times
         # faster than the original's exact placement; bench/sampling.py compares their likelihoods.
-        events = tc.stream(model, c, grid=grid, window=model.grid, mode="fast", temperature=float(s.temperature),
-                           top_k=int(s.top_k) or None, top_p=float(s.top_p) if s.top_p < 1 else None,
-                           generator=gen, fill=fill_t,
+        events = tc.stream(model, c, grid=grid, window=model.grid, mode="fast", temperature=s.temperature,
+                           top_k=s.top_k or None, top_p=s.top_p if s.top_p < 1 else None,
+                           generator=gen, fill=fill,
                            dtype=torch.bfloat16 if device.type == "cuda" else None)
-        every, last, frame, t0 = max(1, (grid[0] * grid[1]) // max(1, int(s.frames))), 0, None, time.time()
+        every, last, frame, t0 = max(1, (grid[0] * grid[1]) // s.frames), 0, None, time.time()
         try:
             for ev in events:
                 if ev.preview is not None:
                     frame = ev.preview
-                if stop.is_set():
-                    if frame is None:
-                        return
-                    yield to_image(frame), f"Stopped at {ev.done}/{ev.total} tokens ({ev.tokens_per_s:.0f} tokens/s)."
+                if self.stops.presses(request) != ticket:
+                    yield (gr.skip() if frame is None else to_image(frame),
+                           f"Stopped at {ev.done}/{ev.total} tokens ({ev.tokens_per_s:.0f} tokens/s).", view)
                     return
                 if ev.finished:
                     yield to_image(ev.preview), (f"Done: {ev.total} tokens in {time.time() - t0:.1f} s "
-                                                 f"({ev.tokens_per_s:.0f} tokens/s), {size[1]}x{size[0]} px.")
+                                                 f"({ev.tokens_per_s:.0f} tokens/s), {size[1]}x{size[0]} px."), view
                 elif ev.preview is not None and ev.done - last >= every:
                     last = ev.done
-                    yield to_image(ev.preview), f"{ev.done}/{ev.total} tokens, {ev.tokens_per_s:.0f} tokens/s"
+                    yield to_image(ev.preview), f"{ev.done}/{ev.total} tokens, {ev.tokens_per_s:.0f} tokens/s", view
         finally:
             events.close()  # stops all work at once, also when the client goes away
+
+    def admit(self, request: gr.Request, *inputs):
+        """Gradio's validator of every generation: runs as a job enters the queue, to give it its Stop ticket.
+        The arguments themselves are checked by the handlers, whose errors name them."""
+        self.stops.admit(request)
+        return tuple(gr.validate(True, "") for _ in inputs)
 
     # --- the four modes -------------------------------------------------------------------------------
 
     def generate_segmentation(self, label_map, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
                               height=0, frames=16, request: gr.Request = None):
         """Label map (grey COCO-Stuff ids, or colour-coded with the app's palette) -> streamed images."""
-        model, s = self.bank.get("segmentation"), Settings(seed, temperature, top_k, top_p, width, height, frames)
+        s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
+                             height=height, frames=frames)
+        model = self.bank.get("segmentation")
         size = self.output_size(model, s)
-        labels = tc.condition_maps.labels_from_image(read_upload(label_map, "label map"))
-        labels = tc.condition_maps.resize_labels(labels, size)
-        fill = tc.labels.colourise(labels)
+        # resized before the colours are snapped: the work follows the output's size, not the upload's
+        labels = tc.condition_maps.labels_from_image(read_upload(label_map, "label map"), size=size)
         try:
             model.conditioner.labels_to_onehot(torch.from_numpy(labels)[None])  # checks the label ids
         except ValueError as e:
             raise gr.Error(str(e)) from None
-        for image, status in self.run("segmentation", torch.from_numpy(labels)[None], size, s, fill, request):
-            yield image, status, fill
+        yield from self.run("segmentation", torch.from_numpy(labels)[None], size, s, tc.labels.colourise(labels),
+                            request)
 
     def generate_edges(self, image, kind="sketch", seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
                        height=0, frames=16, request: gr.Request = None):
         """An edge sketch (strokes on a plain background) or a photo (edges extracted) -> streamed images."""
-        model, s = self.bank.get("edges"), Settings(seed, temperature, top_k, top_p, width, height, frames)
-        size = self.output_size(model, s)
+        s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
+                             height=height, frames=frames)
+        if kind not in ("sketch", "photo"):
+            raise gr.Error(f"kind must be 'sketch' or 'photo', got {kind!r}")
+        size = self.output_size(self.bank.get("edges"), s)
         a = read_upload(image, "sketch or photo")
         if kind == "photo":  # extract at the output size, as training extracts at the training size
             rgb = np.asarray(Image.fromarray(tc.condition_maps.to_grey(a)).resize(size[::-1], Image.BICUBIC))
             edges = tc.condition_maps.edges_from_photo(rgb)
-        elif kind == "sketch":
-            edges = tc.condition_maps.resize_edges(tc.condition_maps.edges_from_sketch(a), size)
         else:
-            raise gr.Error(f"kind must be 'sketch' or 'photo', got {kind!r}")
+            edges = tc.condition_maps.resize_edges(tc.condition_maps.edges_from_sketch(a), size)
         view = map_to_image(-edges)  # dark edges on white, as drawn
-        cond = torch.from_numpy(edges)[None, None]
-        for frame, status in self.run("edges", cond, size, s, view, request):
-            yield frame, status, view
+        yield from self.run("edges", torch.from_numpy(edges)[None, None], size, s, view, request)
 
     def generate_depth(self, depth, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0, height=0,
                        frames=16, request: gr.Request = None):
         """A depth map (16- or 8-bit grey PNG, nearer = brighter, or the original float-in-RGBA PNG)."""
-        model, s = self.bank.get("depth"), Settings(seed, temperature, top_k, top_p, width, height, frames)
-        size = self.output_size(model, s)
+        s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
+                             height=height, frames=frames)
+        size = self.output_size(self.bank.get("depth"), s)
         raw = read_upload(depth, "depth map")
         try:
             d = tc.condition_maps.depth_from_array(raw)
         except ValueError as e:
             raise gr.Error(str(e)) from None
         d = tc.condition_maps.resize_map(d, size)
-        view = map_to_image(d)
-        for frame, status in self.run("depth", torch.from_numpy(d)[None, None], size, s, view, request):
-            yield frame, status, view
+        yield from self.run("depth", torch.from_numpy(d)[None, None], size, s, map_to_image(d), request)
 
     def generate_unconditional(self, seed=0, temperature=1.0, top_k=100, top_p=1.0, frames=16,
                                request: gr.Request = None):
         """Samples from the start token alone, at the model's native size."""
-        model, s = self.bank.get("unconditional"), Settings(seed, temperature, top_k, top_p, 0, 0, frames)
-        for frame, status in self.run("unconditional", None, self.output_size(model, s), s, None, request):
-            yield frame, status, None
+        s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, frames=frames)
+        size = self.output_size(self.bank.get("unconditional"), s)
+        yield from self.run("unconditional", None, size, s, None, request)
 
     def request_stop(self, request: gr.Request = None):
-        self.stops.get(request).set()
+        self.stops.press(request)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -343,7 +431,7 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
     examples = example_maps(seg_size)
     first_example = next(iter(examples))
 
-    with gr.Blocks(title="Taming Transformers") as demo:
+    with gr.Blocks(title="Taming Transformers", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown("## Taming Transformers\nPaint a scene, draw edges or upload depth; press Generate and "
                     "watch the image appear token by token.")
         with gr.Row():
@@ -415,8 +503,9 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                                      elem_id="cond_view", height=200)
 
         settings = [seed, temperature, top_k, top_p, width, height, frames]
-        outputs = [out, status, cond_view]
-        common = dict(outputs=outputs, show_progress_on=[status], concurrency_id="model")
+        # every generation shares the one model, and takes its Stop ticket as it enters the queue
+        common = dict(outputs=[out, status, cond_view], show_progress_on=[status], concurrency_id="model",
+                      validator=app.admit)
 
         def from_canvas(value, seed, temperature, top_k, top_p, width, height, frames, request: gr.Request):
             yield from app.generate_segmentation(flatten_editor(value), seed, temperature, top_k, top_p, width,
@@ -426,23 +515,28 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
             yield from app.generate_edges(flatten_editor(value), "sketch", seed, temperature, top_k, top_p,
                                           width, height, frames, request)
 
-        runs = [
-            go_seg.click(from_canvas, [seg, *settings], api_visibility="private", **common),
-            go_edges.click(from_sketch, [sketch, *settings], api_visibility="private", **common),
-            go_depth.click(app.generate_depth, [depth, *settings], api_name="generate_depth", **common),
-            go_uncond.click(app.generate_unconditional, [seed, temperature, top_k, top_p, frames],
-                            api_name="generate_unconditional", **common),
-        ]
-        # API endpoints taking plain images (hidden inputs; the canvas handlers above call the same functions)
+        ui = dict(api_visibility="private", **common)  # named apart, so the API's names stay free
+        go_seg.click(from_canvas, [seg, *settings], api_name="ui_segmentation", **ui)
+        go_edges.click(from_sketch, [sketch, *settings], api_name="ui_edges", **ui)
+        go_depth.click(app.generate_depth, [depth, *settings], api_name="ui_depth", **ui)
+        go_uncond.click(app.generate_unconditional, [seed, temperature, top_k, top_p, frames],
+                        api_name="ui_unconditional", **ui)
+        # The API: one endpoint per mode on hidden inputs, plain files and numbers without the sliders' bounds,
+        # so that every argument reaches the handlers, whose checks name it.
         with gr.Row(visible=False):
             api_map = gr.File(label="label map")
             api_edges = gr.File(label="sketch or photo")
+            api_depth = gr.File(label="depth map")
             api_kind = gr.Textbox("sketch", label="kind: sketch or photo")
-            api_seg_btn, api_edge_btn = gr.Button(), gr.Button()
-        runs.append(api_seg_btn.click(app.generate_segmentation, [api_map, *settings],
-                                      api_name="generate_segmentation", **common))
-        runs.append(api_edge_btn.click(app.generate_edges, [api_edges, api_kind, *settings],
-                                       api_name="generate_edges", **common))
+            api = {name: gr.Number(value, label=name) for name, value in asdict(Settings()).items()}
+            api_buttons = {mode: gr.Button() for mode in MODES}
+        api_settings = list(api.values())
+        api_uncond = [api[name] for name in ("seed", "temperature", "top_k", "top_p", "frames")]
+        for mode, fn, inputs in (("segmentation", app.generate_segmentation, [api_map, *api_settings]),
+                                 ("edges", app.generate_edges, [api_edges, api_kind, *api_settings]),
+                                 ("depth", app.generate_depth, [api_depth, *api_settings]),
+                                 ("unconditional", app.generate_unconditional, api_uncond)):
+            api_buttons[mode].click(fn, inputs, api_name=f"generate_{mode}", **common)
         stop.click(app.request_stop, None, None, queue=False, api_name="stop")
         dice.click(lambda: int(np.random.randint(0, 2**31 - 1)), None, seed, queue=False, api_visibility="private")
 
@@ -500,14 +594,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def launch(demo: gr.Blocks, queue_size: int = 16, **kwargs) -> tuple:
+    """Queue (one generation at a time, `queue_size` waiting) and serve, refusing uploads over MAX_UPLOAD_BYTES
+    as they arrive. kwargs go to Blocks.launch; returns what it returns."""
+    demo.queue(default_concurrency_limit=1, max_size=queue_size)
+    return demo.launch(max_file_size=MAX_UPLOAD_BYTES, **kwargs)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     paths = {m: (getattr(args, m), getattr(args, f"{m}_config")) for m in MODES}
-    demo = build_demo(ModelBank(paths, device))
-    demo.queue(default_concurrency_limit=1, max_size=args.queue_size)
-    demo.launch(server_name=args.host, server_port=args.port)
+    launch(build_demo(ModelBank(paths, device)), args.queue_size, server_name=args.host, server_port=args.port)
 
 
 if __name__ == "__main__":

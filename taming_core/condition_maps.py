@@ -100,22 +100,35 @@ def depth_from_array(image: np.ndarray, float_rgba: bool | None = None) -> np.nd
     return (d - lo) / max(hi - lo, 1e-8) * 2.0 - 1.0
 
 
-def labels_from_image(image: np.ndarray, ids: list[int] | None = None) -> np.ndarray:
+def labels_from_image(image: np.ndarray, ids: list[int] | None = None,
+                      size: tuple[int, int] | None = None) -> np.ndarray:
     """A label map -> (H, W) int64 ids: grey images hold the ids themselves (COCO-Stuff ids, 255 =
     unlabelled); colour images are colour-coded with labels.coco_stuff_colours and snapped to the nearest
-    label colour (restricted to `ids` if given)."""
+    label colour (restricted to `ids` if given).
+
+    With `size` = (height, width) the map is resized first, picking the pixels `resize_labels` would pick
+    (the same ids as resizing afterwards), so only the output's pixels are snapped."""
     a = np.asarray(image)
-    if a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 1):
-        return a.reshape(a.shape[:2]).astype(np.int64)
-    if a.ndim == 3 and a.shape[2] in (3, 4):
-        return snap_to_labels(a[..., :3], ids)
-    raise ValueError(f"expected a label map (H, W) or a colour-coded map (H, W, 3), got shape {a.shape}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ValueError(f"expected a label map (H, W) or a colour-coded map (H, W, 3), got shape {a.shape}")
+    if size is not None:
+        rows, cols = _nearest(a.shape[0], size[0]), _nearest(a.shape[1], size[1])
+        a = a[np.ix_(rows, cols)]  # (height, width[, C])
+    return a.astype(np.int64) if a.ndim == 2 else snap_to_labels(a, ids)
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Label ids (H, W) -> (height, width) = size with nearest-neighbour sampling only."""
-    h, w = size
-    return cv2.resize(labels.astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int64)
+    labels = np.asarray(labels)
+    rows, cols = _nearest(labels.shape[0], size[0]), _nearest(labels.shape[1], size[1])
+    return labels[np.ix_(rows, cols)].astype(np.int64)  # (height, width)
+
+
+def _nearest(n_in: int, n_out: int) -> np.ndarray:
+    """The source index of each of n_out samples along an axis of n_in, as cv2's INTER_NEAREST picks them."""
+    return cv2.resize(np.arange(n_in, dtype=np.int32)[None], (n_out, 1), interpolation=cv2.INTER_NEAREST)[0]
 
 
 def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -51,6 +51,7 @@ SCENE_COLOURS = {
 }
 SCENE_LABELS = list(SCENE_COLOURS)
 UNLABELLED_COLOUR = (0, 0, 0)
+SNAP_CHUNK = 1 << 14  # pixels snapped at a time: two (SNAP_CHUNK, n <= 256) int32 arrays, at most 32 MiB
 
 
 def label_id(name: str) -> int:
@@ -80,20 +81,24 @@ def colourise(labels: np.ndarray) -> np.ndarray:
 
 
 def snap_to_labels(rgb: np.ndarray, ids: list[int] | None = None) -> np.ndarray:
-    """RGB (H, W, 3) -> label ids (H, W) int64 of the nearest label colour (among `ids`, default all).
-    Exact colours are looked up directly; only the remaining pixels pay for the nearest-colour search."""
+    """RGB (H, W, 3) uint8 -> label ids (H, W) int64 of the nearest label colour (squared distance, the first
+    of `ids` on ties; `ids` default: all). Other integer types are clipped to 0..255.
+
+    Beyond the output, memory is bounded whatever the image: pixels are taken SNAP_CHUNK at a time and only
+    their distinct colours are compared, through per-channel tables of squared distances, so a map of noise
+    (no colour is a label's) costs (SNAP_CHUNK, n) distances at a time, not (H * W, n, 3)."""
     table = coco_stuff_colours()
-    ids = np.array(sorted(set(range(len(COCO_STUFF))) | {UNLABELLED}) if ids is None else ids)
-    colours = table[ids].astype(np.int64)  # (n, 3)
-    rgb = np.asarray(rgb)[..., :3].astype(np.int64)
-    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]  # (H, W)
-    keys = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
-    order = np.argsort(keys)
-    pos = np.clip(np.searchsorted(keys[order], packed), 0, len(keys) - 1)
-    exact = keys[order][pos] == packed
-    out = ids[order][pos]
-    if not exact.all():
-        rest = rgb[~exact]  # (N, 3)
-        d = ((rest[:, None, :] - colours[None]) ** 2).sum(-1)  # (N, n)
-        out[~exact] = ids[d.argmin(1)]
-    return out
+    ids = np.asarray(sorted(set(range(len(COCO_STUFF))) | {UNLABELLED}) if ids is None else ids)
+    colours = table[ids].astype(np.int32)  # (n, 3)
+    sq = (np.arange(256, dtype=np.int32)[None, :, None] - colours.T[:, None, :]) ** 2  # (3, 256, n)
+    rgb = np.asarray(rgb)
+    flat = rgb.reshape(-1, rgb.shape[-1])  # (H*W, C), a view of a contiguous image
+    out = np.empty(len(flat), np.int64)
+    for start in range(0, len(flat), SNAP_CHUNK):
+        px = np.clip(flat[start:start + SNAP_CHUNK, :3], 0, 255).astype(np.int32)  # (S, 3)
+        keys, inverse = np.unique((px[:, 0] << 16) | (px[:, 1] << 8) | px[:, 2], return_inverse=True)  # (U,)
+        d = sq[0][keys >> 16]  # (U, n)
+        d += sq[1][(keys >> 8) & 255]
+        d += sq[2][keys & 255]
+        out[start:start + SNAP_CHUNK] = ids[d.argmin(1)][inverse]
+    return out.reshape(rgb.shape[:2])

@@ -117,6 +117,68 @@ def test_bad_inputs_give_clear_messages(bank, files):
             list(make())
 
 
+def nearest_colour_reference(rgb: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The nearest-colour rule written out: (H, W, n) squared distances, the first of `ids` on ties."""
+    colours = tc.labels.coco_stuff_colours()[ids].astype(np.int64)  # (n, 3)
+    d = ((rgb[..., None, :3].astype(np.int64) - colours) ** 2).sum(-1)  # (H, W, n)
+    return ids[d.argmin(-1)]
+
+
+def test_snapping_equals_the_nearest_colour_rule():
+    rng = np.random.default_rng(0)
+    every = np.array(sorted(set(range(182)) | {255}))
+    some = np.array([156, 3, 255, 168, 7])
+    labels = A.example_maps(40)["Beach"]
+    near_labels = np.clip(tc.labels.colourise(labels).astype(int) + rng.integers(-60, 61, (40, 40, 3)), 0, 255)
+    for rgb in (rng.integers(0, 256, (37, 23, 3)), rng.integers(0, 256, (9, 70, 4)), near_labels):
+        rgb = rgb.astype(np.uint8)
+        for ids, among in ((None, every), (some, some)):
+            assert np.array_equal(tc.labels.snap_to_labels(rgb, ids), nearest_colour_reference(rgb, among))
+        # resizing before snapping picks the same pixels as resizing the labels afterwards
+        for size in ((80, 46), (11, 5), (37, 23)):
+            assert np.array_equal(tc.condition_maps.labels_from_image(rgb, size=size),
+                                  tc.condition_maps.resize_labels(tc.condition_maps.labels_from_image(rgb), size))
+
+
+def test_noise_label_map_snaps_in_bounded_memory():
+    """A 1024^2 map of noise (no pixel has a label's colour) once asked for (N, 183, 3) int64 = 4.4 GB."""
+    import tracemalloc
+
+    noise = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        labels = tc.condition_maps.labels_from_image(noise)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert labels.shape == (1024, 1024)
+    assert peak - labels.nbytes < 48 * 2**20, f"{peak / 2**20:.0f} MiB"
+
+
+def test_every_number_is_checked_by_name(bank, files):
+    app = A.App(bank)
+    path = str(files / "labels.png")
+    cases = {
+        "seed": [2**70, -1, "abc", 1.5, float("nan"), None, True],
+        "temperature": [float("nan"), float("inf"), 0, -1.0, 11, "1"],
+        "top_k": [float("nan"), 2.5, -1, 10**6],
+        "top_p": [float("nan"), 0, 1.5],
+        "width": [float("inf"), -32, 31.5, 10**9],
+        "height": [float("-inf"), "64"],
+        "frames": [float("nan"), 0, 1000],
+    }
+    for name, values in cases.items():
+        for value in values:
+            with pytest.raises(gr.Error, match=f"{name} must be a"):
+                list(app.generate_segmentation(path, **{name: value}))
+            if name not in ("width", "height"):
+                with pytest.raises(gr.Error, match=f"{name} must be a"):
+                    list(app.generate_unconditional(**{name: value}))
+    # whole floats and numpy numbers are fine
+    image, status, _ = list(app.generate_unconditional(seed=np.int64(3), top_k=50.0, frames=np.float32(4)))[-1]
+    assert status.startswith("Done")
+
+
 def test_stop_ends_sampling_within_one_token(bank, files):
     app = A.App(bank)
     run = app.generate_segmentation(str(files / "labels.png"), seed=1, frames=32, width=64, height=64)
@@ -135,11 +197,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(bank):
+def upload_folder(tmp_path_factory):
+    """Gradio's upload folder for the served app: a fresh one, so tests can list what is left in it."""
+    with pytest.MonkeyPatch.context() as mp:
+        folder = tmp_path_factory.mktemp("gradio")
+        mp.setenv("GRADIO_TEMP_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def served(bank, upload_folder):
     demo = A.build_demo(bank)
-    demo.queue(default_concurrency_limit=1, max_size=16)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True)
+    _, url, _ = A.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                         quiet=True)
     yield url
     demo.close()
 
@@ -163,6 +233,73 @@ def test_api_endpoints_stream_images_of_requested_size(served, files):
         assert final.shape[:2] == size, api
     with pytest.raises(Exception, match="not an image"):
         client.predict(handle_file(str(files / "corrupt.png")), *common, 0, 0, 8, api_name="/generate_depth")
+
+
+def test_api_names_the_bad_number(served, files):
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False)
+    label_map = handle_file(str(files / "labels.png"))
+    for args, message in [((label_map, 2**70, 1.0, 100, 1.0, 0, 0, 8), "seed must be a whole number"),
+                          ((label_map, "abc", 1.0, 100, 1.0, 0, 0, 8), "seed must be a whole number"),
+                          ((label_map, 1, 1.0, 2.5, 1.0, 0, 0, 8), "top_k must be a whole number"),
+                          ((label_map, 1, 1.0, 100, 1.0, 0, -32, 8), "height must be a whole number"),
+                          ((label_map, 1, 1.0, 100, 1.0, 0, 0, "many"), "frames must be a whole number")]:
+        with pytest.raises(Exception, match=message):
+            client.predict(*args, api_name="/generate_segmentation")
+    with pytest.raises(Exception, match="temperature must be a number"):
+        client.predict(1, 0, 100, 1.0, 8, api_name="/generate_unconditional")
+
+
+def test_uploads_over_the_limit_and_refused_files_leave_nothing(served, files, upload_folder, tmp_path):
+    import httpx
+    from gradio_client import Client, handle_file
+
+    def stored() -> set:
+        return {p for p in upload_folder.rglob("*") if p.is_file()}
+
+    before = stored()
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(A.MAX_UPLOAD_BYTES + 1)  # sparse: nothing is written to disk
+    with open(big, "rb") as f:
+        r = httpx.post(served + "gradio_api/upload", files={"files": ("big.png", f)}, timeout=120)
+    assert r.status_code == 413 and "maximum allowed size" in r.text
+    assert stored() == before
+
+    client = Client(served, verbose=False)
+    with pytest.raises(Exception, match="not an image"):
+        client.predict(handle_file(str(files / "corrupt.png")), 1, 1.0, 100, 1.0, 0, 0, 8,
+                       api_name="/generate_depth")
+    assert not [p for p in stored() if p.name == "corrupt.png"]
+
+
+def test_stop_cancels_the_sessions_queued_jobs_only(served, files):
+    """Stop while a job waits in the queue: it never runs. Another client's queued job and this client's
+    later jobs run in full."""
+    from gradio_client import Client, handle_file
+    from gradio_client.utils import Status
+
+    me, other = Client(served, verbose=False), Client(served, verbose=False)
+    settings = (1, 1.0, 100, 1.0)
+
+    def wait(until):
+        end = time.time() + 60
+        while not until():
+            assert time.time() < end
+            time.sleep(0.05)
+
+    running = me.submit(handle_file(str(files / "labels.png")), *settings, 128, 128, 32,
+                        api_name="/generate_segmentation")
+    wait(lambda: running.outputs())  # it streams its first preview
+    queued = me.submit(*settings, 8, api_name="/generate_unconditional")
+    theirs = other.submit(*settings, 8, api_name="/generate_unconditional")
+    wait(lambda: queued.status().code == theirs.status().code == Status.IN_QUEUE)
+    me.predict(api_name="/stop")
+    assert running.result()[1].startswith("Stopped at")
+    assert queued.result()[1] == "Stopped before it started."
+    assert theirs.result()[1].startswith("Done")
+    assert me.predict(*settings, 8, api_name="/generate_unconditional")[1].startswith("Done")
 
 
 @pytest.mark.slow
