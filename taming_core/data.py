@@ -8,13 +8,15 @@ Shape legend: S crop side (`size`), K labels. An example is a dict of tensors:
 Preprocessing follows the original (reference F.3): the short side is scaled to S (images with PIL bicubic,
 label maps nearest-neighbour, depth bilinear), then a crop of S x S; here training crops are random and
 also flipped at random. Randomness comes only from the per-example seed in the key, so an example is the
-same in any worker, on any rank, before and after a resume. Unreadable files are skipped (the next file is
-used), counted, and warned about once; a map that does not fit its image stops with a `DataError`.
+same in any worker, on any rank, before and after a resume. Unreadable images are found when the folder is
+opened (`check_files`), dropped, counted and warned about once; a file that fails later is skipped (the next
+file is used) and counted. No readable image, or a map that does not fit its image, is a `DataError`.
 """
 from __future__ import annotations
 
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -28,6 +30,7 @@ from .condition_maps import depth_from_array, edges_from_photo, edges_from_sketc
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 KINDS = ("image", "class", "segmentation", "depth", "edges")
+CHECKS = ("decode", "header")
 # Where maps are looked for when `maps` is not given: sibling folders of the image folder (shared/data layout).
 MAP_FOLDERS = {"segmentation": ("segmentations", "segmentation", "labels"), "depth": ("depth16", "depth"),
                "edges": ("edges", "boundaries")}
@@ -53,7 +56,14 @@ class DataConfig:
     edges: str = "canny"
     resize: str = "short_side"  # "short_side": short side scaled to S (original); "upscale": only if < S
     flip: bool = True  # random horizontal flips in training crops
+    # Training crops only: the resized image is scaled again by a random factor in [1, scale_max] (a zoom-in
+    # augmentation; keep images at least scale_max * size on their short side so that it never upsamples)
+    scale_max: float = 1.0
     with_image: bool = True  # False: only the map is decoded (condition-stage training)
+    # How images are checked when the folder is opened, so that unreadable ones are dropped and counted before
+    # training: "decode" decodes each once (JPEG at 1/8 scale; a truncated file is found), "header" only
+    # opens it (fast on millions of files; a truncated file is then skipped when it is read).
+    check_files: str = "decode"
 
 
 def list_images(root: str | Path) -> list[Path]:
@@ -72,6 +82,19 @@ def list_images(root: str | Path) -> list[Path]:
     if not files:
         raise DataError(f"no images (.jpg .jpeg .png .webp) found under {root}")
     return files
+
+
+def read_error(path: Path, decode: bool = True) -> Optional[Exception]:
+    """The error that opening (and, with `decode`, decoding) the image at `path` raises; None if it reads."""
+    try:
+        with Image.open(path) as im:
+            if decode:
+                if im.format == "JPEG":
+                    im.draft(im.mode, (1, 1))  # 1/8 scale: every byte of the stream is still decoded
+                im.load()
+    except _UNREADABLE as e:
+        return e
+    return None
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
@@ -105,9 +128,11 @@ class ImageFolder(torch.utils.data.Dataset):
     def __init__(self, cfg: DataConfig):
         if cfg.kind not in KINDS:
             raise DataError(f"unknown data kind {cfg.kind!r}; choose one of {', '.join(KINDS)}")
+        if cfg.check_files not in CHECKS:
+            raise DataError(f"unknown check_files {cfg.check_files!r}; choose one of {', '.join(CHECKS)}")
         self.cfg = cfg
         self.root = Path(cfg.root)
-        self.files = list_images(self.root)
+        self.files, self.unreadable = self._readable(list_images(self.root))
         self.classes: list[str] = []
         self.maps: list[Path] = []
         if cfg.kind == "class":
@@ -123,10 +148,24 @@ class ImageFolder(torch.utils.data.Dataset):
             self.label_offset = offset
         if cfg.kind in ("segmentation", "depth") or (cfg.kind == "edges" and cfg.edges == "given"):
             self.maps = self._find_maps()
-        self.skipped: set[str] = set()
+        self.skipped: set[str] = set()  # files of `files` that failed when read
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def _readable(self, files: list[Path]) -> tuple[list[Path], list[Path]]:
+        """files -> (readable, unreadable) per `check_files`; DataError when none can be read."""
+        decode = self.cfg.check_files == "decode"
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without holding the GIL
+            errors = list(pool.map(lambda f: read_error(f, decode), files))
+        bad = [(f, e) for f, e in zip(files, errors) if e is not None]
+        first = f"{bad[0][0]} ({type(bad[0][1]).__name__}: {bad[0][1]})" if bad else ""
+        if len(bad) == len(files):
+            raise DataError(f"none of the {len(files)} image files under {self.root} can be read; first: {first}")
+        if bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            warnings.warn(f"skipping unreadable file {first}{more}", RuntimeWarning, stacklevel=3)
+        return [f for f, e in zip(files, errors) if e is None], [f for f, _ in bad]
 
     def _find_maps(self) -> list[Path]:
         kind = self.cfg.kind
@@ -175,6 +214,8 @@ class ImageFolder(torch.utils.data.Dataset):
         with Image.open(self.files[i]) as im:
             w, h = im.size
             scale = S / min(w, h) if cfg.resize == "short_side" or min(w, h) < S else 1.0
+            if rng is not None and cfg.scale_max > 1:  # drawn only then: other runs keep their crops
+                scale *= float(rng.uniform(1.0, cfg.scale_max))
             W, H = max(S, round(w * scale)), max(S, round(h * scale))  # (W, H) after resizing
             rgb = None
             if need_image:

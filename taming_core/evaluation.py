@@ -1,4 +1,5 @@
-"""Evaluation of a VQGAN and of generated images: PSNR, SSIM, perceptual distance, codebook usage, FID, KID.
+"""Evaluation of a VQGAN and of generated images: PSNR, SSIM, perceptual distance, specks, codebook usage,
+FID, KID.
 
 Shape legend: B batch, C channels, H,W image, N images, F = 2048 Inception features, K codes.
 
@@ -46,6 +47,18 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5)
     return s.flatten(1).mean(1)
 
 
+def specks(x: torch.Tensor, x_hat: torch.Tensor, margin: float = 0.5, window: int = 5) -> torch.Tensor:
+    """Isolated outliers per image (B,): reconstructed pixels brighter than every input pixel of their
+    window x window neighbourhood, in some channel, by more than `margin` (0.5 = a quarter of the [-1, 1]
+    range), counted per million pixels. x, x_hat (B, C, H, W) in [-1, 1].
+
+    A faithful reconstruction stays within its input's local range; small bright dots that the input
+    never had (the specks a GAN phase or a saturated decoder leaves) are what this counts."""
+    local_max = F.max_pool2d(x.float(), window, stride=1, padding=window // 2)  # (B, C, H, W)
+    bright = (x_hat.float() - local_max > margin).any(dim=1)  # (B, H, W)
+    return bright.flatten(1).float().mean(1) * 1e6
+
+
 @dataclass
 class ReconstructionReport:
     n_images: int
@@ -53,6 +66,7 @@ class ReconstructionReport:
     ssim: float
     perceptual: float  # mean perceptual distance (perceptual.py); nan when not computed
     codebook: CodebookUsage  # over every code position of every image
+    specks: float = 0.0  # isolated bright outliers per million pixels, mean over images (`specks`)
 
 
 @torch.no_grad()
@@ -69,7 +83,7 @@ def evaluate_reconstructions(model, folder: str | Path, size: int, batch_size: i
     n = len(ds) if max_images is None else min(len(ds), max_images)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(n)), batch_size=batch_size)
     model = model.to(device).eval()
-    sums = {"psnr": 0.0, "ssim": 0.0, "perceptual": 0.0}
+    sums = {"psnr": 0.0, "ssim": 0.0, "perceptual": 0.0, "specks": 0.0}
     codes = []
     for batch in loader:
         x = batch[key].to(device)  # (B, C, S, S)
@@ -77,12 +91,14 @@ def evaluate_reconstructions(model, folder: str | Path, size: int, batch_size: i
         x_hat = model.decode(q.z_q).clamp(-1, 1)
         sums["psnr"] += float(psnr(x, x_hat).sum())
         sums["ssim"] += float(ssim(x, x_hat).sum())
+        sums["specks"] += float(specks(x, x_hat).sum())
         if perceptual is not None:
             sums["perceptual"] += float(perceptual.to(device)(x, x_hat).sum())
         codes.append(q.indices.cpu())
     usage = codebook_usage(torch.cat(codes), model.n_codes)
     return ReconstructionReport(n, sums["psnr"] / n, sums["ssim"] / n,
-                                sums["perceptual"] / n if perceptual is not None else float("nan"), usage)
+                                sums["perceptual"] / n if perceptual is not None else float("nan"), usage,
+                                sums["specks"] / n)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -67,17 +67,24 @@ class CausalSelfAttention(nn.Module):
         self.n_unmasked = cfg.n_unmasked
         self._stacked: tuple | None = None  # (stamp, W (3E, E), b (3E,)): see _stacked_qkv
         self.qkv: nn.Module | None = None  # quantize_gpt: query, key, value stacked in one LowBitLinear
+        self.register_load_state_dict_post_hook(CausalSelfAttention._drop_stacked)
+
+    @staticmethod
+    def _drop_stacked(module: CausalSelfAttention, incompatible_keys) -> None:
+        module._stacked = None  # load_state_dict copied new weights in place
 
     def _stacked_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
         """[query; key; value] weights (3E, E) and biases (3E,) stacked for one product instead of three.
 
         Inference only: a copy, rebuilt whenever one of the six tensors moved (data_ptr) or was changed in
-        place (_version), so training steps and load_state_dict never leave it stale. One (3E, E) product
-        per layer is a few % faster per decoded token on CPU than three (E, E) ones. Key names are unchanged.
+        place (_version), so training steps never leave it stale; load_state_dict drops it (a hook). Tensors
+        made under torch.inference_mode() have no version counter: for them the stamp is the address only,
+        and an in-place edit other than load_state_dict must reset `_stacked`. One (3E, E) product per layer
+        is a few % faster per decoded token on CPU than three (E, E) ones. Key names are unchanged.
         """
         layers = (self.query, self.key, self.value)
         parts = [m.weight for m in layers] + [m.bias for m in layers]
-        stamp = [(p.data_ptr(), p._version) for p in parts]
+        stamp = [(p.data_ptr(), None if p.is_inference() else p._version) for p in parts]
         if self._stacked is None or self._stacked[0] != stamp:
             # (3E, E), stored in (in, out) order like every Linear weight (see GPT.__init__)
             weight = torch.cat([w.t() for w in parts[:3]], dim=1).t()

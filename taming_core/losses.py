@@ -143,7 +143,7 @@ class VQGANLoss(torch.nn.Module):
             rec = F.binary_cross_entropy_with_logits(x_hat.float(), (x > 0).float())
         else:
             rec = segmentation_loss(x_hat, x, cfg.reconstruction)
-        perc = self.perceptual(x, x_hat).mean() if self.perceptual is not None else zero
+        perc = self._perceptual(x, x_hat) if self.perceptual is not None else zero
         nll = rec + cfg.perceptual_weight * perc
         factor = disc_factor_at(step, cfg) if self.uses_discriminator else 0.0
         gan, lam = zero, zero
@@ -155,6 +155,14 @@ class VQGANLoss(torch.nn.Module):
         total = nll + lam * factor * gan + cfg.codebook_weight * codebook_loss.float()
         return GeneratorLoss(total, rec.detach(), perc.detach(), codebook_loss.detach().float(), gan.detach(),
                              lam, factor)
+
+    def _perceptual(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """() mean perceptual distance. On a CPU it runs in fp32 even inside bf16 autocast: MobileNetV2's
+        depthwise convolutions are about 2x slower in bf16 there (precision.py); on CUDA autocast applies."""
+        if x_hat.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return self.perceptual(x.float(), x_hat.float()).mean()
+        return self.perceptual(x, x_hat).mean()
 
     def discriminator(self, logits_real: torch.Tensor, logits_fake: torch.Tensor, step: int) -> DiscriminatorLoss:
         """logits_real = D(x), logits_fake = D(sg[x_hat]), each (B, 1, H_p, W_p)."""

@@ -215,7 +215,9 @@ class GumbelQuantizer(RemapMixin, nn.Module):
     In training it samples with Gumbel noise at `temperature`. In eval mode encoding is deterministic
     here: argmax of the logits (over the used codes when remapping). The original adds Gumbel noise even
     in eval mode, so its encodings are random draws; ours is the most likely one.
-    Loss: kl_weight * KL(softmax(logits) || uniform), the original's form.
+    Loss: kl_weight * sum_k q_k log(q_k K), q = softmax(logits), the original's form (KL to the uniform prior
+    over the K codes). With `remap` the softmax runs over the used codes' logits only while K stays n_embed,
+    as the original computes it (so the minimum is log(K / len(used)), not 0).
     """
 
     def __init__(self, num_hiddens: int, embedding_dim: int, n_embed: int, straight_through: bool = True,
@@ -240,12 +242,12 @@ class GumbelQuantizer(RemapMixin, nn.Module):
         else:
             one_hot = F.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
         indices = one_hot.argmax(1)  # (B, h, w), positions in `used` when remapping
-        if self.used is not None:
+        if self.used is not None:  # back to all K codes, the unused ones zero
             scattered = torch.zeros_like(full)
             scattered[:, self.used] = one_hot
-            one_hot, logits = scattered, full
+            one_hot = scattered  # (B, K, h, w)
         z_q = torch.einsum("bkhw,kd->bdhw", one_hot, self.embed.weight)
-        q = F.softmax(logits, dim=1)
+        q = F.softmax(logits, dim=1)  # (B, K or len(used), h, w)
         loss = self.kl_weight * torch.sum(q * torch.log(q * self.n_e + 1e-10), dim=1).mean()
         return Quantized(z_q, indices, loss)
 

@@ -9,12 +9,18 @@ last `keep_last` are kept.
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+
+from .checkpoint import ConfigError
+from .data import DataError
+from .safe_unpickle import CheckpointError
 
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
@@ -82,31 +88,88 @@ def resolve_resume(resume: str | Path, run_dir: str | Path) -> Path:
     target = Path(run_dir) if str(resume) == "latest" else Path(resume)
     if target.is_file():
         return target
+    if not target.exists():
+        raise CheckpointError(f"nothing to resume from: {target} does not exist")
     found = latest_checkpoint(target)
     if found is None:
-        raise FileNotFoundError(f"no checkpoint to resume from in {checkpoint_dir(target)}")
+        raise CheckpointError(f"no checkpoint to resume from in {checkpoint_dir(target)}")
     return found
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a resume checkpoint (tensors and plain containers only)."""
+def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a resume checkpoint (tensors and plain containers only), a dict holding the `required` keys;
+    CheckpointError if it is missing, truncated, or not such a file."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError) as e:  # truncated or not a torch.save file
-        raise RuntimeError(f"cannot read checkpoint {path}: {e}") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+        text = " ".join(str(e).split())
+        if isinstance(e, FileNotFoundError):
+            reason = "file not found"
+        elif isinstance(e, pickle.UnpicklingError):  # without torch's advice to load with weights_only=False
+            detail = text.partition("WeightsUnpickler error:")[2].split(" Check the documentation")[0]
+            detail = detail.split(". ")[0].strip()
+            reason = "it holds more than tensors and plain containers" + (f" ({detail})" if detail else "")
+        else:
+            reason = f"truncated or not a torch.save file ({type(e).__name__}: {text.split('. ')[0] or 'no data'})"
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a checkpoint (a {type(state).__name__}, not a dict)")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a checkpoint of this kind: it lacks {', '.join(missing)}")
+    return state
 
 
 def merge_run_config(schema, layers: list, flags: dict[str, Any]):
-    """A training run's config: the dataclass `schema`'s defaults, then each layer (a dict, a DictConfig or
-    None: saved run config, preset, --config yaml, key=value overrides), then the flags that were given
-    (dotted keys; None = not given). Returns the dataclass instance."""
-    from omegaconf import OmegaConf
+    """A training run's config: the dataclass `schema`'s defaults, then each layer, then the flags that were
+    given (dotted keys; None = not given). A layer is None, a dict or DictConfig (saved run config, preset), a
+    yaml path (--config) or a list of "key=value" strings (overrides). Returns the dataclass instance;
+    ConfigError names the file or field of an unreadable yaml, unknown key or wrong type."""
+    import yaml
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    cfg = OmegaConf.structured(schema)
-    for layer in layers:
-        if layer is not None:
-            cfg = OmegaConf.merge(cfg, layer)
-    for key, value in flags.items():
-        if value is not None:
-            OmegaConf.update(cfg, key, value)
-    return OmegaConf.to_object(cfg)
+    where = "run config"
+    try:
+        cfg = OmegaConf.structured(schema)
+        for layer in layers:
+            if isinstance(layer, (str, Path)):
+                where = str(layer)
+                layer = OmegaConf.load(layer)
+                if not isinstance(layer, DictConfig):
+                    raise ConfigError(f"{where}: a run config is a mapping of fields, got a list")
+            elif isinstance(layer, list):
+                where = "key=value overrides"
+                layer = OmegaConf.from_dotlist(layer)
+            if layer is not None:
+                cfg = OmegaConf.merge(cfg, layer)
+            where = "run config"
+        for key, value in flags.items():
+            if value is not None:
+                OmegaConf.update(cfg, key, value)
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        at = f" (field {e.full_key})" if getattr(e, "full_key", None) else ""
+        raise ConfigError(f"{where}{at}: {str(e).splitlines()[0]}") from None
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {where}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where} is not valid yaml: {' '.join(str(e).split())}") from None
+
+
+# Errors of the run's inputs (config, checkpoint, data, a path that does not exist) rather than of the code:
+# one line, no traceback.
+RUN_ERRORS = (ConfigError, CheckpointError, DataError, FileNotFoundError)
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Run a training script's `main`: a RUN_ERRORS exception ends the process with `error: <message>` on
+    stderr (one line) and exit status 2; anything else keeps its traceback."""
+    try:
+        main()
+    except RUN_ERRORS as e:
+        message = str(e).strip()
+        if "Original Traceback" in message:  # re-raised from a DataLoader worker: its last line is the error
+            message = message.splitlines()[-1].partition(": ")[2]
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        raise SystemExit(2) from None

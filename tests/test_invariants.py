@@ -150,3 +150,73 @@ def test_remap_extra_slot_for_unknown_codes():
     assert quant(z).indices.tolist() == [[[0, 1, 3]]]
     torch.testing.assert_close(quant.lookup(torch.tensor([[[0, 1, 2]]])),
                                quant.embedding.weight[[1, 4, 6]].t().reshape(1, 2, 1, 3))
+
+
+def test_gumbel_kl_with_remap_is_the_originals_over_the_used_codes():
+    """GumbelQuantize.forward of the original slices the logits to the used codes before everything, KL
+    included, and keeps n_embed as K: kl = sum_k q_k log(q_k K + 1e-10), q = softmax over the used logits."""
+    torch.manual_seed(0)
+    K, used = 8, np.array([1, 4, 6])
+    quant = tc.GumbelQuantizer(4, 3, K, kl_weight=1.0, remap=used)
+    z = torch.randn(2, 4, 3, 3) * 3
+    with torch.no_grad():
+        logits = quant.proj(z).double().numpy()  # (B, K, h, w)
+
+    def kl(a: np.ndarray) -> float:
+        q = np.exp(a - a.max(1, keepdims=True))
+        q /= q.sum(1, keepdims=True)
+        return float((q * np.log(q * K + 1e-10)).sum(1).mean())
+
+    expected = kl(logits[:, used])
+    assert abs(expected - kl(logits)) > 0.1  # over all K logits (the old behaviour) differs clearly
+    for mode in (quant.train(), quant.eval()):  # the KL does not depend on the Gumbel draw
+        assert mode(z).loss.item() == pytest.approx(expected, rel=1e-5)
+    plain = tc.GumbelQuantizer(4, 3, K, kl_weight=1.0)
+    plain.load_state_dict({k: v for k, v in quant.state_dict().items() if k != "used"})
+    assert plain(z).loss.item() == pytest.approx(kl(logits), rel=1e-5)
+
+
+def test_models_made_under_inference_mode_sample_and_reload():
+    """Apps load under torch.inference_mode(); its tensors have no version counter, which the stacked
+    query/key/value weights of the decoding path used to read."""
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        gpt = random_gpt(4)
+        cfg = gpt.config
+        idx = torch.randint(0, cfg.vocab_size, (2, cfg.block_size - 2))
+        assert gpt.pos_emb.is_inference()
+        full = gpt(idx)
+        cache = gpt.new_cache(2)
+        pieces = [gpt(idx[:, a:b], cache) for a, b in ((0, 5), (5, 6), (6, idx.shape[1]))]
+        torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=1e-5)
+        tokens = tc.sample(gpt, idx[:, :4], 10, greedy=True)
+        seq = idx[:, :4]
+        for _ in range(10):
+            seq = torch.cat([seq, gpt(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+        assert torch.equal(tokens, seq[:, 4:])
+        # weights loaded in place after a first use: the stacked copy must not be stale
+        other = random_gpt(4)
+        with torch.no_grad():
+            for p in other.parameters():
+                p.add_(0.1)
+        gpt.load_state_dict(other.state_dict())
+        torch.testing.assert_close(gpt(idx), other(idx))
+        net = tc.build_model(tiny_net2net_config(kind="class")).eval()
+        c = torch.tensor([[1], [3]])
+        images = net.decode_indices(tc.sample(net, c, 64, greedy=True))
+        assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+    with torch.no_grad():  # and outside inference mode (autograd cannot record inference tensors)
+        torch.testing.assert_close(gpt(idx), other(idx))
+
+
+def test_importing_the_library_loads_no_training_code():
+    code = ("import sys, taming_core as tc; import runpy; runpy.run_path('app.py', run_name='app'); "
+            "loaded = sorted(m for m in sys.modules if m.startswith('taming_core.')); print(loaded); "
+            "assert 'taming_core.train' not in loaded and 'taming_core.losses' not in loaded, loaded; "
+            "assert tc.ImageFolder.__module__ == 'taming_core.data'")
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -58,6 +59,29 @@ def make_images(folder: Path, n: int = 6, seed: int = 0) -> Path:
     return folder
 
 
+def make_corrupt_images(folder: Path, n_good: int = 0) -> Path:
+    """n_good readable images, a JPEG cut short (its header still reads) and a file that is no image."""
+    rng = np.random.default_rng(2)
+    folder.mkdir(parents=True)
+    Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(folder / "whole.jpg")
+    data = (folder / "whole.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[:len(data) * 3 // 4])
+    (folder / "whole.jpg").unlink()
+    (folder / "garbage.png").write_bytes(b"not an image at all")
+    for i in range(n_good):
+        Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The line `error: ...` a script ends with on a bad input: exit status 2 and no traceback."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), proc.stderr[-3000:]
+    return last
+
+
 def make_segmentation_data(folder: Path, n: int = 5, n_labels: int = 5) -> Path:
     rng = np.random.default_rng(1)
     (folder / "images").mkdir(parents=True)
@@ -109,7 +133,9 @@ def test_vqgan_kill_and_resume_matches_uninterrupted(tmp_path, images, vq_run):
     saved = tc.load_checkpoint(tc.latest_checkpoint(out))["step"]
     if saved >= 10:
         pytest.skip("the run finished before it could be killed")
-    run(VQGAN, "--preset", "tiny", "--data", images, "--out", out, "--steps", 10, "--resume")
+    last = tc.latest_checkpoint(out)
+    proc = run(VQGAN, "--preset", "tiny", "--data", images, "--out", out, "--steps", 10, "--resume")
+    assert f"resuming from step {saved}, {last}" in proc.stdout
     resumed = {e["step"]: e for e in log(out)[::-1]}  # the resumed run's entries win
     reference = {e["step"]: e for e in log(vq_run)}
     for step in range(saved + 1, 11):
@@ -125,17 +151,64 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path,
     assert tc.list_checkpoints(tmp_path) == [] and tc.load_checkpoint(last)["step"] == 10
 
 
-def test_vqgan_skips_corrupt_files_and_refuses_empty_folder(tmp_path):
-    data = make_images(tmp_path / "images", n=3)
-    (data / "a" / "truncated.jpg").write_bytes((data / "a" / "0.jpg").read_bytes()[:200])
-    (data / "b" / "garbage.png").write_bytes(b"not an image at all")
+def test_vqgan_skips_corrupt_files_and_counts_only_readable_images(tmp_path):
+    data = make_corrupt_images(tmp_path / "images", n_good=3)
     proc = run(VQGAN, "--preset", "tiny", "--data", data, "--out", tmp_path / "out", "--steps", 4,
                "save_every=4", "image_every=4")
     assert "skipping unreadable file" in proc.stderr
+    assert any(line.startswith("3 images (2 unreadable skipped), ") for line in proc.stdout.splitlines())
     assert tc.load_model(tmp_path / "out" / "model") is not None
-    (tmp_path / "empty").mkdir()
-    proc = run(VQGAN, "--preset", "tiny", "--data", tmp_path / "empty", "--out", tmp_path / "o2", check=False)
-    assert proc.returncode != 0 and "no images" in proc.stderr
+
+
+def bad_input(case: str, tmp_path: Path, images: Path, vq_run: Path) -> tuple[Path, list, str]:
+    """(script, arguments, start of the expected message) of one bad input."""
+    vq = ["--preset", "tiny", "--data", images, "--out", tmp_path / "out"]
+    gpt = [*vq, "--first-stage", vq_run / "model"]
+    if case == "empty folder":
+        (tmp_path / "empty").mkdir()
+        return VQGAN, [*vq, "--data", tmp_path / "empty"], "error: no images (.jpg .jpeg .png .webp) found under"
+    if case == "all files corrupt":
+        return VQGAN, [*vq, "--data", make_corrupt_images(tmp_path / "bad")], "error: none of the 2 image files"
+    if case == "all files corrupt, transformer":  # the JPEG header reads: found while encoding, in a worker
+        return (TRANSFORMER, [*gpt, "--data", make_corrupt_images(tmp_path / "bad"), "num_workers=1"],
+                "error: none of the 1 images under")
+    if case == "resume without checkpoint":
+        (tmp_path / "out").mkdir()
+        return VQGAN, [*vq, "--resume"], "error: no checkpoint to resume from in"
+    if case == "resume without checkpoint, transformer":
+        return TRANSFORMER, [*gpt, "--resume"], "error: nothing to resume from:"
+    if case == "truncated checkpoint":
+        last = tc.latest_checkpoint(vq_run)
+        (tmp_path / "cut.pt").write_bytes(last.read_bytes()[:5000])
+        return VQGAN, [*vq, "--resume", tmp_path / "cut.pt"], "error: cannot read checkpoint"
+    if case == "transformer checkpoint given to the vqgan":
+        torch.save({"step": 1, "config": {}, "transformer": {}, "opt": {}, "rng": []}, tmp_path / "gpt.pt")
+        return VQGAN, [*vq, "--resume", tmp_path / "gpt.pt"], "error: " + f"{tmp_path / 'gpt.pt'} is not a checkpoint"
+    if case == "yaml with a python tag":
+        (tmp_path / "run.yaml").write_text("steps: !!python/object/apply:os.system ['true']\n")
+        return VQGAN, [*vq, "--config", tmp_path / "run.yaml"], f"error: {tmp_path / 'run.yaml'} is not valid yaml"
+    if case == "override of the wrong type":
+        return VQGAN, [*vq, "model.n_embed=many"], "error: key=value overrides (field model.n_embed)"
+    if case == "hostile lpips weights":
+        class Hostile:
+            def __reduce__(self):
+                return os.system, (f"touch {tmp_path / 'ran'}",)
+        (tmp_path / "vgg.pth").write_bytes(pickle.dumps({"state_dict": Hostile()}))
+        return VQGAN, [*vq, f"loss.lpips_weights={tmp_path / 'vgg.pth'}"], "error: "
+    if case == "missing first stage":
+        return TRANSFORMER, [*vq, "--first-stage", tmp_path / "nowhere"], "error: checkpoint not found:"
+    raise KeyError(case)
+
+
+@pytest.mark.parametrize("case", ["empty folder", "all files corrupt", "all files corrupt, transformer",
+                                  "resume without checkpoint", "resume without checkpoint, transformer",
+                                  "truncated checkpoint", "transformer checkpoint given to the vqgan",
+                                  "yaml with a python tag", "override of the wrong type", "hostile lpips weights",
+                                  "missing first stage"])
+def test_bad_inputs_end_with_one_line(tmp_path, images, vq_run, case):
+    script, args, message = bad_input(case, tmp_path, images, vq_run)
+    assert one_line_error(run(script, *args, check=False)).startswith(message)
+    assert not (tmp_path / "ran").exists() and tc.list_checkpoints(tmp_path / "out") == []
 
 
 @pytest.mark.parametrize("cond", ["none", "class"])
@@ -168,6 +241,21 @@ def test_transformer_on_segmentation_condition_and_resume(tmp_path, vq_run):
     assert [e["step"] for e in b] == [e["step"] for e in a] == [4, 5, 6]
     for x, y in zip(a, b):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-6)
+
+
+def test_transformer_encodes_a_truncated_cache_again_and_says_it_resumed(tmp_path, images, vq_run):
+    args = ["--preset", "tiny", "--data", images, "--first-stage", vq_run / "model", "--out", tmp_path,
+            "eval_every=100", "sample_every=100"]
+    run(TRANSFORMER, *args, "--steps", 1)
+    cache = tmp_path / "codes.pt"
+    whole = tc.load_checkpoint(cache)
+    cache.write_bytes(cache.read_bytes()[:1000])
+    proc = run(TRANSFORMER, *args, "--steps", 2, "--resume")
+    assert f"codes cache unusable, encoding again: cannot read checkpoint {cache}" in proc.stdout
+    assert f"resuming from step 1, {tmp_path / 'checkpoints' / 'step-00000001.pt'}" in proc.stdout
+    assert "6 images (2 held out)" in proc.stdout
+    assert torch.equal(tc.load_checkpoint(cache)["z"], whole["z"])
+    assert [e["step"] for e in log(tmp_path)] == [1, 2]
 
 
 def torchrun(*args, timeout: int = 300) -> tuple[int, str, str]:
@@ -306,3 +394,29 @@ def test_transformer_init_from_copies_a_trained_gpt_and_refuses_other_shapes(tmp
     bad = run(TRANSFORMER, "--preset", "tiny", "--data", images, "--first-stage", vq_run / "model",
               "--out", tmp_path / "bad", "transformer.n_embd=64", f"init_from={donor / 'model'}", check=False)
     assert bad.returncode != 0 and "GPT shape" in bad.stderr
+
+
+def test_vqgan_cosine_schedule_time_budget_and_weights_before_the_gan(tmp_path, images):
+    out = tmp_path / "budget"
+    # a budget of 0.1 s: the run stops after a step or a few, saves, and says how to continue
+    proc = run(VQGAN, "--preset", "tiny", "--data", images, "--out", out, "--steps", 8, "lr_schedule=cosine",
+               "warmup_steps=2", "min_lr_ratio=0.1", "precision=fp32", "max_minutes=0.0017", "--disc-start", 5)
+    assert "max_minutes=0.0017 reached" in proc.stdout and "(fp32)" in proc.stdout
+    stopped = tc.load_checkpoint(tc.latest_checkpoint(out))["step"]
+    assert 1 <= stopped < 8
+    # (the preset comes after the saved config: --disc-start is given again)
+    run(VQGAN, "--preset", "tiny", "--data", images, "--out", out, "--steps", 8, "max_minutes=0", "--disc-start", 5,
+        "--resume")
+    entries = [e for e in log(out) if e["step"] > stopped]
+    assert entries[-1]["step"] == 8 and all(e["sec_per_step"] > 0 for e in entries)
+    lrs = {e["step"]: e["lr"] for e in log(out)}  # the rate of the last step of each logged interval
+    peak = 1e-4 * 2  # base_lr * batch_size of the tiny preset
+    assert lrs[1] == pytest.approx(peak / 2)  # warmup: step index 0 of 2
+    after = [lrs[s] for s in range(3, 9)]
+    assert after == sorted(after, reverse=True) and after[-1] == pytest.approx(
+        peak * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 5 / 6))))
+    # the weights of the step before the GAN terms switch on are kept beside the final ones
+    before = tc.load_model(out / "model-before-gan")
+    assert isinstance(before, tc.VQGAN)
+    assert not all(torch.equal(a, b) for a, b in zip(before.state_dict().values(),
+                                                    tc.load_model(out / "model").state_dict().values()))

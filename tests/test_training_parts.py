@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import taming_core as tc
@@ -157,16 +159,51 @@ def test_image_modes_and_small_images_become_rgb_crops(tmp_path):
     assert torch.equal(ds[(0, 7)]["image"], ds[(0, 7)]["image"])  # the key's seed fixes crop and flip
 
 
-def test_corrupt_files_are_skipped_counted_and_warned_once(tmp_path):
-    _save(tmp_path / "good.png", np.zeros((20, 20, 3), np.uint8))
-    (tmp_path / "bad1.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    (tmp_path / "bad2.png").write_bytes(b"nope")
-    ds = tc.ImageFolder(tc.DataConfig(root=str(tmp_path), size=16))
+def _corrupt_folder(folder, n_good: int = 1):
+    """n_good readable images, one truncated JPEG (its header reads) and one file that is no image."""
+    rng = np.random.default_rng(0)
+    for i in range(max(n_good, 1)):
+        _save(folder / f"good{i}.jpg", (rng.random((40, 50, 3)) * 255).astype(np.uint8))
+    jpeg = (folder / "good0.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(jpeg[:len(jpeg) // 2])
+    (folder / "bad.png").write_bytes(b"nope")
+    if n_good == 0:
+        (folder / "good0.jpg").unlink()
+    return folder
+
+
+def test_unreadable_files_are_dropped_at_startup_counted_and_warned_once(tmp_path):
+    _corrupt_folder(tmp_path, n_good=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        ds = tc.ImageFolder(tc.DataConfig(root=str(tmp_path), size=16))
         examples = [ds[i] for i in range(len(ds))]
-    assert all(int(e["index"]) == [p.name for p in ds.files].index("good.png") for e in examples)
-    assert len(ds.skipped) == 2 and len([w for w in caught if "unreadable" in str(w.message)]) == 1
+    assert [p.name for p in ds.files] == ["good0.jpg", "good1.jpg"] and len(ds) == 2
+    assert sorted(p.name for p in ds.unreadable) == ["bad.png", "truncated.jpg"] and not ds.skipped
+    assert [int(e["index"]) for e in examples] == [0, 1]
+    assert len([w for w in caught if "unreadable" in str(w.message)]) == 1
+
+
+def test_header_check_drops_non_images_and_skips_truncated_files_when_read(tmp_path):
+    _corrupt_folder(tmp_path)
+    with pytest.warns(RuntimeWarning, match="bad.png"):
+        ds = tc.ImageFolder(tc.DataConfig(root=str(tmp_path), size=16, check_files="header"))
+    assert [p.name for p in ds.unreadable] == ["bad.png"] and len(ds) == 2  # the JPEG header reads
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        examples = [ds[i] for i in range(len(ds))]
+    good = [p.name for p in ds.files].index("good0.jpg")
+    assert all(int(e["index"]) == good for e in examples)  # the next readable file stands in
+    assert [Path(p).name for p in ds.skipped] == ["truncated.jpg"]
+
+
+def test_folder_without_a_readable_image_is_a_clear_error(tmp_path):
+    _corrupt_folder(tmp_path / "all", n_good=0)
+    with pytest.raises(tc.DataError, match="none of the 2 image files .* can be read"):
+        tc.ImageFolder(tc.DataConfig(root=str(tmp_path / "all"), size=16))
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "a.png").write_bytes(b"nope")
+    with pytest.raises(tc.DataError, match="none of the 1 image files .* can be read"):
+        tc.ImageFolder(tc.DataConfig(root=str(tmp_path / "none"), size=16, check_files="header"))
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):
@@ -263,6 +300,48 @@ def test_checkpoints_are_atomic_pruned_and_ignore_leftover_temporaries(tmp_path)
     assert math.isclose(float(tc.load_checkpoint(tc.resolve_resume(tmp_path, tmp_path))["w"][0]), 4.0)
 
 
+def test_resume_errors_are_checkpoint_errors(tmp_path):
+    with pytest.raises(tc.CheckpointError, match="no checkpoint to resume from in"):
+        tc.resolve_resume("latest", tmp_path)
+    with pytest.raises(tc.CheckpointError, match="does not exist"):
+        tc.resolve_resume(tmp_path / "step-00000009.pt", tmp_path)
+    path = tc.save_checkpoint({"step": 3, "w": torch.ones(100)}, tmp_path, 3)
+    data = path.read_bytes()
+    for cut in (0, 10, len(data) // 2, len(data) - 5):  # truncated anywhere
+        path.write_bytes(data[:cut])
+        with pytest.raises(tc.CheckpointError, match="cannot read checkpoint"):
+            tc.load_checkpoint(path)
+    path.write_bytes(data)
+    with pytest.raises(tc.CheckpointError, match="lacks model, opt"):
+        tc.load_checkpoint(path, required=("step", "model", "opt"))
+    torch.save([1, 2], path)
+    with pytest.raises(tc.CheckpointError, match="not a dict"):
+        tc.load_checkpoint(path)
+
+
+def test_run_config_errors_name_the_file_or_field(tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Run:
+        steps: int = 1
+        out: str = "runs/x"
+
+    assert tc.merge_run_config(Run, [{"steps": 2}, None, ["out=o"]], {"steps": 5}) == Run(5, "o")
+    bad = tmp_path / "bad.yaml"
+    cases = {"steps: !!python/object/apply:os.system ['true']\n": "bad.yaml is not valid yaml",
+             "- 1\n": "bad.yaml: a run config is a mapping", "steps: many\n": r"bad.yaml \(field steps\)",
+             "stepz: 3\n": r"bad.yaml \(field stepz\)"}
+    for text, message in cases.items():
+        bad.write_text(text)
+        with pytest.raises(tc.ConfigError, match=message):
+            tc.merge_run_config(Run, [bad], {})
+    with pytest.raises(tc.ConfigError, match="config file not found"):
+        tc.merge_run_config(Run, [tmp_path / "missing.yaml"], {})
+    with pytest.raises(tc.ConfigError, match=r"overrides \(field steps\)"):
+        tc.merge_run_config(Run, [["steps=x"]], {})
+
+
 # ---- transformer evaluation ---------------------------------------------------------------------------------
 
 
@@ -302,3 +381,57 @@ def test_binary_maps_take_bce_on_logits_of_x_above_zero():
     assert g.reconstruction.item() == pytest.approx(expected.item(), rel=1e-6) and not loss.uses_discriminator
     with pytest.raises(ValueError, match="'l1' or 'bce'"):
         tc.VQGANLoss(tc.VQGANLossConfig(reconstruction="ce")).generator(x, logits, torch.tensor(0.0), step=0)
+
+
+def test_specks_count_isolated_bright_outliers_only():
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.5 - 0.5  # in [-0.5, 0]
+    assert tc.specks(x, x).tolist() == [0.0, 0.0]
+    dot = x.clone()
+    dot[0, 1, 10, 10] = 1.0  # one green dot brighter than its whole 5x5 input neighbourhood by > 0.5
+    assert tc.specks(x, dot).tolist() == [1e6 / 1024, 0.0]  # per million pixels
+    near = x.clone()
+    near[0, :, 10, 10] = x[0, :, 8:13, 8:13].amax(dim=(1, 2)) + 0.45  # within the margin
+    smooth = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)  # a blur stays in its local range
+    dark = x.clone()
+    dark[1, :, 5, 5] = -1.0  # dark dots are not counted
+    for y in (near, smooth, dark):
+        assert tc.specks(x, y).sum() == 0
+    assert tc.specks(x, dot, margin=2.0).sum() == 0
+
+
+# ---- mixed precision, zoom augmentation ---------------------------------------------------------------------
+
+def test_precision_resolves_per_device_and_autocast_follows_it():
+    assert tc.resolve_precision("auto", "cpu") == ("bf16" if tc.cpu_has_bf16() else "fp32")
+    assert tc.resolve_precision("auto", "cuda") == "bf16"
+    assert tc.resolve_precision("fp32", "cuda") == "fp32" and tc.resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        tc.resolve_precision("fp16", "cpu")
+    with tc.autocast_for("fp32", "cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    with tc.autocast_for("bf16", "cpu"):
+        assert torch.is_autocast_enabled("cpu")
+        assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.bfloat16
+
+
+def test_perceptual_term_stays_fp32_under_cpu_autocast(perceptual):
+    loss = tc.VQGANLoss(tc.VQGANLossConfig())
+    loss.perceptual = perceptual
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for _ in range(2))
+    plain = loss.generator(x, y, torch.zeros(()), step=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss.generator(x, y, torch.zeros(()), step=0)
+    assert mixed.perceptual.dtype == torch.float32 and torch.equal(mixed.perceptual, plain.perceptual)
+
+
+def test_zoom_augmentation_changes_only_training_crops(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((48, 64, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    plain = tc.ImageFolder(tc.DataConfig(root=str(tmp_path), size=32))
+    zoom = tc.ImageFolder(tc.DataConfig(root=str(tmp_path), size=32, scale_max=1.5))
+    assert torch.equal(plain[0]["image"], zoom[0]["image"])  # centre crops (evaluation): no zoom
+    keys = [(0, seed) for seed in range(8)]
+    assert not all(torch.equal(plain[k]["image"], zoom[k]["image"]) for k in keys)
+    again = tc.ImageFolder(tc.DataConfig(root=str(tmp_path), size=32, scale_max=1.5))
+    assert all(torch.equal(zoom[k]["image"], again[k]["image"]) for k in keys)  # a pure function of the key

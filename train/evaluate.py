@@ -183,7 +183,8 @@ def main(argv=None) -> dict:
                 x_hat = model.to(args.device)(x.to(args.device))[0].clamp(-1, 1).cpu()
             tc.save_grid(torch.cat([x, x_hat]), args.sheet, nrow=len(x))
         result = {"images": report.n_images, "size": size, "psnr": report.psnr, "ssim": report.ssim,
-                  "perceptual": report.perceptual, **{f"codebook_{k}": v for k, v in asdict(report.codebook).items()}}
+                  "perceptual": report.perceptual, "specks_per_million": report.specks,
+                  **{f"codebook_{k}": v for k, v in asdict(report.codebook).items()}}
     elif args.command == "transformer":
         result = evaluate_transformer(args)
     else:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import os
-from contextlib import nullcontext
+import time
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -40,7 +40,8 @@ CONDITIONS = {"none": "image", "class": "class", "segmentation": "segmentation",
 
 @dataclass
 class TrainConfig:
-    data: tc.DataConfig = field(default_factory=lambda: tc.DataConfig(size=0))  # size 0: the first stage's
+    # size 0: the first stage's. Images are only opened up front (check_files): encoding decodes each anyway
+    data: tc.DataConfig = field(default_factory=lambda: tc.DataConfig(size=0, check_files="header"))
     condition: str = "none"  # one of CONDITIONS
     first_stage: str = ""  # VQGAN: our folder / .safetensors, or an original .ckpt (+ yaml)
     cond_stage: Optional[str] = None  # VQ model of the maps (segmentation, depth, edges)
@@ -72,6 +73,8 @@ class TrainConfig:
     top_k: Optional[int] = 100
     save_every: int = 1000
     keep_last: int = 3
+    # "auto": bf16 autocast on CUDA and on CPUs with bf16 units (AVX-512 bf16 / AMX), else fp32 (precision.py)
+    precision: str = "auto"
 
 
 def preset_tiny() -> dict:
@@ -98,13 +101,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--preset", choices=sorted(PRESETS), help="named settings (tiny: tests)")
     ap.add_argument("--resume", nargs="?", const="latest",
                     help="continue a run: a checkpoint file, a run folder, or nothing (latest in --out)")
-    return ap.parse_args(argv)
+    return ap.parse_intermixed_args(argv)  # key=value overrides may stand between flags
 
 
 def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
     """Defaults <- saved run config (resume) <- preset <- --config <- overrides <- flags."""
-    layers = [saved, PRESETS[args.preset]() if args.preset else None,
-              OmegaConf.load(args.config) if args.config else None, OmegaConf.from_dotlist(args.overrides)]
+    layers = [saved, PRESETS[args.preset]() if args.preset else None, args.config, args.overrides]
     flags = {"data.root": args.data, "out": args.out, "data.size": args.size, "steps": args.steps,
              "batch_size": args.batch_size, "condition": args.cond, "first_stage": args.first_stage,
              "cond_stage": args.cond_stage}
@@ -212,8 +214,24 @@ def encode_dataset(net: tc.Net2Net, dataset: tc.ImageFolder, cfg: TrainConfig, d
     if skipped:
         print(f"skipped {skipped} unreadable file(s) of {expected}")
     if not kept or not sum(len(k) for k in kept):
-        raise SystemExit(f"no readable images under {cfg.data.root}")
+        raise tc.DataError(f"none of the {expected} images under {cfg.data.root} can be read")
     return {"z": torch.cat(zs), "c": torch.cat(cs), "index": torch.cat(kept), "skipped": skipped}
+
+
+def cached_codes(cache: Path, key: str) -> dict | None:
+    """The codes in `cache` if they were made from these files, settings and stages; None (encode again) when
+    the file is missing, out of date, or unreadable (e.g. truncated by a full disk)."""
+    if not cache.is_file():
+        return None
+    try:
+        codes = tc.load_checkpoint(cache, required=("key", "z", "c"))
+    except tc.CheckpointError as e:
+        print(f"codes cache unusable, encoding again: {e}")
+        return None
+    if codes["key"] != key:
+        print(f"codes cache {cache} is out of date (images, settings or stages changed): encoding again")
+        return None
+    return codes
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -242,31 +260,33 @@ def main(argv=None) -> Path:
     ckpt, resumed_from = None, None
     if args.resume:
         resumed_from = tc.resolve_resume(args.resume, build_config(args).out)  # build_config: to know --out
-        ckpt = tc.load_checkpoint(resumed_from)
+        ckpt = tc.load_checkpoint(resumed_from, required=("step", "config", "transformer", "opt", "rng"))
+        if main_process:
+            print(f"resuming from step {ckpt['step']}, {resumed_from}")
     cfg = complete_config(build_config(args, ckpt["config"] if ckpt else None))
     out = Path(cfg.out)
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.structured(cfg), out / "config.yaml")
     torch.manual_seed(cfg.seed + rank)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()  # bf16 on GPU only
+    precision = tc.resolve_precision(cfg.precision, device)
+    autocast = tc.autocast_for(precision, device)
 
     # ---- data: encode once, then tokens only --------------------------------------------------------------
-    try:
-        dataset = tc.ImageFolder(cfg.data)
-    except tc.DataError as e:
-        raise SystemExit(f"data error: {e}") from None
+    dataset = tc.ImageFolder(cfg.data)  # unreadable files are dropped (and counted) here
     net = build_model(cfg, len(dataset.classes)).to(device)
     cache = Path(cfg.cache) if cfg.cache else out / "codes.pt"
     key = cache_key(cfg, dataset.files, net)
-    if main_process and not (cache.is_file() and tc.load_checkpoint(cache).get("key") == key):
-        codes = encode_dataset(net, dataset, cfg, device)
+    codes = cached_codes(cache, key) if main_process else None
+    if main_process and codes is None:
+        codes = {"key": key, **encode_dataset(net, dataset, cfg, device)}
         tmp = cache.with_suffix(".tmp")
-        torch.save({"key": key, **codes}, tmp)
+        torch.save(codes, tmp)
         os.replace(tmp, cache)
     if distributed:
         dist.barrier()
-    codes = tc.load_checkpoint(cache)
+    if codes is None:  # other ranks: the cache rank 0 checked or wrote
+        codes = tc.load_checkpoint(cache, required=("key", "z", "c"))
     Z, C = codes["z"], codes["c"]  # (N, V, L), (N, V, L_c) int32
     n, variants = Z.shape[0], Z.shape[1]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
@@ -298,9 +318,11 @@ def main(argv=None) -> Path:
     model = DDP(net, device_ids=[local_rank] if cuda else None, broadcast_buffers=False) if distributed else net
     n_first = net.first_stage_model.n_codes
     if main_process:
-        print(f"{n} images ({n_val} held out) x {variants} variant(s), {Z.shape[2]} image + {C.shape[2]} condition "
+        skipped = len(dataset.unreadable) + int(codes.get("skipped", 0))
+        notes = ([f"{skipped} unreadable skipped"] if skipped else []) + [f"{n_val} held out"]
+        print(f"{n} images ({', '.join(notes)}) x {variants} variant(s), {Z.shape[2]} image + {C.shape[2]} condition "
               f"tokens, {sum(p.numel() for p in gpt.parameters()) / 1e6:.1f}M parameters, {world} process(es) on "
-              f"{device.type}, steps {start}..{cfg.steps}")
+              f"{device.type} ({precision}), steps {start}..{cfg.steps}")
 
     @torch.no_grad()
     def val_bits_per_token() -> float:
@@ -348,6 +370,7 @@ def main(argv=None) -> Path:
     bar = tqdm(total=cfg.steps, initial=start, disable=not main_process, dynamic_ncols=True)
     loss_sum, n_sum = torch.zeros((), device=device), 0
     step = start
+    t_log = time.perf_counter()
     while step < cfg.steps:
         keys = [next(sampler) for _ in range(cfg.batch_size)]
         idx = train_idx[torch.tensor([k[0] for k in keys])]
@@ -385,8 +408,10 @@ def main(argv=None) -> Path:
             mean = loss_sum / n_sum
             if distributed:
                 dist.all_reduce(mean)
+            now = time.perf_counter()
             logs.update(step=step, loss=float(mean) / world, bits_per_token=float(mean) / world / math.log(2),
-                        lr=lr_at(step - 1, cfg))
+                        lr=lr_at(step - 1, cfg), sec_per_step=(now - t_log) / n_sum)
+            t_log = now
             loss_sum.zero_()
             n_sum = 0
         if n_val and (step % cfg.eval_every == 0 or step == cfg.steps):
@@ -409,4 +434,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    tc.run_main(main)  # a bad config, checkpoint or data folder: one line "error: ...", exit status 2

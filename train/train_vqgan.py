@@ -7,15 +7,17 @@
 
 Every default is in `TrainConfig` below; `--preset tiny` (tests), `--config` (a yaml of the same fields) and
 `key=value` overrides are merged over it in that order, then the flags. Loss: L1 + perceptual + patch-GAN
-(losses.py); the release weights (`<out>/model`, `tc.load_model`) are written with every checkpoint.
+(losses.py); the release weights (`<out>/model`, `tc.load_model`) are written with every checkpoint, and once more
+as `<out>/model-before-gan` on the step before the GAN terms switch on.
 Steps: setup, data, models, optimizers, loop (generator step, discriminator step), save.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-from contextlib import nullcontext
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,11 @@ class TrainConfig:
     steps: int = 100_000
     batch_size: int = 8  # per process
     base_lr: float = 4.5e-6  # lr = base_lr * batch_size * world_size, as the original main.py
+    # "constant" (the original) | "cosine": linear warmup over warmup_steps, then cosine decay to
+    # min_lr_ratio * lr at the last step (both networks)
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.05
     betas: tuple[float, float] = (0.5, 0.9)
     seed: int = 23
     num_workers: int = 2
@@ -54,6 +61,10 @@ class TrainConfig:
     image_every: int = 1000  # reconstruction grid <out>/images/step-*.png
     save_every: int = 1000  # resume checkpoint + release weights
     keep_last: int = 3
+    # "auto": bf16 autocast on CUDA and on CPUs with bf16 units (AVX-512 bf16 / AMX), else fp32 (precision.py)
+    precision: str = "auto"
+    channels_last: bool = False  # NHWC memory layout for the networks and batches
+    max_minutes: float = 0.0  # > 0: stop (and save) after this much training wall time; --resume continues
 
 
 def preset_tiny() -> dict:
@@ -84,13 +95,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--preset", choices=sorted(PRESETS), help="named settings (tiny: tests)")
     ap.add_argument("--resume", nargs="?", const="latest",
                     help="continue a run: a checkpoint file, a run folder, or nothing (latest in --out)")
-    return ap.parse_args(argv)
+    return ap.parse_intermixed_args(argv)  # key=value overrides may stand between flags
 
 
 def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
     """Defaults <- saved run config (resume) <- preset <- --config <- overrides <- flags."""
-    layers = [saved, PRESETS[args.preset]() if args.preset else None,
-              OmegaConf.load(args.config) if args.config else None, OmegaConf.from_dotlist(args.overrides)]
+    layers = [saved, PRESETS[args.preset]() if args.preset else None, args.config, args.overrides]
     flags = {"data.root": args.data, "out": args.out, "data.size": args.size, "steps": args.steps,
              "batch_size": args.batch_size, "data.kind": args.kind, "loss.disc_start": args.disc_start}
     cfg = tc.merge_run_config(TrainConfig, layers, flags)
@@ -107,6 +117,18 @@ def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainCo
     cfg.data.with_image = kind == "image" or (kind == "edges" and cfg.data.edges == "canny")
     m.ddconfig.in_channels = m.ddconfig.out_ch = channels
     return cfg
+
+
+def lr_at(step: int, cfg: TrainConfig, peak: float) -> float:
+    """The learning rate of `step`: constant, or linear warmup then cosine decay to min_lr_ratio * peak."""
+    if cfg.lr_schedule == "constant":
+        return peak
+    if cfg.lr_schedule != "cosine":
+        raise SystemExit(f"lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
+    if step < cfg.warmup_steps:
+        return peak * (step + 1) / cfg.warmup_steps
+    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return peak * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def model_input(batch: dict, kind: str, n_labels: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,25 +163,27 @@ def main(argv=None) -> Path:
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest convolutions
     main_process = rank == 0
     ckpt, resumed_from = None, None
     if args.resume:
         resumed_from = tc.resolve_resume(args.resume, build_config(args).out)  # build_config: to know --out
-        ckpt = tc.load_checkpoint(resumed_from)
+        ckpt = tc.load_checkpoint(resumed_from, required=("step", "config", "model", "disc", "opt_g", "opt_d"))
+        if main_process:
+            print(f"resuming from step {ckpt['step']}, {resumed_from}")
     cfg = build_config(args, ckpt["config"] if ckpt else None)
     out = Path(cfg.out)
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.structured(cfg), out / "config.yaml")
     torch.manual_seed(cfg.seed + rank)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()  # bf16 on GPU only
+    precision = tc.resolve_precision(cfg.precision, device)
+    autocast = tc.autocast_for(precision, device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     kind, n_labels = cfg.data.kind, cfg.data.n_labels
 
     # ---- data ---------------------------------------------------------------------------------------------
-    try:
-        dataset = tc.ImageFolder(cfg.data)
-    except tc.DataError as e:
-        raise SystemExit(f"data error: {e}") from None
+    dataset = tc.ImageFolder(cfg.data)  # unreadable files are dropped (and counted) here
     start = ckpt["step"] if ckpt else 0
     sampler = tc.ResumableSampler(len(dataset), cfg.seed, rank, world, start=start * cfg.batch_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
@@ -168,9 +192,10 @@ def main(argv=None) -> Path:
     fixed = torch.utils.data.default_collate([dataset[i] for i in range(min(8, len(dataset)))])  # centre crops
 
     # ---- models -------------------------------------------------------------------------------------------
-    vqgan = tc.VQGAN(cfg.model).to(device)
-    loss_fn = tc.VQGANLoss(cfg.loss).to(device)
-    disc = tc.NLayerDiscriminator(cfg.model.ddconfig.out_ch, cfg.loss.disc_ndf, cfg.loss.disc_layers).to(device)
+    vqgan = tc.VQGAN(cfg.model).to(device, memory_format=memory_format)
+    loss_fn = tc.VQGANLoss(cfg.loss).to(device, memory_format=memory_format)
+    disc = tc.NLayerDiscriminator(cfg.model.ddconfig.out_ch, cfg.loss.disc_ndf, cfg.loss.disc_layers).to(
+        device, memory_format=memory_format)
     if loss_fn.uses_discriminator and disc.patch_grid(cfg.data.size) < 1:
         raise SystemExit(f"a {cfg.loss.disc_layers}-layer discriminator needs crops larger than {cfg.data.size}: "
                          "lower loss.disc_layers or raise --size")
@@ -193,8 +218,9 @@ def main(argv=None) -> Path:
             group["lr"] = lr
     if main_process:
         n_params = sum(p.numel() for p in vqgan.parameters()) / 1e6
-        print(f"{len(dataset)} images, {n_params:.1f}M parameters, lr {lr:.2e}, {world} process(es) on "
-              f"{device.type}, steps {start}..{cfg.steps}")
+        unreadable = f" ({len(dataset.unreadable)} unreadable skipped)" if dataset.unreadable else ""
+        print(f"{len(dataset)} images{unreadable}, {n_params:.1f}M parameters, lr {lr:.2e}, {world} process(es) on "
+              f"{device.type} ({precision}), steps {start}..{cfg.steps}")
 
     def save(step: int) -> None:
         rngs = tc.gather_rng_states()  # collective: every rank
@@ -218,8 +244,17 @@ def main(argv=None) -> Path:
     elif ckpt and main_process:
         print(f"resuming with {world} processes instead of {len(ckpt['rng'])}: RNG streams start afresh")
     step = start
+    t_start = t_log = time.perf_counter()
     while step < cfg.steps:
+        if cfg.max_minutes > 0 and time.perf_counter() - t_start > 60 * cfg.max_minutes:
+            if main_process:
+                print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached (--resume continues)")
+            save(step)
+            break
         x, target = model_input(next(batches), kind, n_labels, device)
+        x = x.contiguous(memory_format=memory_format)
+        for group in opt_g.param_groups + opt_d.param_groups:
+            group["lr"] = lr_at(step, cfg, lr)
         gan_on = loss_fn.uses_discriminator and tc.disc_factor_at(step, cfg.loss) > 0
         # generator step: D is only evaluated (its parameters get no gradient from this step). D sees real and
         # reconstructed images in one batch here as in its own step, so its BatchNorm statistics -- and hence
@@ -255,6 +290,8 @@ def main(argv=None) -> Path:
             d.total.backward()
             opt_d.step()
         step += 1
+        if main_process and gan_on is False and step == cfg.loss.disc_start and loss_fn.uses_discriminator:
+            tc.save_model(vqgan, out / "model-before-gan")  # the GAN phase starts next: keep what came before
 
         # ---- logging, images, checkpoints ----
         counts += torch.bincount(q.indices.flatten(), minlength=vqgan.n_codes)
@@ -271,8 +308,11 @@ def main(argv=None) -> Path:
                 dist.all_reduce(counts)
             logs = {k: float(v) / world for k, v in zip(scalars, packed)}
             usage = tc.usage_from_counts(counts)
+            now = time.perf_counter()
             logs.update(step=step, disc_factor=g.disc_factor, codes_used=usage.fraction_used,
-                        perplexity=usage.perplexity, dead_codes=usage.dead_codes)
+                        perplexity=usage.perplexity, dead_codes=usage.dead_codes,
+                        lr=opt_g.param_groups[0]["lr"], sec_per_step=(now - t_log) / n_sums)
+            t_log = now
             if main_process:
                 bar.set_postfix({k: f"{logs[k]:.3g}" for k in ("rec", "perc", "g", "d", "codes_used")})
                 with open(out / "log.jsonl", "a") as f:
@@ -302,4 +342,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    tc.run_main(main)  # a bad config, checkpoint or data folder: one line "error: ...", exit status 2
