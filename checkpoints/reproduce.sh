@@ -20,13 +20,22 @@ for split in train holdout; do
   done
 done
 
-# First stage: 64 px crops of the 128 px photos; the original's rate for 1000 steps, then a higher one.
+# First stage v2 (checkpoints/vqgan): about 10 minutes on one GPU (train/gpu_vqgan.sh); photos at short side
+# 192 for the 1-1.5x zoom of the 128 px crops. Run 2 continues run 1 as it ran (see the card).
+$PY train/prepare_data.py --src ../shared/data --out runs/data192 --short-side 192 --holdout 0.1
+PY=$PY bash train/gpu_vqgan.sh runs/data192/train runs/vqgan_gpu 6.8 num_workers=10 channels_last=true
+$PY train/train_vqgan.py --data runs/data192/train --out runs/vqgan_gpu/run --resume --steps 3950 \
+    loss.disc_start=3750 loss.disc_ramp=80 max_minutes=3.6 save_every=400 image_every=400
+$PY train/release.py runs/vqgan_gpu/run/model-before-gan checkpoints/vqgan --resolution 128
+
+# First stage v1 (checkpoints/vqgan-v1, the transformers' first stage until they are retrained on v2):
+# 64 px crops of the 128 px photos; the original's rate for 1000 steps, then a higher one.
 VQ="--size 64 --batch-size 16 data.resize=upscale model.n_embed=512 model.embed_dim=32 model.ddconfig.z_channels=64
     model.ddconfig.ch=32 model.ddconfig.ch_mult=[1,2,4,4] model.ddconfig.num_res_blocks=1
     model.ddconfig.attn_resolutions=[] model.l2_normalize=true model.dead_code_threshold=0.3 loss.disc_ramp=400"
 $PY train/train_vqgan.py --data runs/photos/train --out runs/vqgan --steps 1000 --disc-start 2000 $VQ
 $PY train/train_vqgan.py --out runs/vqgan --resume --steps 2500 --disc-start 2000 base_lr=1.5e-5
-$PY train/release.py runs/vqgan/model checkpoints/vqgan --resolution 128
+$PY train/release.py runs/vqgan/model checkpoints/vqgan-v1 --resolution 128
 
 # Condition stages: same crops, no perceptual or GAN term.
 COND="--size 64 --batch-size 16 data.resize=upscale model.n_embed=256 model.embed_dim=32 model.ddconfig.z_channels=64
@@ -43,7 +52,7 @@ $PY train/train_vqgan.py --data runs/data/train/drin/images --kind depth --out r
 GPT="--size 128 --batch-size 8 transformer.n_layer=4 transformer.n_head=4 transformer.n_embd=256
      transformer.embd_pdrop=0.1 transformer.resid_pdrop=0.1 transformer.attn_pdrop=0.1 pkeep=0.9 lr=5e-4
      warmup_steps=50 eval_every=100 save_every=100 sample_every=100000 num_workers=0"
-FIRST="--first-stage checkpoints/vqgan"
+FIRST="--first-stage checkpoints/vqgan-v1"
 $PY train/train_transformer.py --data runs/photos/train --cond edges --cond-stage runs/edges_vq/model \
     $FIRST --out runs/edges_gpt --steps 800 $GPT
 # segmentation starts from the edges GPT (same shape; its image prior comes from 720 photos, not 207)
@@ -53,5 +62,5 @@ $PY train/train_transformer.py --data runs/data/train/drin/images --cond depth -
     $FIRST --out runs/depth_gpt --steps 200 $GPT
 $PY train/train_transformer.py --data runs/photos/train --cond none $FIRST --out runs/uncond_gpt --steps 800 $GPT
 for pair in seg_gpt2:segmentation edges_gpt:edges depth_gpt:depth uncond_gpt:unconditional; do
-  $PY train/release.py runs/${pair%%:*}/model checkpoints/${pair##*:} --first-stage checkpoints/vqgan
+  $PY train/release.py runs/${pair%%:*}/model checkpoints/${pair##*:} --first-stage checkpoints/vqgan-v1
 done
