@@ -17,8 +17,8 @@ from .precision import PRECISIONS, autocast_for, cpu_has_bf16, resolve_precision
 from .quantizer import (CodebookUsage, EMAVectorQuantizer, GumbelQuantizer, Quantized, VectorQuantizer,
                         codebook_usage)
 from .safe_unpickle import CheckpointError, UnsafeCheckpointError, safe_load
-from .sampling import (WindowPlan, filter_logits, pick_token, quantize_gpt, sample, sample_sliding_window,
-                       window_plan)
+from .sampling import filter_logits, pick_token, quantize_gpt, sample
+from .sliding_window import WindowPlan, sample_sliding_window, window_plan
 from .streaming import StreamEvent, stream
 from .vqgan import VQGAN, VQGANConfig
 

@@ -28,7 +28,7 @@ import yaml
 from .autoencoder import AutoencoderConfig
 from .conditioners import KINDS, ConditionerConfig
 from .gpt import GPTConfig
-from .net2net import Net2NetConfig
+from .net2net import COND_MODES, Net2NetConfig
 from .permuter import NAMES, PermuterConfig
 from .quantizer import BetaOn, UnknownIndex
 from .vqgan import VQGANConfig
@@ -151,6 +151,7 @@ _RULES = {  # (config class, field): ("int", lo, hi) | ("ints", min len, max len
     (GPTConfig, "resid_pdrop"): ("real", 0.0, 1.0),
     (GPTConfig, "attn_pdrop"): ("real", 0.0, 1.0),
     (GPTConfig, "n_unmasked"): ("int", 0, 1 << 16),
+    (GPTConfig, "cond_vocab_size"): ("int", 0, 1 << 24),
     (ConditionerConfig, "kind"): ("choice", KINDS),
     (ConditionerConfig, "sos_token"): ("int", 0, 1 << 24),
     (ConditionerConfig, "n_classes"): ("int", 1, 1 << 24),
@@ -163,6 +164,8 @@ _RULES = {  # (config class, field): ("int", lo, hi) | ("ints", min len, max len
     (PermuterConfig, "H"): ("int", 1, 256),  # the latent grid a token order is built for (Python loops)
     (PermuterConfig, "W"): ("int", 1, 256),
     (Net2NetConfig, "pkeep"): ("real", 0.0, 1.0),
+    (Net2NetConfig, "cond_mode"): ("choice", COND_MODES),
+    (Net2NetConfig, "null_token"): ("int", 0, 1 << 24),
 }
 
 
@@ -290,7 +293,7 @@ def _vqgan_size(cfg: VQGANConfig) -> int:
 def _gpt_size(cfg: GPTConfig) -> int:
     E, V, T = cfg.n_embd, cfg.vocab_size, cfg.block_size
     block = 4 * E + 4 * (E * E + E) + T * T + (E * 4 * E + 4 * E) + (4 * E * E + E)  # lns, attn, mask, mlp
-    return V * E + T * E + cfg.n_layer * block + 2 * E + E * V
+    return V * E + T * E + cfg.n_layer * block + 2 * E + E * V + cfg.cond_vocab_size * E
 
 
 def model_size(kind: str, cfg: VQGANConfig | Net2NetConfig) -> int:

@@ -2,6 +2,8 @@
 
 Shape legend: B batch, T tokens in this call, P tokens already in the cache, E width (n_embd), nh heads,
 hs = E / nh head size, V vocab, n_layer layers.
+Aligned conditioning (net2net.py, cond_mode="aligned") adds a second table `cond_emb` (cond_vocab_size rows, a key the
+original does not have): condition ids cond (B, T) of the same positions as the tokens are embedded and added.
 Key names follow the original minGPT (`tok_emb`, `pos_emb`, `blocks.{l}.attn.{key,query,value,proj,mask}`,
 `blocks.{l}.mlp.{0,2}`, `ln_f`, `head`), including the persistent causal `mask` buffer.
 Decoding (one or a few tokens per call, a KV cache) reads every weight once per call, so the inference path
@@ -28,6 +30,9 @@ class GPTConfig:
     resid_pdrop: float = 0.0
     attn_pdrop: float = 0.0
     n_unmasked: int = 0  # the first n_unmasked tokens attend to each other bidirectionally
+    # Rows of the condition embedding `cond_emb` added per position (aligned conditioning); 0: no such table
+    # (every original model and prefix-mode model)
+    cond_vocab_size: int = 0
 
 
 class KVCache:
@@ -152,6 +157,8 @@ class GPT(nn.Module):
         self.config = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.pos_emb = nn.Parameter(torch.zeros(1, cfg.block_size, cfg.n_embd))
+        if cfg.cond_vocab_size > 0:
+            self.cond_emb = nn.Embedding(cfg.cond_vocab_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.embd_pdrop)
         self.blocks = nn.Sequential(*[Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd)
@@ -179,11 +186,14 @@ class GPT(nn.Module):
         p = self.pos_emb
         return KVCache(self.config, batch_size, max_len or self.config.block_size, p.device, p.dtype)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
         """idx (B, T) int64 -> logits (B, T, V), or (B, 1, V) with `last_only`.
 
         With a cache, the T tokens take positions [cache.length, cache.length + T), attend to the cached
-        positions and causally to each other, and are appended to the cache.
+        positions and causally to each other, and are appended to the cache. cond (B, T) int64: condition ids
+        of the same positions, embedded by `cond_emb` and added to the token embeddings (aligned conditioning;
+        needs config.cond_vocab_size > 0).
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -196,7 +206,10 @@ class GPT(nn.Module):
             if bool((lo < 0) | (hi >= self.config.vocab_size)):
                 raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got range "
                                  f"[{int(lo)}, {int(hi)}]")
-        x = self.drop(self.tok_emb(idx) + self.pos_emb[:, start:start + T])  # (B, T, E)
+        x = self.tok_emb(idx) + self.pos_emb[:, start:start + T]  # (B, T, E)
+        if cond is not None:
+            x = x + self._cond_embedding(cond, idx.shape)  # (B, T, E)
+        x = self.drop(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
         if cache is not None:
@@ -204,6 +217,20 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:]
         return self.head(self.ln_f(x))  # (B, T, V)
+
+
+    def _cond_embedding(self, cond: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """cond (B, T) condition ids -> (B, T, E), checked against the token shape and the table size."""
+        n = self.config.cond_vocab_size
+        if n == 0:
+            raise ValueError("this GPT has no condition embedding (cond_vocab_size = 0): it takes no `cond`")
+        if cond.shape != shape:
+            raise ValueError(f"cond must match the tokens {tuple(shape)}, got {tuple(cond.shape)}")
+        if cond.numel():
+            lo, hi = cond.aminmax()
+            if bool((lo < 0) | (hi >= n)):
+                raise ValueError(f"condition ids must lie in [0, {n}), got range [{int(lo)}, {int(hi)}]")
+        return self.cond_emb(cond)
 
 
 class LowBitLinear(nn.Module):

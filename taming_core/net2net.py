@@ -1,13 +1,23 @@
 """Net2Net: a frozen VQGAN first stage + a conditioner + a permuter + the GPT (paper Sec. 3.2, Eq. 8-10).
 
 Shape legend: B batch, H,W image, h,w latent grid, L = h*w image tokens, L_c condition tokens, V vocab.
-The transformer models p(s | c) = prod_i p(s_i | s_<i, c) over the sequence (c, s); logits[:, i] predicts
-s_i from c and s_<i. Modules use the original names (`first_stage_model`, `cond_stage_model`,
-`permuter`, `transformer`) so original checkpoints load strictly.
+The transformer models p(s | c) = prod_i p(s_i | s_<i, c); logits[:, i] predicts s_i from c and s_<i.
+Two ways to give it c (`cond_mode`):
+- "prefix" (the original, default): the sequence (c, s), L_c condition tokens before the L image tokens, in
+  the shared vocabulary; the GPT has to find which condition token lies under which image token.
+- "aligned" (ControlAR's "conditional decoding", Li et al. 2024, arXiv 2410.02705; a deliberate addition):
+  spatial conditions only, on the image grid (L_c = L). The sequence is (sos, s_0 .. s_{L-2}) and input
+  position i, which predicts s_i, gets cond_emb(c_i) added to its token embedding (gpt.py): the condition of
+  the predicted grid cell sits at the step that predicts it. c is permuted with the image tokens' order.
+Classifier-free guidance: a model trained with condition dropout has a `null_token`, the condition id that
+stands for "no condition" (prefix: L_c copies of it, in the GPT vocabulary; aligned: in the condition
+vocabulary). Modules use the original names (`first_stage_model`, `cond_stage_model`, `permuter`,
+`transformer`) so original checkpoints load strictly.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 from torch import nn
@@ -17,6 +27,9 @@ from .conditioners import (ClassLabel, ConditionerConfig, CoordCondition, KINDS,
 from .gpt import GPT, GPTConfig
 from .permuter import Permuter, PermuterConfig
 from .vqgan import VQGAN, VQGANConfig
+
+COND_MODES = ("prefix", "aligned")
+SPATIAL = ("segmentation", "depth", "edges")  # kinds whose tokens lie on a grid (aligned mode)
 
 
 @dataclass
@@ -28,12 +41,17 @@ class Net2NetConfig:
     first_stage_key: str = "image"
     cond_stage_key: str = "segmentation"
     pkeep: float = 1.0  # training: keep each input token with this probability, else a random one
+    cond_mode: str = "prefix"  # one of COND_MODES: condition tokens before the image, or added per position
+    # Condition id of the learned null condition (classifier-free guidance; trained with condition dropout):
+    # prefix mode an id of the GPT vocabulary, aligned mode of the condition vocabulary. None: no guidance.
+    null_token: Optional[int] = None
 
 
 class Net2Net(nn.Module):
     def __init__(self, cfg: Net2NetConfig):
         super().__init__()
         self.config = cfg
+        self._check_cond_mode(cfg)
         self.first_stage_model = VQGAN(cfg.first_stage)
         cc = cfg.cond_stage
         if cc.kind not in KINDS:
@@ -62,6 +80,47 @@ class Net2Net(nn.Module):
                 p.requires_grad_(False)
         self.train(self.training)  # the stages are frozen in eval mode from the start
 
+    @staticmethod
+    def _check_cond_mode(cfg: Net2NetConfig) -> None:
+        gpt = cfg.transformer
+        if cfg.cond_mode not in COND_MODES:
+            raise ValueError(f"unknown cond_mode {cfg.cond_mode!r}; choose one of {', '.join(COND_MODES)}")
+        aligned = cfg.cond_mode == "aligned"
+        if aligned and cfg.cond_stage.kind not in SPATIAL:
+            raise ValueError(f"cond_mode 'aligned' needs a spatial condition ({', '.join(SPATIAL)}), "
+                             f"not {cfg.cond_stage.kind!r}")
+        if aligned != (gpt.cond_vocab_size > 0):
+            raise ValueError(f"cond_mode {cfg.cond_mode!r} with transformer.cond_vocab_size = "
+                             f"{gpt.cond_vocab_size}: aligned mode needs a condition table, prefix mode none")
+        n = gpt.cond_vocab_size if aligned else gpt.vocab_size
+        if cfg.null_token is not None and not 0 <= cfg.null_token < n:
+            raise ValueError(f"null_token {cfg.null_token} lies outside the {n} condition ids of {cfg.cond_mode} "
+                             "mode")
+
+    @property
+    def aligned(self) -> bool:
+        """True when the condition is added per position (cond_mode "aligned"), False for a prefix."""
+        return self.config.cond_mode == "aligned"
+
+    def null_condition(self, c: torch.Tensor) -> torch.Tensor:
+        """c (B, L_c) -> the learned null condition of the same shape (classifier-free guidance)."""
+        if self.config.null_token is None:
+            raise ValueError("this model was trained without a null condition (null_token is None): guidance "
+                             "needs one (train with cond_drop > 0); use guidance=1")
+        return torch.full_like(c, self.config.null_token)
+
+    def sequence(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tokens z (B, P), condition c (B, L_c) -> the GPT input (B, T) and its per-position condition ids
+        (B, T) or None: prefix (c, z), T = L_c + P; aligned (sos, z), T = 1 + P, with c[:, :T] added."""
+        if not self.aligned:
+            return torch.cat([c, z], dim=1), None  # (B, L_c + P)
+        if c.shape[1] < z.shape[1] + 1:
+            raise ValueError(f"aligned conditioning needs one condition token per image token: {c.shape[1]} "
+                             f"for {z.shape[1] + 1} positions")
+        sos = z.new_full((z.shape[0], 1), self.config.cond_stage.sos_token)
+        seq = torch.cat([sos, z], dim=1)  # (B, 1 + P)
+        return seq, c[:, :seq.shape[1]]
+
     def train(self, mode: bool = True):
         """Only the transformer trains; the stages stay frozen in eval mode, as in the original."""
         super().train(mode)
@@ -86,20 +145,28 @@ class Net2Net(nn.Module):
     @torch.no_grad()
     def encode_cond(self, cond=None) -> torch.Tensor:
         """Condition -> tokens c (B, L_c): one-hot (B, n_labels, H, W) or label ids (B, H, W) int64
-        (segmentation), (B, 1, H, W) in [-1, 1] (depth, edges), (B,) int64 (class), None (unconditional)."""
+        (segmentation), (B, 1, H, W) in [-1, 1] (depth, edges), (B,) int64 (class), None (unconditional).
+        Aligned mode: the tokens are put in the image tokens' order (the permuter), c[:, i] under z[:, i]."""
         if cond is not None and self.config.cond_stage.kind == "none" and not isinstance(cond, int):
             cond = len(cond)
         elif cond is None and self.config.cond_stage.kind != "none":
             raise ValueError(f"this model is conditioned on {self.config.cond_stage.kind}: pass a condition")
-        return self.conditioner.encode(cond)
+        c = self.conditioner.encode(cond)  # (B, L_c)
+        if not self.aligned:
+            return c
+        return self.permuter(c)  # (B, L) in token order (the permuter checks L against its grid)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """z (B, L), c (B, L_c) -> logits (B, L, V); logits[:, i] predicts z[:, i] from c and z[:, :i]."""
+        """z (B, L), c (B, L_c) -> logits (B, L, V); logits[:, i] predicts z[:, i] from c and z[:, :i]
+        (aligned mode: from c[:, :i + 1] and z[:, :i]; L_c = L)."""
         if z.ndim != 2 or c.ndim != 2 or z.shape[0] != c.shape[0]:
             raise ValueError(f"expected z (B, L) and c (B, L_c), got {tuple(z.shape)} and {tuple(c.shape)}")
-        seq = torch.cat([c, z], dim=1)[:, :-1]  # (B, L_c + L - 1)
-        logits = self.transformer(seq)  # (B, L_c + L - 1, V)
-        return logits[:, c.shape[1] - 1:]  # (B, L, V)
+        if self.aligned and c.shape[1] != z.shape[1]:
+            raise ValueError(f"aligned conditioning: c must have one token per image token, got "
+                             f"{tuple(c.shape)} for z {tuple(z.shape)}")
+        seq, cond = self.sequence(z[:, :-1], c)  # (B, T), T = L_c + L - 1 (prefix) or L (aligned)
+        logits = self.transformer(seq, cond=cond)  # (B, T, V)
+        return logits[:, seq.shape[1] - z.shape[1]:]  # (B, L, V)
 
     @torch.no_grad()
     def decode_indices(self, z: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:

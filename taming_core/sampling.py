@@ -3,18 +3,17 @@
 Shape legend: B batch, L_c condition tokens, P prefix (given image tokens), S sampled tokens, V vocab,
 H, W token grid (rows, columns), (wh, ww) window, Lw = wh * ww tokens in a window.
 
-- `sample`: prefill of the condition (and prefix) once, then one token per step from the KV cache.
-- `sample_sliding_window`: grids larger than the training grid (paper Sec. 3.3, Fig. 3). Every token is
-  predicted from a wh x ww window of the condition grid and the image tokens of that window before it, as the
-  original `scripts/make_samples.py`; here each window placement keeps a KV cache that is extended as tokens
-  arrive, so only the causal prefix that matters is computed and logits only at the sampled position.
+- `sample`: prefill of the condition (and prefix) once, then one token per step from the KV cache. Both
+  conditioning modes of net2net.py: a prefix c (B, L_c), or aligned, c (B, L) added per position.
+- Classifier-free guidance (`guidance` != 1, models with a null condition): the conditional and the null
+  branch run as one batch of 2B rows through the same cache; logits = null + guidance * (cond - null).
+- `sample_sliding_window` (grids larger than the training grid) is in `sliding_window.py`, on the helpers here.
 - `quantize_gpt`: a copy of the model with int8 or bf16 GPT weights, for fewer bytes per decoded token.
 Streaming (progress events, previews) is in `streaming.py`, on the step generators defined here.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterator
 
@@ -83,33 +82,49 @@ def _new_cache(gpt: GPT, batch_size: int, max_len: int, dtype: torch.dtype | Non
     return KVCache(gpt.config, batch_size, max_len, gpt.pos_emb.device, dtype or gpt.pos_emb.dtype)
 
 
-def _logits(gpt: GPT, idx: torch.Tensor, cache: KVCache, dtype: torch.dtype | None) -> torch.Tensor:
-    """Append idx (B, T) to the cache -> fp32 logits (B, V) at the last position.
+def _logits(gpt: GPT, idx: torch.Tensor, cache: KVCache, dtype: torch.dtype | None,
+            cond: torch.Tensor | None = None) -> torch.Tensor:
+    """Append idx (B, T) (and its condition ids cond (B, T), aligned mode) to the cache -> fp32 logits (B, V)
+    at the last position.
 
     Autocast is entered around each call, never held across a generator's yield: it is thread-local state
     and would otherwise leak into the consumer's code between two tokens.
     """
     if dtype is None:
-        return gpt(idx, cache, last_only=True)[:, -1].float()
+        return gpt(idx, cache, last_only=True, cond=cond)[:, -1].float()
     with torch.autocast(idx.device.type, dtype=dtype):
-        return gpt(idx, cache, last_only=True)[:, -1].float()
+        return gpt(idx, cache, last_only=True, cond=cond)[:, -1].float()
+
+
+def _guide(logits: torch.Tensor, guidance: float | None) -> torch.Tensor:
+    """Classifier-free guidance: logits (2B, V), conditional rows then null rows -> null + g (cond - null)
+    (B, V); guidance None: the logits (B, V) unchanged."""
+    if guidance is None:
+        return logits
+    cond, null = logits.chunk(2)  # (B, V) each
+    return null + guidance * (cond - null)
 
 
 @torch.no_grad()
-def _plain_steps(gpt: GPT, seq: torch.Tensor, out: torch.Tensor, pick: Picker,
-                 dtype: torch.dtype | None) -> Iterator[int]:
-    """Prefill seq (B, L_c + P), then write out (B, S) one token at a time; yields each step after writing it.
+def _plain_steps(gpt: GPT, seq: torch.Tensor, out: torch.Tensor, pick: Picker, dtype: torch.dtype | None,
+                 cond: torch.Tensor | None = None, guidance: float | None = None) -> Iterator[int]:
+    """Prefill seq (B', T0), then write out (B, S) one token at a time; yields each step after writing it.
 
+    cond (B', T0 + S - 1): condition ids of every fed position (aligned mode), or None. With `guidance`,
+    B' = 2B (conditional rows, then null rows): each sampled token is fed to both halves.
     The yield comes before the next forward, so closing the generator stops all work at once.
     """
-    steps = out.shape[1]
-    cache = _new_cache(gpt, seq.shape[0], seq.shape[1] + steps - 1, dtype)  # the last token is never fed
-    logits = _logits(gpt, seq, cache, dtype)
+    steps, n0 = out.shape[1], seq.shape[1]
+    cache = _new_cache(gpt, seq.shape[0], n0 + steps - 1, dtype)  # the last token is never fed
+    logits = _logits(gpt, seq, cache, dtype, None if cond is None else cond[:, :n0])
     for step in range(steps):
-        out[:, step] = pick(logits)[:, 0]
+        out[:, step] = pick(_guide(logits, guidance))[:, 0]
         yield step
         if step < steps - 1:
-            logits = _logits(gpt, out[:, step:step + 1], cache, dtype)
+            new = out[:, step:step + 1]  # (B, 1)
+            new = new if guidance is None else new.repeat(2, 1)  # (B', 1)
+            at = n0 + step  # the position this token takes
+            logits = _logits(gpt, new, cache, dtype, None if cond is None else cond[:, at:at + 1])
 
 
 def _check_context(gpt: GPT, c: torch.Tensor, prefix: torch.Tensor | None, steps: int) -> torch.Tensor:
@@ -128,189 +143,77 @@ def _check_context(gpt: GPT, c: torch.Tensor, prefix: torch.Tensor | None, steps
     return seq
 
 
+def _never_null(model: Net2Net | GPT, pick: Picker) -> Picker:
+    """A prefix-mode model's null condition token is an id of the GPT vocabulary but never an image token:
+    the picker is wrapped to give it no probability (aligned models keep it in their own table)."""
+    if not isinstance(model, Net2Net) or model.aligned or model.config.null_token is None:
+        return pick
+    null = model.config.null_token
+    return lambda logits: pick(logits.index_fill(-1, logits.new_tensor([null], dtype=torch.long), -float("inf")))
+
+
+def _plain_job(model: Net2Net | GPT, c: torch.Tensor, prefix: torch.Tensor, out: torch.Tensor, pick: Picker,
+               dtype: torch.dtype | None, guidance: float) -> Iterator[int]:
+    """Checks and setup shared by sample and stream: c (B, L_c), prefix (B, P) on the model's device, out
+    (B, S) written in place -> the step generator, in either conditioning mode, with or without guidance."""
+    gpt = _gpt(model)
+    steps = out.shape[1]
+    aligned = isinstance(model, Net2Net) and model.aligned
+    pick = _never_null(model, pick)
+    if guidance == 1.0 and not aligned:
+        return _plain_steps(gpt, _check_context(gpt, c, prefix, steps), out, pick, dtype)
+    if not isinstance(model, Net2Net):
+        raise TypeError("guidance and aligned conditioning need a Net2Net model, not a bare GPT")
+    if c.ndim != 2 or prefix.ndim != 2 or prefix.shape[0] != c.shape[0]:
+        raise ValueError(f"expected c (B, L_c) and prefix (B, P), got {tuple(c.shape)}, {tuple(prefix.shape)}")
+    rows = c if guidance == 1.0 else torch.cat([c, model.null_condition(c)])  # (B', L_c): cond, then null
+    prefix = prefix if guidance == 1.0 else prefix.repeat(2, 1)  # (B', P)
+    seq, cond = model.sequence(prefix, rows)  # (B', T0), (B', T0) aligned / None prefix
+    if aligned:  # positions 0 .. P + S - 1 are fed; each needs the condition of the token it predicts
+        if c.shape[1] < prefix.shape[1] + steps:
+            raise ValueError(f"aligned conditioning: {prefix.shape[1]} prefix + {steps} steps need as many "
+                             f"condition tokens, c has {c.shape[1]}")
+        cond = rows[:, :prefix.shape[1] + steps]  # (B', T0 + S - 1)
+    if seq.shape[1] + steps - 1 > gpt.config.block_size:
+        raise ValueError(f"{seq.shape[1]} context + {steps} steps exceed block_size {gpt.config.block_size}")
+    return _plain_steps(gpt, seq, out, pick, dtype, cond, None if guidance == 1.0 else guidance)
+
+
+def _check_guidance(guidance: float) -> float:
+    guidance = float(guidance)
+    if not guidance >= 0 or guidance == float("inf"):
+        raise ValueError(f"guidance must be a finite number >= 0 (1 = off), got {guidance}")
+    return guidance
+
+
 @torch.no_grad()
 def sample(model: Net2Net | GPT, c: torch.Tensor, steps: int, prefix: torch.Tensor | None = None,
            temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
            greedy: bool = False, generator: torch.Generator | None = None,
-           dtype: torch.dtype | None = None) -> torch.Tensor:
+           dtype: torch.dtype | None = None, guidance: float = 1.0) -> torch.Tensor:
     """Sample `steps` image tokens after condition c (B, L_c) and optional prefix (B, P) -> (B, P + steps).
 
     The condition and prefix are run once (prefill); then each step feeds only the newest token and reads
     keys and values of earlier positions from the cache. One multinomial draw on (B, V) per step, from
     `generator` (or the global RNG), so seeded runs repeat. `dtype` (torch.bfloat16 / torch.float16) runs the
     GPT under autocast with the cache in that dtype, meant for CUDA; None keeps the weights' dtype (fp32).
+    Aligned models (cond_mode "aligned") take c (B, L) from `encode_cond`, one token per image position.
+    guidance: classifier-free guidance scale (1 = off, exactly the plain sampler); != 1 needs a model with a
+    null condition and runs both branches as one batch of 2B.
     """
     gpt = _gpt(model)
     pick = _picker(temperature, top_k, top_p, greedy, generator)
-    seq = _check_context(gpt, c, prefix, steps)
-    prefix = seq[:, c.shape[1]:]  # (B, P)
+    guidance = _check_guidance(guidance)
+    device = gpt.pos_emb.device
+    c = c.to(device)
+    prefix = c.new_zeros(c.shape[0], 0) if prefix is None else prefix.to(device)  # (B, P)
+    out = c.new_empty(c.shape[0], max(steps, 0))  # (B, S)
+    job = _plain_job(model, c, prefix, out, pick, dtype, guidance)  # checks the context, even for 0 steps
     if steps <= 0:
         return prefix
-    out = seq.new_empty(seq.shape[0], steps)  # (B, S)
-    for _ in _plain_steps(gpt, seq, out, pick, dtype):
+    for _ in job:
         pass
     return torch.cat([prefix, out], dim=1)  # (B, P + S)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Sliding window
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """Where the window sits for every token of an H x W grid.
-
-    Token (i, j) is predicted from the condition tokens of rows [top[i], top[i] + wh) x columns
-    [left[j], left[j] + ww) followed by the image tokens of that window that come before (i, j) in raster
-    order: all window columns of rows top[i] .. i - 1, and columns left[j] .. j - 1 of row i.
-    """
-    window: tuple[int, int]
-    top: list[int]  # (H,)
-    left: list[int]  # (W,)
-
-
-def _origins(n: int, size: int, stride: int, offset: int) -> list[int]:
-    """Window start along one axis for each index 0..n-1.
-
-    Indices are grouped in bands: [0, offset + stride), then every `stride` indices; a band starting at s
-    puts the window at s - offset (clamped into the grid), so the band's indices sit at window positions
-    offset .. offset + stride - 1 (the first band at 0 .. offset + stride - 1, the last may sit lower).
-    """
-    starts = []
-    for i in range(n):
-        band = 0 if i < offset + stride else offset + (i - offset) // stride * stride
-        starts.append(max(0, min(band - offset, n - size)))
-    return starts
-
-
-def window_plan(grid: tuple[int, int], window: tuple[int, int] = (16, 16), mode: str = "exact",
-                stride: tuple[int, int] | None = None) -> WindowPlan:
-    """The window placement of every token of a grid (H, W) -> WindowPlan (context of each token).
-
-    - "exact": the original's placement: local row = i if i <= wh/2; wh - (H - i) if H - i < wh/2; else wh/2,
-      the same for columns. A middle token sees wh/2 image rows above it and the condition wh/2 rows above to
-      wh/2 - 1 below; the window moves with every token except near the borders.
-    - "fast": the window is held for a band of stride (sh, sw) tokens (default half the window) and moved by
-      the stride, so consecutive tokens share a placement and its KV cache. With oh = (wh - sh + 1) // 2, the
-      k-th row of a middle band (k < sh) sees oh + k image rows above and the condition from oh + k rows above
-      to wh - 1 - oh - k below; columns likewise with ow. stride (1, 1) is exactly "exact".
-    """
-    H, W = grid
-    wh, ww = window
-    if mode == "exact":
-        if stride not in (None, (1, 1)):
-            raise ValueError(f"mode='exact' moves the window with every token; a stride {stride} needs "
-                             "mode='fast'")
-        sh, sw = 1, 1
-    elif mode == "fast":
-        sh, sw = stride if stride is not None else (max(1, wh // 2), max(1, ww // 2))
-        if not (1 <= sh <= wh and 1 <= sw <= ww):
-            raise ValueError(f"stride {stride} must lie between (1, 1) and the window {window}")
-    else:
-        raise ValueError(f"unknown mode {mode!r}; choose 'exact' or 'fast'")
-    if H < wh or W < ww:
-        raise ValueError(f"grid {grid} is smaller than the window {window}")
-    return WindowPlan(window, _origins(H, wh, sh, (wh - sh + 1) // 2), _origins(W, ww, sw, (ww - sw + 1) // 2))
-
-
-@torch.no_grad()
-def _window_steps(gpt: GPT, c_grid: torch.Tensor, grid: torch.Tensor, start: int, plan: WindowPlan,
-                  pick: Picker, dtype: torch.dtype | None) -> Iterator[int]:
-    """Fill grid (B, H, W) in raster order from position `start`; yields each raster position after writing it.
-
-    One KV cache per window placement (top, left), created with the condition window and the window's
-    tokens before the first position that uses it, extended with the tokens sampled since its last use, and
-    freed after its last use. Tokens are written once and never change, so a cache stays exact.
-    """
-    B, H, W = grid.shape
-    wh, ww = plan.window
-    Lw = wh * ww
-    positions = range(start, H * W)
-    last_use, context = {}, {}  # per placement: last raster position, tokens fed before predicting it
-    for n in positions:
-        i, j = divmod(n, W)
-        key = (plan.top[i], plan.left[j])
-        last_use[key] = n
-        context[key] = Lw + (i - key[0]) * ww + (j - key[1])
-    caches: dict[tuple[int, int], KVCache] = {}
-    for n in positions:
-        i, j = divmod(n, W)
-        top, left = key = plan.top[i], plan.left[j]
-        upto = (i - top) * ww + (j - left)  # window tokens before (i, j) in the window's raster order
-        window_tokens = grid[:, top:top + wh, left:left + ww].reshape(B, Lw)  # (B, Lw)
-        cache = caches.get(key)
-        if cache is None:
-            cache = caches[key] = _new_cache(gpt, B, context[key], dtype)
-            cond = c_grid[:, top:top + wh, left:left + ww].reshape(B, Lw)  # (B, Lw)
-            fed = torch.cat([cond, window_tokens[:, :upto]], dim=1)  # (B, Lw + upto)
-        else:
-            fed = window_tokens[:, cache.length - Lw:upto]  # (B, new tokens since the last use)
-        logits = _logits(gpt, fed, cache, dtype)
-        grid[:, i, j] = pick(logits)[:, 0]
-        if last_use[key] == n:
-            del caches[key]
-        yield n
-
-
-def _window_job(model: Net2Net | GPT, c_grid: torch.Tensor, window: tuple[int, int], mode: str,
-                stride: tuple[int, int] | None, prefix: torch.Tensor | None, start: int, pick: Picker,
-                dtype: torch.dtype | None) -> tuple[torch.Tensor, Iterator[int]]:
-    """Checks and setup shared by sample_sliding_window and stream -> (grid (B, H, W), its step generator)."""
-    gpt = _gpt(model)
-    if isinstance(model, Net2Net) and not model.permuter.is_identity:
-        raise ValueError(f"sliding-window sampling needs raster order; this model uses the "
-                         f"{model.permuter.name!r} permuter (the original ignored permuters here)")
-    if c_grid.ndim != 3:
-        raise ValueError(f"expected the condition grid (B, H, W), got {tuple(c_grid.shape)}")
-    B, H, W = c_grid.shape
-    c_grid = c_grid.to(gpt.pos_emb.device)
-    if not 0 <= start <= H * W:
-        raise ValueError(f"start must lie in [0, {H * W}], got {start}")
-    if prefix is None:
-        if start > 0:
-            raise ValueError(f"start={start} keeps tokens of a prefix grid (B, H, W): pass prefix")
-        grid = torch.zeros_like(c_grid)
-    elif prefix.shape != c_grid.shape:
-        raise ValueError(f"prefix must match the condition grid {tuple(c_grid.shape)}, got "
-                         f"{tuple(prefix.shape)}")
-    else:
-        grid = prefix.to(c_grid.device, torch.long).clone()
-    wh, ww = window
-    if H <= wh and W <= ww and (H, W) != (wh, ww):  # fits one (smaller) window: plain sampling over the grid
-        seq = _check_context(gpt, c_grid.reshape(B, H * W), grid.view(B, H * W)[:, :start], H * W - start)
-        return grid, (start + s for s in _plain_steps(gpt, seq, grid.view(B, H * W)[:, start:], pick, dtype))
-    plan = window_plan((H, W), window, mode, stride)
-    if 2 * wh * ww - 1 > gpt.config.block_size:
-        raise ValueError(f"a {wh}x{ww} window needs {2 * wh * ww - 1} positions; block_size is "
-                         f"{gpt.config.block_size}")
-    return grid, _window_steps(gpt, c_grid, grid, start, plan, pick, dtype)
-
-
-@torch.no_grad()
-def sample_sliding_window(model: Net2Net | GPT, c_grid: torch.Tensor, *, window: tuple[int, int] = (16, 16),
-                          mode: str = "exact", greedy: bool = False, temperature: float = 1.0,
-                          top_k: int | None = None, top_p: float | None = None,
-                          generator: torch.Generator | None = None, prefix: torch.Tensor | None = None,
-                          start: int = 0, stride: tuple[int, int] | None = None,
-                          dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Sample an image token grid (B, H, W) for a condition grid c_grid (B, H, W) of any size >= the window.
-
-    Each token sees the context described by `window_plan(grid, window, mode, stride)`; mode="exact"
-    reproduces the original sliding-window sampler token for token (for any batch size, which the original
-    could not run). prefix (B, H, W): its tokens before raster position `start` are kept (image completion;
-    every later token is sampled, unlike the original, which skipped columns < start % W in every later row).
-    A grid that fits inside a smaller window falls back to plain cached sampling over the whole grid; the
-    condition uses the image grid's layout (a VQ condition of the same size, as in the original).
-    """
-    pick = _picker(temperature, top_k, top_p, greedy, generator)
-    grid, steps = _window_job(model, c_grid, window, mode, stride, prefix, start, pick, dtype)
-    for _ in steps:
-        pass
-    return grid
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Fewer bytes per token
 
 
 def quantize_gpt(model: Net2Net | GPT, dtype: torch.dtype = torch.int8) -> Net2Net | GPT:

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .net2net import Net2Net
-from .sampling import _check_context, _gpt, _picker, _plain_steps, _window_job
+from .sampling import _check_guidance, _gpt, _picker, _plain_job
+from .sliding_window import _window_job
 
 FADE = 0.35  # a condition image under the unsampled rows is pulled this far from mid-grey (0) toward itself
 
@@ -67,14 +68,17 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
            prefix: torch.Tensor | None = None, start: int = 0, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
            generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
-           fill: torch.Tensor | None = None, preview_budget: float = 0.2) -> Iterator[StreamEvent]:
+           fill: torch.Tensor | None = None, preview_budget: float = 0.2,
+           guidance: float = 1.0) -> Iterator[StreamEvent]:
     """Sample token by token, yielding a StreamEvent after each; the same tokens as the batch samplers.
 
     c (B, L_c): plain cached sampling of a grid (h, w) = `grid` (default the model's training grid), as
     `sample`; prefix (B, h, w) and `start` (counted in the model's token order) give an image completion.
+    Aligned models (cond_mode "aligned") take c (B, L) from `encode_cond` here.
     c (B, h, w): a condition grid, sampled as `sample_sliding_window` with window / mode / stride.
     fill: an image (1 or B, 3, H', W') in [-1, 1] shown faded under the rows not yet sampled (for instance the
     condition painted by the user), resized to the preview; None shows mid-grey.
+    guidance: classifier-free guidance scale (1 = off), on both paths, as in the batch samplers.
     preview_budget: the share of the time (sampling + previews) that previews may take. The last event
     (done == total) always carries the full decoded image, outside the budget: it is the result.
     """
@@ -84,8 +88,9 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
     if not isinstance(model, Net2Net):
         raise TypeError("stream needs a Net2Net model (its first stage decodes the previews)")
     pick = _picker(temperature, top_k, top_p, greedy, generator)
+    guidance = _check_guidance(guidance)
     if c.ndim == 3:  # condition grid: sliding window (or plain sampling when it fits a smaller window)
-        tokens, steps = _window_job(model, c, window, mode, stride, prefix, start, pick, dtype)
+        tokens, steps = _window_job(model, c, window, mode, stride, prefix, start, pick, dtype, guidance)
         B, h, w = tokens.shape
         order = None  # raster order
 
@@ -95,9 +100,8 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
         h, w = grid if grid is not None else model.grid
         B, L = c.shape[0], h * w
         flat = c.new_zeros(B, L) if prefix is None else model.permuter(prefix.reshape(B, L))  # token order
-        seq = _check_context(gpt, c, flat[:, :start], L - start)
-        flat = flat.to(seq.device)
-        steps = (start + s for s in _plain_steps(gpt, seq, flat[:, start:], pick, dtype))
+        c, flat = c.to(gpt.pos_emb.device), flat.to(gpt.pos_emb.device)
+        steps = (start + s for s in _plain_job(model, c, flat[:, :start], flat[:, start:], pick, dtype, guidance))
         order = None if model.permuter.is_identity else model.permuter.forward_shuffle_idx.tolist()
 
         def raster() -> torch.Tensor:

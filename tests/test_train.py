@@ -243,6 +243,27 @@ def test_transformer_on_segmentation_condition_and_resume(tmp_path, vq_run):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-6)
 
 
+def test_transformer_aligned_condition_with_condition_dropout(tmp_path, vq_run):
+    """cond_mode=aligned + cond_drop: a loadable model with a condition table, a null id, and guidance."""
+    data = make_segmentation_data(tmp_path / "seg")
+    seg = tmp_path / "seg_vq"
+    run(VQGAN, "--preset", "tiny", "--data", data, "--kind", "segmentation", "data.n_labels=5", "--out", seg,
+        "--steps", 2)
+    out = tmp_path / "aligned"
+    run(TRANSFORMER, "--preset", "tiny", "--data", data, "--first-stage", vq_run / "model", "--cond",
+        "segmentation", "--cond-stage", seg / "model", "--out", out, "cond_mode=aligned", "cond_drop=0.5")
+    net = tc.load_model(out / "model").eval()
+    g, n_cond = net.config.transformer, net.cond_stage_model.n_codes
+    assert net.config.cond_mode == "aligned" and net.config.null_token == n_cond
+    assert g.cond_vocab_size == n_cond + 1 and g.block_size == 64 and g.vocab_size == net.first_stage_model.n_codes
+    assert log(out)[-1]["val_bits_per_token"] > 0 and (out / "images" / "step-00000006.png").is_file()
+    c = net.encode_cond(torch.randint(0, 5, (1, 16, 16)))  # (1, L)
+    assert tc.sample(net, c, 64, greedy=True, guidance=2.0).shape == (1, 64)
+    proc = run(TRANSFORMER, "--preset", "tiny", "--data", data, "--first-stage", vq_run / "model", "--out",
+               tmp_path / "bad", "cond_mode=aligned", check=False)
+    assert proc.returncode != 0 and "spatial condition" in proc.stderr
+
+
 def test_transformer_encodes_a_truncated_cache_again_and_says_it_resumed(tmp_path, images, vq_run):
     args = ["--preset", "tiny", "--data", images, "--first-stage", vq_run / "model", "--out", tmp_path,
             "eval_every=100", "sample_every=100"]

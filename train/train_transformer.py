@@ -7,9 +7,12 @@
 
 Conditions: none, class (sub-folder names), segmentation (label PNGs, default folder ../segmentations),
 depth (16-bit or float-in-RGBA PNGs, ../depth16 or ../depth), edges (OpenCV Canny of each image, or given
-PNGs with data.edges=given). The data set is encoded to code indices once (centre crops, and their mirror
-images when data.flip) and cached in <out>/codes.pt; training then reads tokens only. Every default is in
-`TrainConfig`; `--preset tiny`, `--config` yaml and key=value overrides merge over it, then the flags.
+PNGs with data.edges=given). cond_mode=aligned adds each spatial condition token to the step that predicts
+the image token at its grid position (net2net.py); cond_drop=0.1 replaces the condition of a tenth of the
+examples by a learned null condition, for classifier-free guidance at sampling time. The data set is
+encoded to code indices once (centre crops, and their mirror images when data.flip) and cached in
+<out>/codes.pt; training then reads tokens only. Every default is in `TrainConfig`; `--preset tiny`,
+`--config` yaml and key=value overrides merge over it, then the flags.
 Steps: setup, data (encode or load the cache), model, optimizer, loop, save.
 """
 from __future__ import annotations
@@ -48,6 +51,10 @@ class TrainConfig:
     transformer: tc.GPTConfig = field(default_factory=lambda: tc.GPTConfig(n_layer=12, n_head=8, n_embd=512))
     permuter: tc.PermuterConfig = field(default_factory=tc.PermuterConfig)  # H, W set to the latent grid
     pkeep: float = 1.0  # each input token is kept with this probability, else replaced by a random code
+    cond_mode: str = "prefix"  # "prefix" (the original: condition tokens first) or "aligned" (spatial only)
+    # Probability that an example's condition is replaced by the null condition (a reserved id): > 0 trains
+    # the model for classifier-free guidance (tc.sample(..., guidance=g)); 0: no null condition
+    cond_drop: float = 0.0
     # A trained Net2Net whose transformer starts this one (same GPT shape), e.g. a model over the same first
     # stage trained on more images with another condition: it brings the image prior and the alignment of
     # condition and image positions. None: random initialisation.
@@ -119,6 +126,13 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
         raise SystemExit(f"unknown condition {cfg.condition!r}; choose one of {', '.join(CONDITIONS)}")
     if not cfg.first_stage:
         raise SystemExit("pass the trained first stage: --first-stage runs/vq/model")
+    if cfg.cond_mode not in ("prefix", "aligned"):
+        raise SystemExit(f"unknown cond_mode {cfg.cond_mode!r}; choose prefix or aligned")
+    if cfg.cond_mode == "aligned" and cfg.condition not in ("segmentation", "depth", "edges"):
+        raise SystemExit(f"cond_mode=aligned needs a spatial condition (segmentation, depth, edges), not "
+                         f"{cfg.condition!r}")
+    if not 0 <= cfg.cond_drop < 1 or (cfg.cond_drop > 0 and cfg.condition == "none"):
+        raise SystemExit(f"cond_drop={cfg.cond_drop}: must lie in [0, 1), and 0 without a condition")
     cfg.data.kind = CONDITIONS[cfg.condition]
     cfg.data.with_image = True
     if cfg.data.size == 0:
@@ -152,10 +166,22 @@ def build_model(cfg: TrainConfig, n_classes: int) -> tc.Net2Net:
                                         label_offset=cfg.data.label_offset)
         side = cfg.data.size // cond_model.downsample_factor
         n_cond_tokens, cond_vocab = side * side, cond_model.n_codes
-    gpt = replace(cfg.transformer, vocab_size=max(first.n_codes, cond_vocab), block_size=n_cond_tokens + h * h)
+    null = cfg.cond_drop > 0  # the null condition takes one more id, after the condition's own
+    if cfg.cond_mode == "aligned":  # image tokens in the GPT vocabulary, condition ids in their own table
+        if n_cond_tokens != h * h:
+            raise SystemExit(f"cond_mode=aligned needs the condition on the image grid: {side}x{side} condition "
+                             f"tokens for a {h}x{h} image grid (use a condition stage with the same factor)")
+        gpt = replace(cfg.transformer, vocab_size=first.n_codes, block_size=h * h,
+                      cond_vocab_size=cond_vocab + null)
+        null_token = cond_vocab if null else None
+    else:  # the original: condition and image tokens share the vocabulary
+        vocab = max(first.n_codes, cond_vocab) + null
+        gpt = replace(cfg.transformer, vocab_size=vocab, block_size=n_cond_tokens + h * h, cond_vocab_size=0)
+        null_token = vocab - 1 if null else None
     net = tc.Net2Net(tc.Net2NetConfig(first_stage=first.config, cond_stage=cond_cfg,
                                       permuter=replace(cfg.permuter, H=h, W=h), transformer=gpt,
-                                      cond_stage_key=cfg.data.kind, pkeep=cfg.pkeep))
+                                      cond_stage_key=cfg.data.kind, pkeep=cfg.pkeep, cond_mode=cfg.cond_mode,
+                                      null_token=null_token))
     net.first_stage_model.load_state_dict(first.state_dict())
     if cond_model is not None:
         net.cond_stage_model.load_state_dict(cond_model.state_dict())
@@ -180,7 +206,7 @@ def cache_key(cfg: TrainConfig, files: list[Path], net: tc.Net2Net) -> str:
         st = f.stat()
         h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     h.update(json.dumps(OmegaConf.to_container(OmegaConf.structured(cfg.data)), sort_keys=True).encode())
-    h.update(f"{cfg.condition}|{cfg.permuter}".encode())
+    h.update(f"{cfg.condition}|{cfg.permuter}|{cfg.cond_mode}".encode())  # aligned: c in token order
     for k, v in sorted(net.state_dict().items()):
         if not k.startswith("transformer."):
             h.update(k.encode())
@@ -303,10 +329,11 @@ def main(argv=None) -> Path:
     start = 0
     if cfg.init_from and not ckpt:
         donor = tc.load_model(cfg.init_from)
-        shape = lambda g: (g.vocab_size, g.block_size, g.n_layer, g.n_head, g.n_embd)  # noqa: E731  not dropout
+        shape = lambda g: (g.vocab_size, g.block_size, g.n_layer, g.n_head, g.n_embd,  # noqa: E731  not dropout
+                           g.cond_vocab_size)
         if not isinstance(donor, tc.Net2Net) or shape(donor.config.transformer) != shape(net.config.transformer):
             raise SystemExit(f"init_from={cfg.init_from}: not a Net2Net with this GPT shape (vocab, block, "
-                             f"layers, heads, width = {shape(net.config.transformer)})")
+                             f"layers, heads, width, condition ids = {shape(net.config.transformer)})")
         gpt.load_state_dict(donor.transformer.state_dict())
     if ckpt:
         gpt.load_state_dict(ckpt["transformer"])
@@ -350,7 +377,8 @@ def main(argv=None) -> Path:
         rows = [net.decode_indices(z), net.decode_indices(tokens)]  # reconstruction, sample
         if hasattr(net, "cond_stage_model") and cfg.condition != "none":
             h = int(math.isqrt(c.shape[1]))
-            cond = net.cond_stage_model.decode_indices(c.view(-1, h, h))
+            raster = net.permuter(c, reverse=True) if net.aligned else c  # aligned: c is in token order
+            cond = net.cond_stage_model.decode_indices(raster.view(-1, h, h))
             if cfg.condition == "segmentation" and hasattr(net.cond_stage_model, "colorize"):
                 cond = net.cond_stage_model.to_rgb(F.one_hot(cond.argmax(1), cond.shape[1]).permute(0, 3, 1, 2).float())
             rows.insert(0, cond.clamp(-1, 1).expand(-1, 3, -1, -1))
@@ -380,6 +408,9 @@ def main(argv=None) -> Path:
         if cfg.pkeep < 1.0:  # the original's corruption: each input token replaced with prob. 1 - pkeep
             keep = torch.bernoulli(torch.full(z.shape, cfg.pkeep, device=device)).bool()
             z_in = torch.where(keep, z, torch.randint_like(z, n_first))  # targets stay the true tokens
+        if cfg.cond_drop > 0:  # classifier-free guidance: some examples see the null condition instead
+            drop = torch.rand(c.shape[0], 1, device=device) < cfg.cond_drop  # (B, 1)
+            c = torch.where(drop, net.config.null_token, c)  # (B, L_c)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         with autocast:

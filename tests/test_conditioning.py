@@ -1,0 +1,214 @@
+"""Aligned conditioning and classifier-free guidance (issue 13): config round trip, causality, cached sampling."""
+import pytest
+import torch
+
+import taming_core as tc
+from conftest import tiny_net2net_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+L = 64  # the tiny first stage: 16 px, f = 2 -> an 8 x 8 grid
+
+
+def tiny_model(mode: str = "aligned", null: bool = True, permuter: str = "identity", seed: int = 0) -> tc.Net2Net:
+    """A tiny segmentation Net2Net (32 image codes, 32 condition codes) with peaked logits and a condition
+    embedding strong enough that the condition changes the greedy choices."""
+    cfg = tiny_net2net_config(block_size=L if mode == "aligned" else 2 * L)
+    cfg.update(cond_mode=mode, permuter={"name": permuter, "H": 8, "W": 8})
+    if mode == "aligned":
+        cfg["transformer"]["cond_vocab_size"] = 32 + null
+        cfg["null_token"] = 32 if null else None
+    else:
+        cfg["transformer"]["vocab_size"] = 32 + null
+        cfg["null_token"] = 32 if null else None
+    torch.manual_seed(seed)
+    model = tc.build_model(cfg).eval()
+    with torch.no_grad():
+        gpt = model.transformer
+        gpt.pos_emb.normal_(0, 0.5)
+        gpt.head.weight.normal_(0, 0.5)
+        (gpt.cond_emb if mode == "aligned" else gpt.tok_emb).weight.normal_(0, 1.0)
+    return model
+
+
+def tokens(*shape, seed=0, vocab=32) -> torch.Tensor:
+    return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def greedy_recompute(model, c, steps, prefix=None, guidance=None) -> torch.Tensor:
+    """Greedy sampling by full forwards of the whole sequence each step (no cache); with `guidance`, the
+    conditional and the null branch are two separate forwards, combined as null + g (cond - null)."""
+    z = c.new_zeros(c.shape[0], 0) if prefix is None else prefix.clone()
+    for _ in range(steps):
+        probe = torch.cat([z, z.new_zeros(z.shape[0], 1)], 1)  # the next token's slot (its value is unused)
+        branches = [c] if guidance is None else [c, model.null_condition(c)]
+        logits = []
+        for ci in branches:
+            seq, cond = model.sequence(probe[:, :-1], ci)
+            logits.append(model.transformer(seq, cond=cond)[:, -1])  # (B, V)
+        out = logits[0] if guidance is None else logits[1] + guidance * (logits[0] - logits[1])
+        if not model.aligned and model.config.null_token is not None:
+            out[:, model.config.null_token] = -float("inf")  # the null condition is never an image token
+        z = torch.cat([z, out.argmax(-1, keepdim=True)], 1)
+    return z
+
+
+def test_cond_mode_round_trips_and_is_validated(tmp_path):
+    model = tiny_model("aligned")
+    tc.save_model(model, tmp_path / "m")
+    back = tc.load_model(tmp_path / "m")
+    assert back.config.cond_mode == "aligned" and back.config.null_token == 32
+    assert back.config.transformer.cond_vocab_size == 33
+    assert "transformer.cond_emb.weight" in back.state_dict()
+    z, c = tokens(2, L), tokens(2, L, seed=1)
+    with torch.no_grad():
+        assert torch.equal(back(z, c), model(z, c))
+    plain = tc.build_model(tiny_net2net_config())  # prefix is the default: no new key, no null condition
+    assert plain.config.cond_mode == "prefix" and plain.config.null_token is None
+    assert not any("cond_emb" in k for k in plain.state_dict())
+    with pytest.raises(tc.ConfigError, match="cond_mode"):
+        tc.build_model({**tiny_net2net_config(), "cond_mode": "sideways"})
+    with pytest.raises(ValueError, match="spatial"):
+        cfg = tiny_net2net_config(kind="class", cond_vocab_size=10)
+        tc.build_model({**cfg, "cond_mode": "aligned"})
+    with pytest.raises(ValueError, match="cond_vocab_size"):
+        tc.build_model({**tiny_net2net_config(), "cond_mode": "aligned"})  # aligned needs its table
+
+
+def test_aligned_condition_is_permuted_with_the_image_tokens():
+    model = tiny_model("aligned", permuter="subsample")
+    seg = torch.randint(0, 5, (2, 16, 16), generator=torch.Generator().manual_seed(0))
+    raster = model.conditioner.encode(seg)  # (B, L) raster order
+    assert torch.equal(model.encode_cond(seg), model.permuter(raster))
+    assert not torch.equal(model.encode_cond(seg), raster)
+
+
+@pytest.mark.parametrize("j", [0, 5, 63])
+def test_aligned_causality(j):
+    """Changing the condition of the token at position j changes the logits predicting tokens >= j only."""
+    model = tiny_model("aligned")
+    z, c = tokens(2, L), tokens(2, L, seed=1)
+    c2 = c.clone()
+    c2[:, j] = (c2[:, j] + 1) % 32
+    with torch.no_grad():
+        a, b = model(z, c), model(z, c2)  # (B, L, V)
+    assert torch.equal(a[:, :j], b[:, :j])
+    assert not torch.allclose(a[:, j], b[:, j])  # the step predicting z_j sees its own condition
+    z2 = z.clone()
+    z2[:, j] = (z2[:, j] + 1) % 32
+    with torch.no_grad():
+        d = model(z2, c)
+    assert torch.equal(a[:, :j + 1], d[:, :j + 1])  # token j is not an input of the logits predicting it
+
+
+def test_aligned_kv_cache_equals_recompute_and_stream():
+    model = tiny_model("aligned")
+    c, prefix = tokens(2, L, seed=1), tokens(2, 7, seed=2)
+    out = tc.sample(model, c, L - 7, prefix=prefix, greedy=True)
+    assert torch.equal(out, greedy_recompute(model, c, L - 7, prefix))
+    whole = tc.sample(model, c, L, greedy=True)
+    assert torch.equal(whole, greedy_recompute(model, c, L))
+    assert not torch.equal(whole, tc.sample(model, tokens(2, L, seed=5), L, greedy=True))  # c matters
+    last = list(tc.stream(model, c, greedy=True))[-1]
+    assert last.finished and torch.equal(last.tokens.view(2, L), whole)
+    with pytest.raises(ValueError, match="condition tokens"):
+        tc.sample(model, c[:, :10], L, greedy=True)
+
+
+@pytest.mark.parametrize("mode", ["aligned", "prefix"])
+def test_guidance_one_is_the_plain_sampler(mode):
+    model = tiny_model(mode)
+    c = tokens(2, L, seed=1)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    plain = tc.sample(model, c, 20, top_k=8, generator=gen())
+    assert torch.equal(tc.sample(model, c, 20, top_k=8, generator=gen(), guidance=1.0), plain)
+    streamed = list(tc.stream(model, c, top_k=8, generator=gen(), guidance=1))[-1].tokens.view(2, L)
+    assert torch.equal(streamed[:, :20], plain)
+
+
+@pytest.mark.parametrize("mode", ["aligned", "prefix"])
+def test_guidance_batched_equals_two_separate_forwards(mode):
+    model = tiny_model(mode)
+    c, prefix = tokens(2, L, seed=1), tokens(2, 3, seed=2)
+    steps = 24
+    expected = greedy_recompute(model, c, steps, prefix, guidance=3.0)
+    guided = tc.sample(model, c, steps, prefix=prefix, greedy=True, guidance=3.0)
+    assert torch.equal(guided, expected)
+    assert not torch.equal(guided, tc.sample(model, c, steps, prefix=prefix, greedy=True))
+    # guidance 0 is the null branch alone: the condition no longer matters
+    a = tc.sample(model, c, steps, greedy=True, guidance=0.0)
+    assert torch.equal(a, tc.sample(model, tokens(2, L, seed=9), steps, greedy=True, guidance=0.0))
+    streamed = list(tc.stream(model, c, greedy=True, guidance=3.0))[-1].tokens.view(2, L)
+    assert torch.equal(streamed, tc.sample(model, c, L, greedy=True, guidance=3.0))
+
+
+@torch.no_grad()
+def recompute_window(model, c_grid, plan, guidance=None) -> torch.Tensor:
+    """The sliding window by full forwards (greedy): token (i, j) from its window's condition and the window's
+    tokens before it, in either mode; with `guidance`, two separate forwards combined."""
+    (wh, ww), (B, H, W) = plan.window, c_grid.shape
+    grid = torch.zeros_like(c_grid)
+    for n in range(H * W):
+        i, j = divmod(n, W)
+        t, left = plan.top[i], plan.left[j]
+        upto = (i - t) * ww + (j - left)
+        z = grid[:, t:t + wh, left:left + ww].reshape(B, -1)[:, :upto]
+        cw = c_grid[:, t:t + wh, left:left + ww].reshape(B, -1)
+        logits = []
+        for ci in [cw] if guidance is None else [cw, model.null_condition(cw)]:
+            seq, cond = model.sequence(z, ci)
+            logits.append(model.transformer(seq, cond=cond)[:, -1])
+        out = logits[0] if guidance is None else logits[1] + guidance * (logits[0] - logits[1])
+        if not model.aligned and model.config.null_token is not None:
+            out[:, model.config.null_token] = -float("inf")
+        grid[:, i, j] = out.argmax(-1)
+    return grid
+
+
+@pytest.mark.parametrize("mode", ["aligned", "prefix"])
+def test_sliding_window_both_modes_with_guidance(mode):
+    """Condition windows aligned with image windows: the cached window sampler equals full recompute, and a
+    window covering the grid equals plain sampling."""
+    model = tiny_model(mode)
+    c = tokens(2, L, seed=1)
+    for g in (1.0, 2.5):
+        plain = tc.sample(model, c, L, greedy=True, guidance=g)
+        assert torch.equal(tc.sample_sliding_window(model, c.view(2, 8, 8), window=(8, 8), greedy=True,
+                                                    guidance=g).view(2, L), plain)
+    window = (8, 8) if mode == "aligned" else (6, 6)  # prefix mode: 2 Lw - 1 <= block_size 128
+    c_grid = tokens(2, 11, 10, seed=4)
+    for plan_mode, g in (("exact", None), ("fast", 2.5)):
+        plan = tc.window_plan((11, 10), window, plan_mode)
+        got = tc.sample_sliding_window(model, c_grid, window=window, mode=plan_mode, greedy=True,
+                                       guidance=g or 1.0)
+        assert torch.equal(got, recompute_window(model, c_grid, plan, g))
+        streamed = list(tc.stream(model, c_grid, window=window, mode=plan_mode, greedy=True, guidance=g or 1.0))
+        assert torch.equal(streamed[-1].tokens, got)
+
+
+def test_prefix_null_token_is_never_sampled():
+    model = tiny_model("prefix")
+    with torch.no_grad():
+        model.transformer.head.weight[32] += 100.0  # the null id would win every step
+    out = tc.sample(model, tokens(2, L, seed=1), 16, top_k=4, generator=torch.Generator().manual_seed(0))
+    assert int(out.max()) < 32
+
+
+def test_guidance_needs_a_null_condition():
+    for mode in ("aligned", "prefix"):
+        model = tiny_model(mode, null=False)
+        c = tokens(1, L, seed=1)
+        tc.sample(model, c, 4, greedy=True, guidance=1.0)  # off: fine
+        with pytest.raises(ValueError, match="null condition"):
+            tc.sample(model, c, 4, greedy=True, guidance=2.0)
+    with pytest.raises(ValueError, match="guidance"):
+        tc.sample(tiny_model("aligned"), c, 4, greedy=True, guidance=float("nan"))
+
+
+def test_aligned_model_with_low_bit_weights_samples():
+    model = tiny_model("aligned")
+    c = tokens(2, L, seed=1)
+    low = tc.quantize_gpt(model, torch.bfloat16)  # cond_emb stays an fp32 table, like the other embeddings
+    out = tc.sample(low, c, 16, greedy=True, guidance=2.0)
+    assert out.shape == (2, 16) and int(out.max()) < 32
