@@ -14,8 +14,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 
 setup: $(STAMP)
 
-demo: setup  ## run the app on the bundled models
-	$(PY) app.py
+demo: setup  ## run the app on the bundled models; app.py options in ARGS="--port 8000 ..."
+	$(PY) app.py $(ARGS)
 
 test: setup  ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q

@@ -7,11 +7,15 @@ watch the image appear token by token. UI only: every model call goes through ta
 Each mode is also a named API endpoint taking plain images and numbers (gradio_client):
 generate_segmentation, generate_edges, generate_depth, generate_unconditional; every number is checked
 against LIMITS. `stop` ends this client's running job and cancels its jobs still waiting in the queue.
+Every model is loaded at start: one that cannot be loaded ends the app with the cause.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +37,18 @@ MAX_UPLOAD_BYTES = 64 * 2**20  # larger files are refused while they arrive (a 4
 CACHE_CLEANUP = (600, 3600)  # every 10 minutes, delete uploads and results older than an hour
 MAX_SCALE = 4  # the largest output side, in multiples of the model's native size
 Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS  # PIL refuses decompression bombs beyond this
+# The grey-id encoding of label maps, as the UI and the README state it
+GREY_IDS = ("Grey label maps hold 0-based COCO-Stuff ids: grey value = COCO category id - 1 (0 = person, "
+            "156 = sky-other, 181 = wood), 255 = unlabelled; the official 1-based ids are not recognised.")
+log = logging.getLogger("app")
+
+
+class Refused(gr.Error):
+    """An expected refusal (a bad upload or argument): shown to the user, logged as one line, no traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(message, print_exception=False)
+        log.warning("refused: %s", message)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -41,7 +57,7 @@ Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS  # PIL refuses decompression bombs be
 
 @dataclass
 class ModelBank:
-    """One loaded model per mode, shared by every browser session; loaded on first use."""
+    """One loaded model per mode, shared by every browser session; loaded at start (load_all) or on first use."""
 
     paths: dict[str, tuple[str | None, str | None]]  # mode -> (checkpoint, optional original yaml)
     device: torch.device = torch.device("cpu")
@@ -49,18 +65,31 @@ class ModelBank:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def available(self, mode: str) -> bool:
-        path = self.paths.get(mode, (None, None))[0]
-        return mode in self._models or (path is not None and Path(path).exists())
+        return mode in self._models or self.paths.get(mode, (None, None))[0] is not None
+
+    def load_all(self) -> None:
+        """Loads every model with a path now, so that one that cannot be loaded is known at start: raises
+        SystemExit with one line naming the mode, the path and the cause."""
+        for mode in MODES:
+            if self.available(mode):
+                try:
+                    self.get(mode)
+                except Exception as e:  # noqa: BLE001 - any cause ends the app, said in one line
+                    path, config = self.paths[mode]
+                    cause = (" ".join(str(e).split()) or type(e).__name__).replace("pass config=...",
+                                                                                    f"pass --{mode}-config YAML")
+                    raise SystemExit(f"app.py: cannot load the {mode} model from {path}"
+                                     f"{f' with {config}' if config else ''}: {cause}") from None
 
     def get(self, mode: str) -> tc.Net2Net:
         with self._lock:
             if mode not in self._models:
                 path, config = self.paths.get(mode, (None, None))
-                if path is None or not Path(path).exists():
-                    raise gr.Error(f"No {mode} model is loaded: start the app with --{mode} PATH.")
-                model = tc.load_model(path, config)
+                if path is None:
+                    raise Refused(f"No {mode} model is loaded: start the app with --{mode} PATH.")
+                model = tc.load_model(path, config)  # errors name the cause (main ends the app with it)
                 if not isinstance(model, tc.Net2Net):
-                    raise gr.Error(f"{path} is a first-stage model, not a transformer.")
+                    raise tc.ConfigError(f"{path} is a first-stage model, not a transformer.")
                 model = model.to(self.device).eval()
                 with torch.no_grad():  # warm up the decoder, so the first previews are not late
                     model.decode_indices(torch.zeros(1, model.grid[0] * model.grid[1], dtype=torch.long,
@@ -110,13 +139,15 @@ def read_upload(path_or_array, what: str) -> np.ndarray:
     """A file path (or an array) from an upload -> numpy array as stored (16-bit kept), or a clear error.
     A refused file is deleted from Gradio's upload folder at once."""
     if path_or_array is None:
-        raise gr.Error(f"Upload a {what} first.")
+        raise Refused(f"Upload a {what} first.")
     try:
         a = path_or_array if isinstance(path_or_array, np.ndarray) else open_image(path_or_array, what)
-        if a.ndim < 2 or min(a.shape[:2]) < 2:
-            raise gr.Error(f"The {what} is too small ({a.shape}).")
+        if a.ndim < 2:
+            raise Refused(f"The {what} is not an image: an array of shape {a.shape}.")
+        if min(a.shape[:2]) < 2:
+            raise Refused(f"The {what} is {a.shape[1]}x{a.shape[0]} pixels; it needs at least 2x2 pixels.")
         if a.shape[0] * a.shape[1] > MAX_UPLOAD_PIXELS:
-            raise gr.Error(f"The {what} is {a.shape[1]}x{a.shape[0]}: at most {MAX_UPLOAD_PIXELS} pixels.")
+            raise Refused(too_large(what, a.shape[1], a.shape[0]))
     except gr.Error:
         if not isinstance(path_or_array, np.ndarray):
             discard_upload(path_or_array)
@@ -129,12 +160,33 @@ def open_image(path: str, what: str) -> np.ndarray:
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_UPLOAD_PIXELS:
-                raise gr.Error(f"The {what} is {im.width}x{im.height}: at most {MAX_UPLOAD_PIXELS} pixels.")
+                raise Refused(too_large(what, im.width, im.height))
             return np.asarray(im if im.mode in ("L", "RGB", "RGBA", "I;16", "I") else im.convert("RGB"))
     except FileNotFoundError:
-        raise gr.Error(f"The {what} is no longer on the server: upload it again.") from None
+        raise Refused(f"The {what} is no longer on the server: upload it again.") from None
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise gr.Error(f"Could not read the {what}: not an image file ({type(e).__name__}).") from None
+        raise Refused(f"Could not read the {what}: this is not an image file (PNG, JPEG, WebP...), or it is "
+                      f"damaged ({type(e).__name__}).") from None
+
+
+def too_large(what: str, width: int, height: int) -> str:
+    side = math.isqrt(MAX_UPLOAD_PIXELS)
+    return (f"The {what} is {width}x{height} pixels; it may have at most {MAX_UPLOAD_PIXELS / 1e6:.1f} million "
+            f"pixels ({side}x{side}). Make it smaller and upload it again.")
+
+
+def depth_map(raw: np.ndarray) -> np.ndarray:
+    """An uploaded depth image -> (H, W) float32 in [-1, 1], or a message saying what is wrong and what to
+    upload instead."""
+    try:
+        return tc.condition_maps.depth_from_array(raw)
+    except ValueError as e:
+        if raw.ndim == 3 and raw.shape[2] == 4:  # transparency: read as the original float-in-RGBA depth
+            raise Refused("This image has transparency, so it was read as an original float-in-RGBA depth PNG, "
+                          "and its pixels are not valid depths: it looks like a photo, not a depth map. Upload a "
+                          "grey depth PNG (16- or 8-bit, nearer = brighter) or an original depth PNG.") from None
+        raise Refused(f"This is not a depth map the app can read ({e}). Upload a grey depth PNG (16- or 8-bit, "
+                      "nearer = brighter).") from None
 
 
 def discard_upload(path: str) -> None:
@@ -154,7 +206,7 @@ def discard_upload(path: str) -> None:
 def flatten_editor(value: dict | None) -> np.ndarray:
     """An ImageEditor value -> RGB (H, W, 3) uint8: the composite, else the layers over the background."""
     if value is None or (value.get("composite") is None and value.get("background") is None):
-        raise gr.Error("The canvas is empty: paint something or load an example first.")
+        raise Refused("The canvas is empty: paint something or load an example first.")
     if value.get("composite") is not None:
         rgba = np.asarray(value["composite"])
     else:
@@ -208,7 +260,7 @@ def checked_number(name: str, value) -> int | float:
     if (not real or (isinstance(value, (float, np.floating)) and not math.isfinite(value))
             or (whole and value != int(value)) or not lo <= value <= hi):
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise gr.Error(f"{name} must be {'a whole number' if whole else 'a number'} from {lo} to {hi}, "
+        raise Refused(f"{name} must be {'a whole number' if whole else 'a number'} from {lo} to {hi}, "
                        f"got {shown}.")
     return int(value) if whole else float(value)
 
@@ -239,9 +291,9 @@ class App:
         gh, gw = model.grid
         height, width = s.height or gh * f, s.width or gw * f
         if height % f or width % f:
-            raise gr.Error(f"Width and height must be multiples of {f} pixels, got {width}x{height}.")
+            raise Refused(f"Width and height must be multiples of {f} pixels, got {width}x{height}.")
         if height < gh * f or width < gw * f or max(height / (gh * f), width / (gw * f)) > MAX_SCALE:
-            raise gr.Error(f"Sizes go from the model's {gw * f}x{gh * f} up to {MAX_SCALE}x that; "
+            raise Refused(f"Sizes go from the model's {gw * f}x{gh * f} up to {MAX_SCALE}x that; "
                            f"got {width}x{height}.")
         return height, width
 
@@ -261,7 +313,7 @@ class App:
             c = model.encode_cond(cond.to(device) if cond is not None else None)  # (1, L_c)
         if grid != model.grid:
             if mode == "unconditional":
-                raise gr.Error("Unconditional samples have the model's native size only.")
+                raise Refused("Unconditional samples have the model's native size only.")
             c = c.view(1, *grid)  # the condition grid for the sliding window
         fill = None
         if view is not None:
@@ -311,7 +363,8 @@ class App:
         try:
             model.conditioner.labels_to_onehot(torch.from_numpy(labels)[None])  # checks the label ids
         except ValueError as e:
-            raise gr.Error(str(e)) from None
+            raise Refused(f"This label map has grey values that are no label: {e}. {GREY_IDS} A photo is not a "
+                          "label map: paint one, or upload one coloured with the legend's colours.") from None
         yield from self.run("segmentation", torch.from_numpy(labels)[None], size, s, tc.labels.colourise(labels),
                             request)
 
@@ -321,7 +374,7 @@ class App:
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
                              height=height, frames=frames)
         if kind not in ("sketch", "photo"):
-            raise gr.Error(f"kind must be 'sketch' or 'photo', got {kind!r}")
+            raise Refused(f"kind must be 'sketch' or 'photo', got {kind!r}")
         size = self.output_size(self.bank.get("edges"), s)
         a = read_upload(image, "sketch or photo")
         if kind == "photo":  # extract at the output size, as training extracts at the training size
@@ -338,12 +391,7 @@ class App:
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
                              height=height, frames=frames)
         size = self.output_size(self.bank.get("depth"), s)
-        raw = read_upload(depth, "depth map")
-        try:
-            d = tc.condition_maps.depth_from_array(raw)
-        except ValueError as e:
-            raise gr.Error(str(e)) from None
-        d = tc.condition_maps.resize_map(d, size)
+        d = tc.condition_maps.resize_map(depth_map(read_upload(depth, "depth map")), size)
         yield from self.run("depth", torch.from_numpy(d)[None, None], size, s, map_to_image(d), request)
 
     def generate_unconditional(self, seed=0, temperature=1.0, top_k=100, top_p=1.0, frames=16,
@@ -415,6 +463,48 @@ def legend_html(names: list[str]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # The UI
 
+# Results and condition maps are shown enlarged with nearest-neighbour pixels (display only: files keep their size)
+CSS = ".result img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+
+
+def for_page(mode: str, seed, stream: Iterator[tuple], with_view: bool = True) -> Iterator[tuple]:
+    """A handler's stream, made for a tab: each image saved as `taming-<mode>-seed<seed>.png` (the name its
+    download keeps), and Stop styled as active while the job runs (an event after the job styles it back).
+    Each file is deleted once Gradio has copied it to its cache, that is when the next one is asked for.
+    The condition view is sent once: Gradio rewrites an array's cache file in place each time it is sent,
+    which cuts short a browser still reading it (a broken image, "Too little data for declared Content-Length");
+    copies of files, as the images here, are written once under a new name."""
+    folder, view_sent = None, False
+    try:
+        for image, status, view in stream:
+            if view_sent:
+                view = gr.skip()
+            view_sent = view_sent or isinstance(view, np.ndarray)
+            if isinstance(image, np.ndarray):
+                done, folder = folder, Path(tempfile.mkdtemp(prefix="taming-app-"))
+                path = folder / f"taming-{mode}-seed{int(seed)}.png"
+                Image.fromarray(image).save(path)
+                image = str(path)
+                if done is not None:
+                    shutil.rmtree(done, ignore_errors=True)
+            yield (image, status, *([view] if with_view else []), gr.update(variant="stop"))
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def result_column(key: str, with_view: bool = True) -> tuple:
+    """A tab's own result, progress, Stop and (optionally) condition view: switching tabs keeps each tab's."""
+    out = gr.Image(label="Result (enlarged; the download is the true size)", format="png", interactive=False,
+                   elem_id=f"out_{key}", elem_classes=["result"], height=420, buttons=["download", "fullscreen"])
+    status = gr.Textbox(label="Progress", interactive=False, elem_id=f"status_{key}", lines=1)
+    stop = gr.Button("Stop", variant="secondary", elem_id=f"stop_{key}")
+    view = None
+    if with_view:
+        view = gr.Image(label="Condition the model sees", format="png", interactive=False,
+                        elem_id=f"cond_{key}", elem_classes=["result"], height=200)
+    return out, status, stop, view
+
 
 def build_demo(bank: ModelBank) -> gr.Blocks:
     app = App(bank)
@@ -422,22 +512,20 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
     colours = tc.labels.coco_stuff_colours()
     native = {}
     for mode in MODES:  # canvas sizes follow the models; 256 px when a model is missing
-        try:
-            m = bank.get(mode) if bank.available(mode) else None
-        except Exception:  # a broken checkpoint must not stop the other tabs
-            m = None
+        m = bank.get(mode) if bank.available(mode) else None
         native[mode] = m.grid[0] * m.first_stage_model.downsample_factor if m is not None else 256
     seg_size, edge_size = native["segmentation"], native["edges"]
     examples = example_maps(seg_size)
     first_example = next(iter(examples))
+    results = {}  # tab key -> (out, status, stop, view)
 
     with gr.Blocks(title="Taming Transformers", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown("## Taming Transformers\nPaint a scene, draw edges or upload depth; press Generate and "
                     "watch the image appear token by token.")
-        with gr.Row():
-            with gr.Column(scale=1):
-                with gr.Tabs():
-                    with gr.Tab("Segmentation", id="seg_tab"):
+        with gr.Tabs():
+            with gr.Tab("Segmentation", id="seg_tab") as seg_tab:
+                with gr.Row():
+                    with gr.Column(scale=1):
                         seg = gr.ImageEditor(
                             value=editor_value(examples[first_example]), type="numpy", image_mode="RGBA",
                             format="png", sources=(), transforms=(), layers=False,
@@ -454,10 +542,15 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                             fill_from = gr.Dropdown(names, value="sky-other", label="Replace label")
                             fill_to = gr.Dropdown(names, value="clouds", label="with")
                             fill_btn = gr.Button("Fill", size="sm")
-                        seg_upload = gr.File(label="Or upload a label map (grey COCO-Stuff ids or coloured)",
-                                             file_types=["image"], elem_id="seg_upload", height=90)
+                        seg_upload = gr.File(label="Or upload a label map (coloured as the legend, or grey ids)",
+                                             file_types=["image"], elem_id="seg_upload", height=150)
+                        gr.Markdown(GREY_IDS, elem_id="grey_ids")
                         go_seg = gr.Button("Generate", variant="primary", elem_id="go_seg")
-                    with gr.Tab("Edges", id="edges_tab"):
+                    with gr.Column(scale=1):
+                        results["seg"] = result_column("seg")
+            with gr.Tab("Edges", id="edges_tab") as edges_tab:
+                with gr.Row():
+                    with gr.Column(scale=1):
                         white = np.full((edge_size, edge_size, 3), 255, np.uint8)
                         sketch = gr.ImageEditor(
                             value={"background": white, "layers": [], "composite": None}, type="numpy",
@@ -469,58 +562,81 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                         edge_kind = gr.Radio(["sketch", "photo"], value="sketch", label="An upload is a",
                                              elem_id="edges_kind")
                         edge_upload = gr.File(label="Or upload a sketch, or a photo to take its edges",
-                                              file_types=["image"], elem_id="edges_upload", height=90)
+                                              file_types=["image"], elem_id="edges_upload", height=150)
                         go_edges = gr.Button("Generate", variant="primary", elem_id="go_edges")
-                    with gr.Tab("Depth", id="depth_tab"):
+                    with gr.Column(scale=1):
+                        results["edges"] = result_column("edges")
+            with gr.Tab("Depth", id="depth_tab") as depth_tab:
+                with gr.Row():
+                    with gr.Column(scale=1):
                         depth = gr.File(label="Upload a depth map (16/8-bit grey PNG, nearer = brighter, or the "
                                               "original float-in-RGBA PNG)", file_types=["image"], elem_id="depth",
-                                        height=90)
+                                        height=150)
                         depth_preview = gr.Image(label="Depth preview", format="png", interactive=False,
-                                                 elem_id="depth_preview", height=200)
+                                                 elem_id="depth_preview", elem_classes=["result"], height=200)
                         go_depth = gr.Button("Generate", variant="primary", elem_id="go_depth")
-                    with gr.Tab("Unconditional", id="uncond_tab"):
+                    with gr.Column(scale=1):
+                        results["depth"] = result_column("depth")
+            with gr.Tab("Unconditional", id="uncond_tab") as uncond_tab:
+                with gr.Row():
+                    with gr.Column(scale=1):
                         gr.Markdown("Samples from the start token alone, at the model's native size.")
                         go_uncond = gr.Button("Generate", variant="primary", elem_id="go_uncond")
-                with gr.Accordion("Sampling", open=True):
-                    with gr.Row():
-                        seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
-                        dice = gr.Button("Random seed", size="sm", elem_id="dice")
-                    with gr.Row():
-                        temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature")
-                        top_k = gr.Slider(0, 1024, 100, step=1, label="Top-k (0 = off)")
-                        top_p = gr.Slider(0.05, 1.0, 1.0, step=0.01, label="Top-p (1 = off)")
-                    with gr.Row():
-                        width = gr.Number(0, label="Width px (0 = native; larger uses the sliding window)",
-                                          precision=0, elem_id="width")
-                        height = gr.Number(0, label="Height px (0 = native)", precision=0, elem_id="height")
-                        frames = gr.Slider(2, 32, 16, step=1, label="Previews per image", elem_id="frames")
-            with gr.Column(scale=1):
-                out = gr.Image(label="Result", format="png", interactive=False, elem_id="out", height=420,
-                               buttons=["download", "fullscreen"])
-                status = gr.Textbox(label="Progress", interactive=False, elem_id="status", lines=1)
-                stop = gr.Button("Stop", variant="stop", elem_id="stop")
-                cond_view = gr.Image(label="Condition the model sees", format="png", interactive=False,
-                                     elem_id="cond_view", height=200)
+                    with gr.Column(scale=1):
+                        results["uncond"] = result_column("uncond", with_view=False)
+        with gr.Accordion("Sampling", open=True):
+            with gr.Row():
+                seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
+                dice = gr.Button("Random seed", size="sm", elem_id="dice")
+            with gr.Row():
+                temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature")
+                top_k = gr.Slider(0, 1024, 100, step=1, label="Top-k (0 = off)")
+                top_p = gr.Slider(0.05, 1.0, 1.0, step=0.01, label="Top-p (1 = off)")
+            with gr.Row():
+                width = gr.Number(0, label="Width px (0 = native; larger uses the sliding window)",
+                                  precision=0, elem_id="width")
+                height = gr.Number(0, label="Height px (0 = native)", precision=0, elem_id="height")
+                frames = gr.Slider(2, 32, 16, step=1, label="Previews per image, at most", elem_id="frames",
+                                   info="fewer when decoding them would take over a fifth of the time")
 
         settings = [seed, temperature, top_k, top_p, width, height, frames]
         # every generation shares the one model, and takes its Stop ticket as it enters the queue
-        common = dict(outputs=[out, status, cond_view], show_progress_on=[status], concurrency_id="model",
-                      validator=app.admit)
+        common = dict(concurrency_id="model", validator=app.admit)
 
         def from_canvas(value, seed, temperature, top_k, top_p, width, height, frames, request: gr.Request):
-            yield from app.generate_segmentation(flatten_editor(value), seed, temperature, top_k, top_p, width,
-                                                 height, frames, request)
+            yield from for_page("segmentation", seed, app.generate_segmentation(
+                flatten_editor(value), seed, temperature, top_k, top_p, width, height, frames, request))
 
         def from_sketch(value, seed, temperature, top_k, top_p, width, height, frames, request: gr.Request):
-            yield from app.generate_edges(flatten_editor(value), "sketch", seed, temperature, top_k, top_p,
-                                          width, height, frames, request)
+            yield from for_page("edges", seed, app.generate_edges(
+                flatten_editor(value), "sketch", seed, temperature, top_k, top_p, width, height, frames, request))
 
-        ui = dict(api_visibility="private", **common)  # named apart, so the API's names stay free
-        go_seg.click(from_canvas, [seg, *settings], api_name="ui_segmentation", **ui)
-        go_edges.click(from_sketch, [sketch, *settings], api_name="ui_edges", **ui)
-        go_depth.click(app.generate_depth, [depth, *settings], api_name="ui_depth", **ui)
-        go_uncond.click(app.generate_unconditional, [seed, temperature, top_k, top_p, frames],
-                        api_name="ui_unconditional", **ui)
+        def from_depth(path, seed, temperature, top_k, top_p, width, height, frames, request: gr.Request):
+            yield from for_page("depth", seed, app.generate_depth(
+                path, seed, temperature, top_k, top_p, width, height, frames, request))
+
+        def from_nothing(seed, temperature, top_k, top_p, frames, request: gr.Request):
+            yield from for_page("unconditional", seed, app.generate_unconditional(
+                seed, temperature, top_k, top_p, frames, request), with_view=False)
+
+        idle = dict(fn=lambda: gr.update(variant="secondary"), inputs=None, queue=False, show_progress="hidden",
+                    api_visibility="private")
+        for key, button, fn, inputs in (("seg", go_seg, from_canvas, [seg, *settings]),
+                                        ("edges", go_edges, from_sketch, [sketch, *settings]),
+                                        ("depth", go_depth, from_depth, [depth, *settings]),
+                                        ("uncond", go_uncond, from_nothing,
+                                         [seed, temperature, top_k, top_p, frames])):
+            out, status, stop, view = results[key]
+            outputs = [out, status, *([view] if view is not None else []), stop]
+            # named apart, so the API's names stay free
+            button.click(fn, inputs, outputs, api_name=f"ui_{key}", api_visibility="private",
+                         show_progress_on=[status], **common).then(outputs=stop, **idle)
+            stop.click(app.request_stop, None, None, queue=False, api_visibility="private")
+        # Width and height apply to the conditional tabs only
+        for tab, sized in ((seg_tab, True), (edges_tab, True), (depth_tab, True), (uncond_tab, False)):
+            tab.select(lambda sized=sized: [gr.update(visible=sized)] * 2, None, [width, height], queue=False,
+                       show_progress="hidden", api_visibility="private")
+
         # The API: one endpoint per mode on hidden inputs, plain files and numbers without the sliders' bounds,
         # so that every argument reaches the handlers, whose checks name it.
         with gr.Row(visible=False):
@@ -530,14 +646,16 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
             api_kind = gr.Textbox("sketch", label="kind: sketch or photo")
             api = {name: gr.Number(value, label=name) for name, value in asdict(Settings()).items()}
             api_buttons = {mode: gr.Button() for mode in MODES}
+            api_outputs = [gr.Image(format="png"), gr.Textbox(), gr.Image(format="png")]
+            api_stop = gr.Button()
         api_settings = list(api.values())
         api_uncond = [api[name] for name in ("seed", "temperature", "top_k", "top_p", "frames")]
         for mode, fn, inputs in (("segmentation", app.generate_segmentation, [api_map, *api_settings]),
                                  ("edges", app.generate_edges, [api_edges, api_kind, *api_settings]),
                                  ("depth", app.generate_depth, [api_depth, *api_settings]),
                                  ("unconditional", app.generate_unconditional, api_uncond)):
-            api_buttons[mode].click(fn, inputs, api_name=f"generate_{mode}", **common)
-        stop.click(app.request_stop, None, None, queue=False, api_name="stop")
+            api_buttons[mode].click(fn, inputs, api_outputs, api_name=f"generate_{mode}", **common)
+        api_stop.click(app.request_stop, None, None, queue=False, api_name="stop")
         dice.click(lambda: int(np.random.randint(0, 2**31 - 1)), None, seed, queue=False, api_visibility="private")
 
         example.change(lambda name: editor_value(examples[name]), example, seg, show_progress="hidden",
@@ -557,8 +675,6 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
             labels = tc.condition_maps.labels_from_image(read_upload(path, "label map"))
             return editor_value(tc.condition_maps.resize_labels(labels, (seg_size, seg_size)))
 
-        seg_upload.upload(load_label_upload, seg_upload, seg, show_progress="hidden", api_visibility="private")
-
         def load_edge_upload(path, kind):
             a = read_upload(path, "sketch or photo")
             if kind == "photo":
@@ -569,27 +685,35 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
             return {"background": map_to_image(-edges), "layers": [], "composite": None}
 
         def load_depth_upload(path):
-            raw = read_upload(path, "depth map")
-            try:
-                return map_to_image(tc.condition_maps.depth_from_array(raw))
-            except ValueError as e:
-                raise gr.Error(str(e)) from None
+            return map_to_image(depth_map(read_upload(path, "depth map")))
 
-        depth.upload(load_depth_upload, depth, depth_preview, show_progress="hidden", api_visibility="private")
-        edge_upload.upload(load_edge_upload, [edge_upload, edge_kind], sketch, show_progress="hidden",
-                           api_visibility="private")
+        # A refused upload empties its file box (and the depth preview), so nothing looks loaded that is not
+        quiet = dict(show_progress="hidden", api_visibility="private")
+        seg_upload.upload(load_label_upload, seg_upload, seg, **quiet).failure(
+            lambda: None, None, seg_upload, queue=False, **quiet)
+        edge_upload.upload(load_edge_upload, [edge_upload, edge_kind], sketch, **quiet).failure(
+            lambda: None, None, edge_upload, queue=False, **quiet)
+        depth.upload(load_depth_upload, depth, depth_preview, **quiet).failure(
+            lambda: (None, None), None, [depth, depth_preview], queue=False, **quiet)
+        depth.clear(lambda: None, None, depth_preview, queue=False, **quiet)
     return demo
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=7860)
+    ap = argparse.ArgumentParser(
+        description="Serve the Taming Transformers demo: paint a segmentation map, draw or upload edges, upload "
+                    "depth, or sample unconditionally, and watch the image appear token by token.",
+        epilog="Every model is loaded at start; one that cannot be loaded ends the app with the cause. "
+               "Each tab is also an API endpoint (gradio_client): generate_segmentation, generate_edges, "
+               "generate_depth, generate_unconditional, and stop.")
+    ap.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
+    ap.add_argument("--port", type=int, default=7860, help="port to serve on (default: %(default)s)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     for mode in MODES:
-        ap.add_argument(f"--{mode}", default=str(ROOT / "checkpoints" / mode),
-                        help=f"{mode} model: our folder or an original .ckpt (default: the bundled one)")
-        ap.add_argument(f"--{mode}-config", default=None, help="yaml for an original .ckpt (default: beside it)")
+        ap.add_argument(f"--{mode}", default=None, metavar="PATH",
+                        help=f"{mode} model: our folder or an original .ckpt (default: the bundled one, when present)")
+        ap.add_argument(f"--{mode}-config", default=None, metavar="YAML",
+                        help="yaml for an original .ckpt (default: found beside it or in ../configs)")
     ap.add_argument("--queue-size", type=int, default=16, help="requests waiting at most (others are refused)")
     return ap.parse_args(argv)
 
@@ -598,15 +722,21 @@ def launch(demo: gr.Blocks, queue_size: int = 16, **kwargs) -> tuple:
     """Queue (one generation at a time, `queue_size` waiting) and serve, refusing uploads over MAX_UPLOAD_BYTES
     as they arrive. kwargs go to Blocks.launch; returns what it returns."""
     demo.queue(default_concurrency_limit=1, max_size=queue_size)
-    return demo.launch(max_file_size=MAX_UPLOAD_BYTES, **kwargs)
+    return demo.launch(max_file_size=MAX_UPLOAD_BYTES, css=CSS, **kwargs)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    paths = {m: (getattr(args, m), getattr(args, f"{m}_config")) for m in MODES}
-    launch(build_demo(ModelBank(paths, device)), args.queue_size, server_name=args.host, server_port=args.port)
+    paths = {}
+    for m in MODES:  # a path given is loaded or ends the app; a bundled model that is missing leaves its tab empty
+        bundled = ROOT / "checkpoints" / m
+        path = getattr(args, m) or (str(bundled) if bundled.exists() else None)
+        paths[m] = (path, getattr(args, f"{m}_config"))
+    bank = ModelBank(paths, device)
+    bank.load_all()
+    launch(build_demo(bank), args.queue_size, server_name=args.host, server_port=args.port)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def main(argv=None) -> None:
     ap.add_argument("--edges-photo", required=True, help="photo whose edges condition the Edges tab")
     ap.add_argument("--depth", required=True, help="depth PNG for the Depth tab")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="folder for app-<tab>.png")
+    ap.add_argument("--width", type=int, default=1400, help="browser window width in pixels")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     from playwright.sync_api import expect, sync_playwright
@@ -57,34 +58,33 @@ def main(argv=None) -> None:
         wait_until_up(url, proc)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": args.width, "height": 1050})
             page.goto(url)
             page.locator("#go_seg").wait_for(timeout=60000)
             page.locator("#seed input").fill(str(args.seed))
 
-            def generate(button: str, name: str) -> None:
-                page.click(button)
-                # the status box is shared by the tabs: first see this run's progress, then its "Done"
-                page.wait_for_function("!document.querySelector('#status textarea').value.startsWith('Done')",
-                                       polling=20, timeout=60000)
-                expect(page.locator("#status textarea")).to_have_value(re.compile("^Done"), timeout=300000)
+            def generate(key: str, name: str) -> None:
+                page.click(f"#go_{key}")
+                # each tab has its own status box: wait for its "Done"
+                expect(page.locator(f"#status_{key} textarea")).to_have_value(re.compile("^Done"), timeout=300000)
+                page.evaluate("window.scrollTo(0, 0)")  # the tabs in view
                 page.wait_for_timeout(500)
                 path = Path(args.out) / f"app-{name}.png"
                 page.screenshot(path=str(path))
                 print(f"saved {path}")
 
-            generate("#go_seg", "segmentation")  # the first ready-made scene
+            generate("seg", "segmentation")  # the first ready-made scene
             page.get_by_role("tab", name="Edges").click()
             page.locator("#edges_kind").get_by_text("photo", exact=True).click()
             page.locator("#edges_upload input[type=file]").set_input_files(args.edges_photo)
             page.wait_for_timeout(3000)  # the extracted edges replace the canvas
-            generate("#go_edges", "edges")
+            generate("edges", "edges")
             page.get_by_role("tab", name="Depth").click()
             page.locator("#depth input[type=file]").set_input_files(args.depth)
             page.locator("#depth_preview img").wait_for(timeout=30000)
-            generate("#go_depth", "depth")
+            generate("depth", "depth")
             page.get_by_role("tab", name="Unconditional").click()
-            generate("#go_uncond", "unconditional")
+            generate("uncond", "unconditional")
             browser.close()
     finally:
         proc.terminate()

@@ -2,6 +2,8 @@
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ import app as A  # noqa: E402
 import taming_core as tc  # noqa: E402
 from conftest import tiny_net2net_config  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -109,12 +112,65 @@ def test_bad_inputs_give_clear_messages(bank, files):
         (lambda: app.generate_segmentation(None), "Upload a label map"),
         (lambda: app.generate_segmentation(str(files / "labels.png"), width=33), "multiples of 2"),
         (lambda: app.generate_segmentation(str(files / "labels.png"), width=4096), "up to 4x"),
-        (lambda: app.generate_segmentation(np.full((32, 32), 200, np.uint8)), r"label ids \[200\] are unknown"),
+        (lambda: app.generate_segmentation(np.full((32, 32), 200, np.uint8)), r"label ids \[200\] are unknown.*"
+                                                                              r"0-based COCO-Stuff ids"),
         (lambda: app.generate_edges(str(files / "sketch.png"), "poem"), "sketch' or 'photo"),
     ]
     for make, message in cases:
         with pytest.raises(gr.Error, match=message):
             list(make())
+
+
+def test_messages_in_plain_words(bank, tmp_path):
+    app = A.App(bank)
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    cutout = np.zeros((32, 32, 4), np.uint8)  # a photo with a transparent background, given as depth
+    cutout[8:24, 8:24] = (200, 180, 220, 255)
+    Image.fromarray(cutout).save(tmp_path / "cutout.png")
+    with pytest.raises(gr.Error, match=r"The label map is 1x1 pixels; it needs at least 2x2 pixels\."):
+        list(app.generate_segmentation(str(tmp_path / "dot.png")))
+    with pytest.raises(gr.Error, match="not a depth map. Upload a grey depth PNG"):
+        list(app.generate_depth(str(tmp_path / "cutout.png")))
+    with pytest.raises(gr.Error, match=r"4096x4097 pixels; it may have at most 16.8 million pixels \(4096x4096\)"):
+        A.read_upload(np.zeros((4097, 4096), np.uint8), "depth map")
+
+
+def test_page_stream_names_its_files_and_styles_stop(bank, files):
+    """The tabs get each image as a file named for the download, at the true size, and Stop styled as active;
+    the files are gone once the run is over (Gradio keeps its own copies)."""
+    app = A.App(bank)
+    folders = []
+    for path, status, view, stop in A.for_page("segmentation", 123, app.generate_segmentation(
+            str(files / "labels.png"), seed=123, width=48, height=32, frames=4)):
+        assert Path(path).name == "taming-segmentation-seed123.png" and Path(path).is_file()
+        assert Image.open(path).size == (48, 32) and stop == gr.update(variant="stop")
+        # the condition view goes once (Gradio rewrites an array's cache file in place on every send)
+        assert view.shape == (32, 48, 3) if not folders else view == gr.skip()
+        folders.append(Path(path).parent)
+    assert status.startswith("Done") and len(folders) >= 2 and not any(f.exists() for f in folders)
+    outs = list(A.for_page("unconditional", 4, app.generate_unconditional(seed=4), with_view=False))
+    assert Path(outs[-1][0]).name == "taming-unconditional-seed4.png" and len(outs[-1]) == 3
+
+
+def test_a_model_that_cannot_load_ends_the_app_at_start(tmp_path):
+    ckpt = tmp_path / "run" / "last.ckpt"  # an original checkpoint with no yaml beside it
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"not even a checkpoint")
+    r = subprocess.run([sys.executable, "app.py", "--segmentation", str(ckpt), "--port", str(free_port())],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "Running on" not in r.stdout
+    assert r.stderr.strip().splitlines()[-1] == (f"app.py: cannot load the segmentation model from {ckpt}: no config "
+                                                 f"found for {ckpt}: pass --segmentation-config YAML, or put last.yaml"
+                                                 " or config.yaml beside it")
+
+
+def test_help_is_complete(capsys):
+    with pytest.raises(SystemExit) as e:
+        A.parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "token by token." in out and out.rstrip().endswith("stop.")
+    assert "--segmentation PATH" in out and "--segmentation-config YAML" in out
 
 
 def nearest_colour_reference(rgb: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -274,6 +330,19 @@ def test_uploads_over_the_limit_and_refused_files_leave_nothing(served, files, u
     assert not [p for p in stored() if p.name == "corrupt.png"]
 
 
+def test_refusals_are_logged_as_one_line(served, files, caplog, capfd):
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False)
+    with pytest.raises(Exception, match="not an image file"):
+        client.predict(handle_file(str(files / "corrupt.png")), 1, 1.0, 100, 1.0, 0, 0, 8,
+                       api_name="/generate_depth")
+    assert [r.getMessage() for r in caplog.records if r.name == "app"] == [
+        "refused: Could not read the depth map: this is not an image file (PNG, JPEG, WebP...), or it is damaged "
+        "(UnidentifiedImageError)."]
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_stop_cancels_the_sessions_queued_jobs_only(served, files):
     """Stop while a job waits in the queue: it never runs. Another client's queued job and this client's
     later jobs run in full."""
@@ -325,30 +394,82 @@ def test_browser_paint_generate_stop_and_errors(served, files, tmp_path):
             page.mouse.move(x1, yy, steps=8)
             page.mouse.up()
         page.evaluate("""() => { window.__srcs = []; new MutationObserver(() => {
-            const img = document.querySelector('#out img');
+            const img = document.querySelector('#out_seg img');
             if (img && window.__srcs[window.__srcs.length - 1] !== img.src) window.__srcs.push(img.src);
         }).observe(document.body, {subtree: true, childList: true, attributes: true}); }""")
         page.locator("#width input").fill("64")
         page.locator("#height input").fill("64")
         page.click("#go_seg")
-        expect(page.locator("#status textarea")).to_have_value(re.compile("^Done"), timeout=60000)
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Done"), timeout=60000)
         srcs = page.evaluate("window.__srcs")
         assert len(set(srcs[:-1])) >= 3, srcs  # at least three different partial images before the final one
-        page.wait_for_function("document.querySelector('#out img').naturalWidth > 0")
-        assert page.evaluate("[document.querySelector('#out img').naturalWidth, "
-                             "document.querySelector('#out img').naturalHeight]") == [64, 64]
+        page.wait_for_function("document.querySelector('#out_seg img').naturalWidth > 0")
+        # the file keeps the true size, the page shows it enlarged
+        assert page.evaluate("[document.querySelector('#out_seg img').naturalWidth, "
+                             "document.querySelector('#out_seg img').naturalHeight]") == [64, 64]
+        assert page.locator("#out_seg img").bounding_box()["width"] >= 256
         page.screenshot(path=str(tmp_path / "segmentation.png"))
 
         # Stop midway: sampling ends early and the partial result stays
         page.locator("#width input").fill("128")
         page.locator("#height input").fill("128")
         page.click("#go_seg")
-        expect(page.locator("#status textarea")).to_have_value(re.compile(r"^\d+/4096 tokens"), timeout=60000)
-        page.click("#stop")
-        expect(page.locator("#status textarea")).to_have_value(re.compile("^Stopped at"), timeout=10000)
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile(r"^\d+/4096 tokens"), timeout=60000)
+        expect(page.locator("#stop_seg")).to_have_class(re.compile(r"\bstop\b"))  # active while a job runs
+        page.click("#stop_seg")
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Stopped at"), timeout=10000)
+        expect(page.locator("#stop_seg")).to_have_class(re.compile(r"\bsecondary\b"))
 
         # A corrupt upload: a clear message, and the app keeps serving
         page.get_by_role("tab", name="Depth").click()
         page.locator("#depth input[type=file]").set_input_files(str(files / "corrupt.png"))
         expect(page.get_by_text(re.compile("not an image file")).first).to_be_visible(timeout=20000)
+        browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_browser_tabs_keep_their_results_and_refused_uploads_clear(served, files):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(served)
+        page.locator("#go_seg").wait_for(timeout=30000)
+        expect(page.locator("#grey_ids")).to_contain_text("156 = sky-other")
+        expect(page.locator("#stop_seg")).to_have_class(re.compile(r"\bsecondary\b"))  # nothing runs yet
+
+        page.get_by_role("tab", name="Unconditional").click()
+        expect(page.locator("#width")).to_be_hidden()  # the size fields apply to the other tabs only
+        page.locator("#seed input").fill("5")
+        page.click("#go_uncond")
+        expect(page.locator("#status_uncond textarea")).to_have_value(re.compile("^Done"), timeout=60000)
+        uncond_src = page.locator("#out_uncond img").get_attribute("src")
+        assert uncond_src.endswith("/taming-unconditional-seed5.png"), uncond_src
+
+        page.get_by_role("tab", name="Segmentation").click()
+        expect(page.locator("#width")).to_be_visible()
+        expect(page.locator("#out_seg img")).to_have_count(0)  # not the other tab's result
+        expect(page.locator("#status_seg textarea")).to_have_value("")
+        page.click("#go_seg")
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Done"), timeout=60000)
+        page.get_by_role("tab", name="Unconditional").click()
+        expect(page.locator("#status_uncond textarea")).to_have_value(re.compile("^Done"))
+        assert page.locator("#out_uncond img").get_attribute("src") == uncond_src
+
+        # A refused upload empties its box: Generate then asks for a depth map, it uses no earlier one
+        page.get_by_role("tab", name="Depth").click()
+        page.locator("#depth input[type=file]").set_input_files(str(files / "corrupt.png"))
+        expect(page.get_by_text(re.compile("not an image file")).first).to_be_visible(timeout=20000)
+        expect(page.locator("#depth")).not_to_contain_text("corrupt.png", timeout=10000)
+        page.click("#go_depth")
+        expect(page.get_by_text("Upload a depth map first.").first).to_be_visible(timeout=20000)
+        page.locator("#depth input[type=file]").set_input_files(str(files / "depth16.png"))  # the box takes another
+        expect(page.locator("#depth_preview img")).to_be_visible(timeout=20000)
+        # the same in the Segmentation tab: the file box empties, the canvas stays as it was
+        page.get_by_role("tab", name="Segmentation").click()
+        page.locator("#seg_upload input[type=file]").set_input_files(str(files / "corrupt.png"))
+        expect(page.locator("#seg_upload")).not_to_contain_text("corrupt.png", timeout=20000)
+        expect(page.locator("#seg_upload input[type=file]")).to_have_count(1)
         browser.close()
