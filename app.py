@@ -65,7 +65,7 @@ class ModelBank:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def available(self, mode: str) -> bool:
-        return mode in self._models or self.paths.get(mode, (None, None))[0] is not None
+        return self.paths.get(mode, (None, None))[0] is not None  # get() caches only modes with a path
 
     def load_all(self) -> None:
         """Loads every model with a path now, so that one that cannot be loaded is known at start: raises
@@ -664,16 +664,17 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                   api_visibility="private")
 
         def replace_label(value, a, b):
-            labels = tc.condition_maps.labels_from_image(flatten_editor(value))
+            labels = tc.condition_maps.labels_from_image(flatten_editor(value), size=(seg_size, seg_size))
             labels[labels == tc.labels.label_id(a)] = tc.labels.label_id(b)
-            return editor_value(tc.condition_maps.resize_labels(labels, (seg_size, seg_size)))
+            return editor_value(labels)
 
         fill_btn.click(replace_label, [seg, fill_from, fill_to], seg, show_progress="hidden",
                        api_visibility="private")
 
         def load_label_upload(path):
-            labels = tc.condition_maps.labels_from_image(read_upload(path, "label map"))
-            return editor_value(tc.condition_maps.resize_labels(labels, (seg_size, seg_size)))
+            # snapped at canvas size: the pixels resizing keeps, not the whole upload (up to 16.8 MP)
+            labels = tc.condition_maps.labels_from_image(read_upload(path, "label map"), size=(seg_size, seg_size))
+            return editor_value(labels)
 
         def load_edge_upload(path, kind):
             a = read_upload(path, "sketch or photo")

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file, save_file
 
 from .config_checks import MAX_PARAMS, ConfigError, check_config, check_plain, parse_json, read_yaml
@@ -323,10 +324,11 @@ def _linked_first_stage(weights: Path, link: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{weights}: malformed first-stage link in its metadata: {e!r}") from None
     if not linked.is_file():
         raise FileNotFoundError(f"{weights} reads its first stage from {linked}, which is missing")
-    if _sha256(linked) != digest:
+    data = linked.read_bytes()  # read once: hashed, then parsed
+    if hashlib.sha256(data).hexdigest() != digest:
         raise CheckpointError(f"{weights} was saved over a different first stage than {linked} holds now "
                               f"(sha256 differs): re-save the model, or restore that file")
-    return {"first_stage_model." + k: v for k, v in load_file(str(linked)).items()}
+    return {"first_stage_model." + k: v for k, v in load_safetensors(data).items()}
 
 
 def load_ours(path: str | Path, config=None, max_params: float | None = MAX_PARAMS) -> VQGAN | Net2Net:

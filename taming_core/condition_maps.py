@@ -114,16 +114,18 @@ def labels_from_image(image: np.ndarray, ids: list[int] | None = None,
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
         raise ValueError(f"expected a label map (H, W) or a colour-coded map (H, W, 3), got shape {a.shape}")
     if size is not None:
-        rows, cols = _nearest(a.shape[0], size[0]), _nearest(a.shape[1], size[1])
-        a = a[np.ix_(rows, cols)]  # (height, width[, C])
+        a = _pick(a, size)  # (height, width[, C])
     return a.astype(np.int64) if a.ndim == 2 else snap_to_labels(a, ids)
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Label ids (H, W) -> (height, width) = size with nearest-neighbour sampling only."""
-    labels = np.asarray(labels)
-    rows, cols = _nearest(labels.shape[0], size[0]), _nearest(labels.shape[1], size[1])
-    return labels[np.ix_(rows, cols)].astype(np.int64)  # (height, width)
+    return _pick(np.asarray(labels), size).astype(np.int64)  # (height, width)
+
+
+def _pick(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W[, C]) -> (height, width[, C]): the pixels nearest-neighbour resizing picks, values untouched."""
+    return a[np.ix_(_nearest(a.shape[0], size[0]), _nearest(a.shape[1], size[1]))]
 
 
 def _nearest(n_in: int, n_out: int) -> np.ndarray:

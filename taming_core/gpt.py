@@ -218,7 +218,6 @@ class GPT(nn.Module):
             x = x[:, -1:]
         return self.head(self.ln_f(x))  # (B, T, V)
 
-
     def _cond_embedding(self, cond: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """cond (B, T) condition ids -> (B, T, E), checked against the token shape and the table size."""
         n = self.config.cond_vocab_size

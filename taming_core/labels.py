@@ -6,7 +6,6 @@ A 183-label model sees channel v + 1, with channel 0 = unlabelled (see condition
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 UNLABELLED = 255

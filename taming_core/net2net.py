@@ -56,7 +56,7 @@ class Net2Net(nn.Module):
         cc = cfg.cond_stage
         if cc.kind not in KINDS:
             raise ValueError(f"unknown condition kind {cc.kind!r}; choose one of {', '.join(KINDS)}")
-        if cc.kind in ("segmentation", "depth", "edges"):
+        if cc.kind in SPATIAL:
             if cc.vq is None:
                 raise ValueError(f"a {cc.kind} condition needs a condition-stage VQGAN config (cond_stage.vq)")
             self.cond_stage_model = VQGAN(cc.vq)

@@ -198,7 +198,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (module, name) == ("torch.storage", "_load_from_bytes"):
             return self._reader.load_from_bytes
         if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
+            return self._charged(_ALLOWED[(module, name)], f"{module}.{name}")
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
         if module == "torch" and name in _DTYPES:
@@ -208,6 +208,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
             self._placeholders[key] = _PlaceholderMeta(name, (Placeholder,), {"__module__": module,
                                                                              "__qualname__": name})
         return self._placeholders[key]
+
+    def _charged(self, fn, what: str):
+        """`fn` behind a wrapper made for this load: each call charges what its arguments may copy (a file can
+        call a rebuild function many times on one memoised object), and a pickle's BUILD opcode, which can set
+        attributes on what find_class returns, reaches only this wrapper, never the shared function."""
+        budget = self._reader.budget
+
+        def call(*args):
+            budget.charge(sum(_copy_cost(a) for a in args), f"a call of {what}")
+            return fn(*args)
+        return call
 
     def persistent_load(self, pid):
         if self._read_storage is None or not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
@@ -222,6 +233,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
             _, offset, size = pid[5]
             storage = storage[offset: offset + size]
         return storage
+
+
+def _copy_cost(arg) -> int:
+    """Bytes a rebuild function may allocate from one argument: its length for bytes and strings, a pointer
+    per item for containers (their items were charged when they were built), 8 for anything else."""
+    if isinstance(arg, (bytes, bytearray, str)):
+        return len(arg)
+    if isinstance(arg, (list, tuple, dict, set, frozenset)):
+        return 8 * (len(arg) + 1)
+    return 8
 
 
 @contextmanager
@@ -287,7 +308,7 @@ class _Reader:
         opcode is charged), then unpickle it for real."""
         start, cost = stream.tell(), 0
         for _, arg, _ in pickletools.genops(stream):
-            cost += _OPCODE_COST + (len(arg) if isinstance(arg, (bytes, str)) else 0)
+            cost += _OPCODE_COST + (len(arg) if isinstance(arg, (bytes, bytearray, str)) else 0)
             if cost > 1 << 16:  # charged in batches: one call per opcode would double the scan's time
                 self.budget.charge(cost, "a pickle")
                 cost = 0

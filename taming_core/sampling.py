@@ -149,7 +149,11 @@ def _never_null(model: Net2Net | GPT, pick: Picker) -> Picker:
     if not isinstance(model, Net2Net) or model.aligned or model.config.null_token is None:
         return pick
     null = model.config.null_token
-    return lambda logits: pick(logits.index_fill(-1, logits.new_tensor([null], dtype=torch.long), -float("inf")))
+
+    def never_null(logits: torch.Tensor) -> torch.Tensor:  # logits (B, V), fresh each step: edited in place
+        logits[:, null] = -float("inf")
+        return pick(logits)
+    return never_null
 
 
 def _plain_job(model: Net2Net | GPT, c: torch.Tensor, prefix: torch.Tensor, out: torch.Tensor, pick: Picker,
@@ -214,6 +218,10 @@ def sample(model: Net2Net | GPT, c: torch.Tensor, steps: int, prefix: torch.Tens
     for _ in job:
         pass
     return torch.cat([prefix, out], dim=1)  # (B, P + S)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fewer bytes per token
 
 
 def quantize_gpt(model: Net2Net | GPT, dtype: torch.dtype = torch.int8) -> Net2Net | GPT:

@@ -22,7 +22,6 @@ from .sampling import (Picker, _check_guidance, _gpt, _guide, _logits, _never_nu
                        _plain_job)
 
 
-
 @dataclass(frozen=True)
 class WindowPlan:
     """Where the window sits for every token of an H x W grid.
@@ -137,7 +136,6 @@ def _window_job(model: Net2Net | GPT, c_grid: torch.Tensor, window: tuple[int, i
                 dtype: torch.dtype | None, guidance: float = 1.0) -> tuple[torch.Tensor, Iterator[int]]:
     """Checks and setup shared by sample_sliding_window and stream -> (grid (B, H, W), its step generator)."""
     gpt = _gpt(model)
-    pick = _never_null(model, pick)
     if isinstance(model, Net2Net) and not model.permuter.is_identity:
         raise ValueError(f"sliding-window sampling needs raster order; this model uses the "
                          f"{model.permuter.name!r} permuter (the original ignored permuters here)")
@@ -163,6 +161,7 @@ def _window_job(model: Net2Net | GPT, c_grid: torch.Tensor, window: tuple[int, i
         flat = grid.view(B, H * W)
         job = _plain_job(model, c_grid.reshape(B, H * W), flat[:, :start], flat[:, start:], pick, dtype, guidance)
         return grid, (start + s for s in job)
+    pick = _never_null(model, pick)  # (_plain_job above applies it itself)
     plan = window_plan((H, W), window, mode, stride)
     aligned = isinstance(model, Net2Net) and model.aligned
     needed = wh * ww if aligned else 2 * wh * ww - 1  # aligned: sos + Lw - 1 tokens, condition added
@@ -200,7 +199,3 @@ def sample_sliding_window(model: Net2Net | GPT, c_grid: torch.Tensor, *, window:
     for _ in steps:
         pass
     return grid
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Fewer bytes per token

@@ -12,6 +12,7 @@ from .losses import (DiscriminatorLoss, GeneratorLoss, VQGANLoss, VQGANLossConfi
                      disc_factor_at, hinge_d_loss, segmentation_loss, vanilla_d_loss)
 from .lpips import LPIPS, load_lpips
 from .perceptual import MobileNetV2Features, PerceptualDistance, load_mobilenet_v2
+from .schedule import warmup_cosine
 from .resume import (RUN_ERRORS, gather_rng_states, latest_checkpoint, list_checkpoints, load_checkpoint,
                      merge_run_config, resolve_resume, run_main, save_checkpoint, set_rng_state)
 
@@ -24,5 +25,5 @@ __all__ = [
     "hinge_d_loss", "segmentation_loss", "vanilla_d_loss", "MobileNetV2Features", "PerceptualDistance",
     "load_mobilenet_v2", "gather_rng_states", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
     "resolve_resume", "save_checkpoint", "set_rng_state", "merge_run_config", "LPIPS", "load_lpips",
-    "run_main", "RUN_ERRORS",
+    "run_main", "RUN_ERRORS", "warmup_cosine",
 ]

@@ -307,6 +307,39 @@ def test_bomb_is_refused_clearly(bomb_results, case):
     assert re.search(pattern, message), message
 
 
+def test_repeated_calls_on_one_stored_object_are_charged(tmp_path):
+    """A 1 MiB string stored once and handed to _codecs.encode 300 times (each call copies it) and 1 MiB of
+    BYTEARRAY8 data count against the budget (4x the file + 16 MiB) like any decoded bytes."""
+    s = "a" * (1 << 20)
+    encode = PROTO4 + global_("_codecs", "encode") + b"\x94" + text(s) + b"\x94" + POP + POP + EMPTY_LIST + MARK + \
+        (b"h\x00h\x01" + TUPLE1 + REDUCE) * 300 + APPENDS + STOP  # MEMOIZE, BINGET: one string, 300 copies
+    (tmp_path / "encode").write_bytes(encode)
+    with pytest.raises(tc.CheckpointError, match="_codecs.encode"):
+        tc.safe_load(tmp_path / "encode")
+    array = PROTO4 + b"\x96" + struct.pack("<Q", 1 << 20) + bytes(1 << 20) + STOP  # BYTEARRAY8
+    (tmp_path / "array").write_bytes(array)
+    assert len(tc.safe_load(tmp_path / "array")) == 1 << 20
+    with pytest.raises(tc.CheckpointError, match="decompression bomb"):
+        tc.safe_load(tmp_path / "array", max_bytes=1 << 20)
+
+
+def test_a_file_cannot_change_the_loader_for_later_loads(tmp_path):
+    """BUILD may set attributes on what find_class returns: only this load's wrapper, not the shared function."""
+    from taming_core import safe_unpickle
+    before = safe_unpickle._encode.__defaults__
+    build = PROTO2 + global_("_codecs", "encode") + MARK + NONE + EMPTY_DICT + text("__defaults__") + MARK + \
+        text("utf-8") + TUPLE + b"s" + TUPLE + b"b" + STOP  # BUILD with (None, {"__defaults__": ("utf-8",)})
+    (tmp_path / "build").write_bytes(build)
+    try:
+        tc.safe_load(tmp_path / "build")
+    except tc.CheckpointError:
+        pass  # refusing the file is fine too; what matters is below
+    assert safe_unpickle._encode.__defaults__ == before == ("latin1",)
+    (tmp_path / "utf8").write_bytes(PROTO2 + call(global_("_codecs", "encode"), text("x"), text("utf-8")) + STOP)
+    with pytest.raises(tc.UnsafeCheckpointError):  # and a non-latin1 encode is still refused
+        tc.safe_load(tmp_path / "utf8")
+
+
 def test_bombs_stay_in_bounded_memory(bomb_results):
     # torch alone is ~0.25 GB; the bombs asked for 4 GB to 1 TiB. Each case may raise the child's high-water
     # mark of resident memory by at most 256 MiB beyond what importing the library took.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -104,6 +103,8 @@ def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainCo
     flags = {"data.root": args.data, "out": args.out, "data.size": args.size, "steps": args.steps,
              "batch_size": args.batch_size, "data.kind": args.kind, "loss.disc_start": args.disc_start}
     cfg = tc.merge_run_config(TrainConfig, layers, flags)
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise tc.ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
     # The model follows the data: resolution = crop side; channels and loss from the kind of map.
     m, kind = cfg.model, cfg.data.kind
     m.ddconfig.resolution, m.image_key = cfg.data.size, kind
@@ -120,15 +121,10 @@ def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainCo
 
 
 def lr_at(step: int, cfg: TrainConfig, peak: float) -> float:
-    """The learning rate of `step`: constant, or linear warmup then cosine decay to min_lr_ratio * peak."""
+    """The learning rate of `step`: constant (the original), or linear warmup then cosine decay."""
     if cfg.lr_schedule == "constant":
         return peak
-    if cfg.lr_schedule != "cosine":
-        raise SystemExit(f"lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
-    if step < cfg.warmup_steps:
-        return peak * (step + 1) / cfg.warmup_steps
-    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return peak * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    return tc.warmup_cosine(step, peak, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
 
 
 def model_input(batch: dict, kind: str, n_labels: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,8 +210,6 @@ def main(argv=None) -> Path:
     if ckpt:
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
-        for group in opt_g.param_groups + opt_d.param_groups:  # the config's rate wins: base_lr=... on resume
-            group["lr"] = lr
     if main_process:
         n_params = sum(p.numel() for p in vqgan.parameters()) / 1e6
         unreadable = f" ({len(dataset.unreadable)} unreadable skipped)" if dataset.unreadable else ""
@@ -243,10 +237,16 @@ def main(argv=None) -> Path:
         tc.set_rng_state(ckpt["rng"][rank])
     elif ckpt and main_process:
         print(f"resuming with {world} processes instead of {len(ckpt['rng'])}: RNG streams start afresh")
+    def out_of_time(mine: bool) -> bool:  # every rank stops at the same step (save() is collective)
+        flag = torch.tensor(float(mine), device=device)
+        if distributed:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag)
+
     step = start
     t_start = t_log = time.perf_counter()
     while step < cfg.steps:
-        if cfg.max_minutes > 0 and time.perf_counter() - t_start > 60 * cfg.max_minutes:
+        if cfg.max_minutes > 0 and out_of_time(time.perf_counter() - t_start > 60 * cfg.max_minutes):
             if main_process:
                 print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached (--resume continues)")
             save(step)
@@ -290,7 +290,7 @@ def main(argv=None) -> Path:
             d.total.backward()
             opt_d.step()
         step += 1
-        if main_process and gan_on is False and step == cfg.loss.disc_start and loss_fn.uses_discriminator:
+        if main_process and loss_fn.uses_discriminator and step == cfg.loss.disc_start:
             tc.save_model(vqgan, out / "model-before-gan")  # the GAN phase starts next: keep what came before
 
         # ---- logging, images, checkpoints ----
