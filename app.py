@@ -6,7 +6,9 @@ watch the image appear token by token. UI only: every model call goes through ta
 
 Each mode is also a named API endpoint taking plain images and numbers (gradio_client):
 generate_segmentation, generate_edges, generate_depth, generate_unconditional; every number is checked
-against LIMITS. `stop` ends this client's running job and cancels its jobs still waiting in the queue.
+against LIMITS. label_map_from_photo turns a photo into a label map in the palette colours (the segmenter,
+--segmenter PATH, default checkpoints/segmenter). `stop` ends this client's running job and cancels its jobs
+still waiting in the queue.
 Every model is loaded at start: one that cannot be loaded ends the app with the cause.
 """
 from __future__ import annotations
@@ -32,10 +34,14 @@ import taming_core as tc
 
 ROOT = Path(__file__).resolve().parent
 MODES = ("segmentation", "edges", "depth", "unconditional")
+SEGMENTER = "segmenter"  # the photo -> label map model behind "Start from a photo"
 MAX_UPLOAD_PIXELS = 4096 * 4096  # larger uploads are refused before decoding
 MAX_UPLOAD_BYTES = 64 * 2**20  # larger files are refused while they arrive (a 4096^2 PNG of noise still fits)
 CACHE_CLEANUP = (600, 3600)  # every 10 minutes, delete uploads and results older than an hour
 MAX_SCALE = 4  # the largest output side, in multiples of the model's native size
+# A colour upload whose snapped labels change between more neighbouring pixels than this is a photo, not a
+# label map (labels.roughness: real and painted maps 0.01-0.13 at 128 px, photos mostly 0.2-0.6)
+PHOTO_ROUGHNESS = 0.2
 Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS  # PIL refuses decompression bombs beyond this
 # The grey-id encoding of label maps, as the UI and the README state it
 GREY_IDS = ("Grey label maps hold 0-based COCO-Stuff ids: grey value = COCO category id - 1 (0 = person, "
@@ -70,7 +76,7 @@ class ModelBank:
     def load_all(self) -> None:
         """Loads every model with a path now, so that one that cannot be loaded is known at start: raises
         SystemExit with one line naming the mode, the path and the cause."""
-        for mode in MODES:
+        for mode in (*MODES, SEGMENTER):
             if self.available(mode):
                 try:
                     self.get(mode)
@@ -81,19 +87,22 @@ class ModelBank:
                     raise SystemExit(f"app.py: cannot load the {mode} model from {path}"
                                      f"{f' with {config}' if config else ''}: {cause}") from None
 
-    def get(self, mode: str) -> tc.Net2Net:
+    def get(self, mode: str) -> tc.Net2Net | tc.Segmenter:
         with self._lock:
             if mode not in self._models:
                 path, config = self.paths.get(mode, (None, None))
                 if path is None:
                     raise Refused(f"No {mode} model is loaded: start the app with --{mode} PATH.")
                 model = tc.load_model(path, config)  # errors name the cause (main ends the app with it)
-                if not isinstance(model, tc.Net2Net):
-                    raise tc.ConfigError(f"{path} is a first-stage model, not a transformer.")
+                if mode == SEGMENTER and not isinstance(model, tc.Segmenter):
+                    raise tc.ConfigError(f"{path} is not a segmenter (train/train_segmenter.py makes one).")
+                if mode != SEGMENTER and not isinstance(model, tc.Net2Net):
+                    raise tc.ConfigError(f"{path} is a {type(model).__name__}, not a transformer.")
                 model = model.to(self.device).eval()
-                with torch.no_grad():  # warm up the decoder, so the first previews are not late
-                    model.decode_indices(torch.zeros(1, model.grid[0] * model.grid[1], dtype=torch.long,
-                                                     device=self.device))
+                if isinstance(model, tc.Net2Net):
+                    with torch.no_grad():  # warm up the decoder, so the first previews are not late
+                        model.decode_indices(torch.zeros(1, model.grid[0] * model.grid[1], dtype=torch.long,
+                                                         device=self.device))
                 self._models[mode] = model
             return self._models[mode]
 
@@ -222,6 +231,25 @@ def flatten_editor(value: dict | None) -> np.ndarray:
         alpha = rgba[..., 3:].astype(np.float32) / 255.0
         rgba = (rgba[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
     return np.ascontiguousarray(rgba[..., :3])
+
+
+def label_map_of(upload, size: tuple[int, int], can_segment: bool) -> np.ndarray:
+    """An uploaded or painted label map -> label ids (height, width) int64, resized before the colours are
+    snapped (the work follows the output's size, not the upload's). A colour image that snaps to label
+    noise is a photo: refused, pointing to "Start from a photo"."""
+    raw = read_upload(upload, "label map")
+    labels = tc.condition_maps.labels_from_image(raw, size=size)
+    rough = tc.labels.roughness(labels)
+    if raw.ndim == 3 and raw.shape[2] >= 3 and rough > PHOTO_ROUGHNESS:
+        if not isinstance(upload, np.ndarray):
+            discard_upload(upload)
+        where = ("upload it under \"Or start from a photo\" (API: label_map_from_photo) to get its label map"
+                 if can_segment else "paint its layout with the legend's colours instead")
+        raise Refused(f"This looks like a photo, not a label map: its colours change from pixel to pixel "
+                      f"({rough:.0%} of neighbouring pixels get different labels; label maps have a few "
+                      f"percent). To start from a photo, {where}. A label map is coloured with the legend's "
+                      f"colours, or holds grey label ids.")
+    return labels
 
 
 def to_image(x: torch.Tensor) -> np.ndarray:
@@ -359,7 +387,7 @@ class App:
         model = self.bank.get("segmentation")
         size = self.output_size(model, s)
         # resized before the colours are snapped: the work follows the output's size, not the upload's
-        labels = tc.condition_maps.labels_from_image(read_upload(label_map, "label map"), size=size)
+        labels = label_map_of(label_map, size, self.bank.available(SEGMENTER))
         try:
             model.conditioner.labels_to_onehot(torch.from_numpy(labels)[None])  # checks the label ids
         except ValueError as e:
@@ -403,6 +431,34 @@ class App:
 
     def request_stop(self, request: gr.Request = None):
         self.stops.press(request)
+
+    def label_map_from_photo(self, photo, size: int = 0) -> tuple[np.ndarray, str]:
+        """A photo -> (its label map in the palette colours (size, size, 3) uint8, a message naming what was
+        found). The centre square of the photo is segmented (size 0: the segmentation model's native size).
+        The photo only goes to the segmenter, never to the generator."""
+        segmenter = self.bank.get(SEGMENTER)
+        if not size:
+            size = self.native_size("segmentation")
+        rgb = tc.condition_maps.to_rgb(read_upload(photo, "photo"))
+        h, w = rgb.shape[:2]
+        ids = segmenter.segment(tc.condition_maps.centre_square(rgb))  # (S, S) uint8
+        labels = tc.condition_maps.resize_labels(ids, (size, size))
+        found = np.bincount(labels.ravel(), minlength=256) / labels.size
+        top = [f"{tc.labels.COCO_STUFF[i]} {found[i]:.0%}" for i in np.argsort(-found)
+               if i != tc.labels.UNLABELLED and found[i] >= 0.01][:6]
+        crop = f"its centre {min(h, w)}x{min(h, w)} square" if h != w else "it"
+        other = f"; black = unlabelled ({found[tc.labels.UNLABELLED]:.0%}: things outside the palette)" \
+            if found[tc.labels.UNLABELLED] >= 0.01 else ""
+        message = (f"Label map of the {w}x{h} photo ({crop}, segmented): {', '.join(top) or 'no palette label'}"
+                   f"{other}. Repaint it, then press Generate; the photo itself is not used.")
+        return tc.labels.colourise(labels), message
+
+    def native_size(self, mode: str) -> int:
+        """The side in pixels of the images a mode's model makes (256 when no model is loaded)."""
+        if not self.bank.available(mode):
+            return 256
+        m = self.bank.get(mode)
+        return m.grid[0] * m.first_stage_model.downsample_factor
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -510,10 +566,7 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
     app = App(bank)
     names = tc.labels.SCENE_LABELS
     colours = tc.labels.coco_stuff_colours()
-    native = {}
-    for mode in MODES:  # canvas sizes follow the models; 256 px when a model is missing
-        m = bank.get(mode) if bank.available(mode) else None
-        native[mode] = m.grid[0] * m.first_stage_model.downsample_factor if m is not None else 256
+    native = {mode: app.native_size(mode) for mode in MODES}  # canvas sizes follow the models
     seg_size, edge_size = native["segmentation"], native["edges"]
     examples = example_maps(seg_size)
     first_example = next(iter(examples))
@@ -544,6 +597,10 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                             fill_btn = gr.Button("Fill", size="sm")
                         seg_upload = gr.File(label="Or upload a label map (coloured as the legend, or grey ids)",
                                              file_types=["image"], elem_id="seg_upload", height=150)
+                        seg_photo = gr.File(label="Or start from a photo: its label map appears above, ready to "
+                                                  "repaint (the photo is not sent to the generator)",
+                                            file_types=["image"], elem_id="seg_photo", height=150,
+                                            visible=bank.available(SEGMENTER))
                         gr.Markdown(GREY_IDS, elem_id="grey_ids")
                         go_seg = gr.Button("Generate", variant="primary", elem_id="go_seg")
                     with gr.Column(scale=1):
@@ -643,6 +700,9 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
             api_map = gr.File(label="label map")
             api_edges = gr.File(label="sketch or photo")
             api_depth = gr.File(label="depth map")
+            api_photo = gr.File(label="photo")
+            api_photo_button = gr.Button()
+            api_photo_outputs = [gr.Image(format="png"), gr.Textbox()]
             api_kind = gr.Textbox("sketch", label="kind: sketch or photo")
             api = {name: gr.Number(value, label=name) for name, value in asdict(Settings()).items()}
             api_buttons = {mode: gr.Button() for mode in MODES}
@@ -656,6 +716,9 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                                  ("unconditional", app.generate_unconditional, api_uncond)):
             api_buttons[mode].click(fn, inputs, api_outputs, api_name=f"generate_{mode}", **common)
         api_stop.click(app.request_stop, None, None, queue=False, api_name="stop")
+        if bank.available(SEGMENTER):
+            api_photo_button.click(app.label_map_from_photo, api_photo, api_photo_outputs,
+                                   api_name="label_map_from_photo", concurrency_id=SEGMENTER)
         dice.click(lambda: int(np.random.randint(0, 2**31 - 1)), None, seed, queue=False, api_visibility="private")
 
         example.change(lambda name: editor_value(examples[name]), example, seg, show_progress="hidden",
@@ -673,8 +736,7 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
 
         def load_label_upload(path):
             # snapped at canvas size: the pixels resizing keeps, not the whole upload (up to 16.8 MP)
-            labels = tc.condition_maps.labels_from_image(read_upload(path, "label map"), size=(seg_size, seg_size))
-            return editor_value(labels)
+            return editor_value(label_map_of(path, (seg_size, seg_size), bank.available(SEGMENTER)))
 
         def load_edge_upload(path, kind):
             a = read_upload(path, "sketch or photo")
@@ -694,6 +756,13 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
             lambda: None, None, seg_upload, queue=False, **quiet)
         edge_upload.upload(load_edge_upload, [edge_upload, edge_kind], sketch, **quiet).failure(
             lambda: None, None, edge_upload, queue=False, **quiet)
+
+        def load_photo(path):
+            rgb, message = app.label_map_from_photo(path, seg_size)
+            return {"background": rgb, "layers": [], "composite": None}, message
+
+        seg_photo.upload(load_photo, seg_photo, [seg, results["seg"][1]], concurrency_id=SEGMENTER,
+                         **quiet).failure(lambda: None, None, seg_photo, queue=False, **quiet)
         depth.upload(load_depth_upload, depth, depth_preview, **quiet).failure(
             lambda: (None, None), None, [depth, depth_preview], queue=False, **quiet)
         depth.clear(lambda: None, None, depth_preview, queue=False, **quiet)
@@ -715,6 +784,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"{mode} model: our folder or an original .ckpt (default: the bundled one, when present)")
         ap.add_argument(f"--{mode}-config", default=None, metavar="YAML",
                         help="yaml for an original .ckpt (default: found beside it or in ../configs)")
+    ap.add_argument(f"--{SEGMENTER}", default=None, metavar="PATH",
+                    help="photo -> label map model behind 'Start from a photo' (default: the bundled one, when "
+                         "present)")
     ap.add_argument("--queue-size", type=int, default=16, help="requests waiting at most (others are refused)")
     return ap.parse_args(argv)
 
@@ -735,6 +807,8 @@ def main(argv=None) -> None:
         bundled = ROOT / "checkpoints" / m
         path = getattr(args, m) or (str(bundled) if bundled.exists() else None)
         paths[m] = (path, getattr(args, f"{m}_config"))
+    bundled = ROOT / "checkpoints" / SEGMENTER
+    paths[SEGMENTER] = (args.segmenter or (str(bundled) if bundled.exists() else None), None)
     bank = ModelBank(paths, device)
     bank.load_all()
     launch(build_demo(bank), args.queue_size, server_name=args.host, server_port=args.port)

@@ -1,9 +1,11 @@
-"""Speed of the bundled models on this CPU: decoding a 16x16 token grid, and sampling one image per mode.
+"""Speed of the bundled models on this CPU: decoding a 16x16 token grid, sampling one image per mode, and
+segmenting a 256x256 photo (the app's "Start from a photo").
 
     .venv/bin/python bench/bundled.py [--threads 1 2] [--repeats 5]
 
 Prints one row per (figure, threads) with the median of --repeats runs and writes
-bench/results/bundled.json. The decode goal of the bundled VQGAN is at most 300 ms per 16x16 grid here.
+bench/results/bundled.json. The decode goal of the bundled VQGAN is at most 300 ms per 16x16 grid here; the
+segmenter's goal is under 0.5 s per 256x256 photo.
 """
 from __future__ import annotations
 
@@ -14,11 +16,14 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 import taming_core as tc
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"  # a real photo for the segmenter
 MODES = ("segmentation", "edges", "depth", "unconditional")
 
 
@@ -54,6 +59,12 @@ def main(argv=None) -> list[dict]:
     codes = torch.randint(0, vq.n_codes, (1, side, side), generator=torch.Generator().manual_seed(0))
     nets = {m: tc.load_model(ROOT / "checkpoints" / m).eval() for m in MODES
             if (ROOT / "checkpoints" / m).is_dir()}
+    segmenter = tc.load_model(ROOT / "checkpoints" / "segmenter") if (ROOT / "checkpoints" / "segmenter").is_dir() \
+        else None
+    found = sorted((SHARED / "sflckr" / "images").glob("*.jpg"))  # timing does not depend on the content
+    photo = np.asarray(Image.open(found[0]).convert("RGB"))[:256, :256] if found else \
+        np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    photo = np.ascontiguousarray(photo)
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -66,6 +77,10 @@ def main(argv=None) -> list[dict]:
             t = median_time(lambda: net.decode_indices(tc.sample(net, cond, steps=n, top_k=100)),
                             max(1, args.repeats // 2))
             rows.append({"figure": f"{mode}: sample {n} tokens + decode", "threads": threads, "seconds": t})
+        if segmenter is not None:
+            t = median_time(lambda: segmenter.segment(photo), args.repeats)
+            rows.append({"figure": f"segmenter: {photo.shape[1]}x{photo.shape[0]} photo -> label map",
+                         "threads": threads, "seconds": t})
     for r in rows:
         print(f"{r['figure']:<44} threads {r['threads']}  {r['seconds'] * 1000:8.1f} ms")
     out = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "rows": rows}

@@ -20,6 +20,22 @@ for split in train holdout; do
   done
 done
 
+# Segmenter (checkpoints/segmenter): COCO + S-FLCKR photos with maps at short side 320, symlinked views
+# runs/segview/{train,holdout}/{images,segmentations}/<set>; about 30 minutes of the 2 cores.
+mkdir -p runs/segsrc && ln -sfn "$(realpath ../shared/data/coco)" runs/segsrc/coco \
+  && ln -sfn "$(realpath ../shared/data/sflckr)" runs/segsrc/sflckr
+$PY train/prepare_data.py --src runs/segsrc --out runs/seg320 --short-side 320 --holdout 0.1
+for split in train holdout; do
+  mkdir -p runs/segview/$split/images runs/segview/$split/segmentations
+  for d in coco sflckr; do
+    ln -sfn "$(realpath runs/seg320/$split/$d/images)" runs/segview/$split/images/$d
+    ln -sfn "$(realpath runs/seg320/$split/$d/segmentations)" runs/segview/$split/segmentations/$d
+  done
+done
+OMP_NUM_THREADS=2 $PY train/train_segmenter.py --data runs/segview/train/images --holdout runs/segview/holdout/images \
+    --out runs/segmenter --steps 1600 freeze_steps=400 eval_every=200 save_every=200
+$PY train/release.py runs/segmenter/model checkpoints/segmenter
+
 # First stage v2 (checkpoints/vqgan): about 10 minutes on one GPU (train/gpu_vqgan.sh); photos at short side
 # 192 for the 1-1.5x zoom of the 128 px crops. Run 2 continues run 1 as it ran (see the card).
 $PY train/prepare_data.py --src ../shared/data --out runs/data192 --short-side 192 --holdout 0.1

@@ -17,6 +17,7 @@ from .precision import PRECISIONS, autocast_for, cpu_has_bf16, resolve_precision
 from .quantizer import (CodebookUsage, EMAVectorQuantizer, GumbelQuantizer, Quantized, VectorQuantizer,
                         codebook_usage)
 from .safe_unpickle import CheckpointError, UnsafeCheckpointError, safe_load
+from .segmenter import Segmenter, SegmenterConfig
 from .sampling import filter_logits, pick_token, quantize_gpt, sample
 from .sliding_window import WindowPlan, sample_sliding_window, window_plan
 from .streaming import StreamEvent, stream
@@ -30,7 +31,7 @@ __all__ = [
     "load_state_dict_strict", "ConfigError", "CheckpointError", "UnsafeCheckpointError", "safe_load",
     "sample", "filter_logits", "pick_token", "sample_sliding_window", "window_plan", "WindowPlan", "stream",
     "StreamEvent", "quantize_gpt", "LowBitLinear", "PRECISIONS", "autocast_for", "cpu_has_bf16",
-    "resolve_precision",
+    "resolve_precision", "Segmenter", "SegmenterConfig",
 ]
 
 # Training-only parts (data, losses, discriminator, perceptual distances, evaluation, resume) live in

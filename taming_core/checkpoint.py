@@ -29,10 +29,15 @@ from safetensors.torch import load_file, save_file
 from .config_checks import MAX_PARAMS, ConfigError, check_config, check_plain, parse_json, read_yaml
 from .net2net import Net2Net, Net2NetConfig
 from .safe_unpickle import CheckpointError, safe_load
+from .segmenter import Segmenter, SegmenterConfig
 from .vqgan import VQGAN, VQGANConfig
 
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
 _META_KEY = "taming_core.config"
+_SCHEMAS = {"vqgan": VQGANConfig, "net2net": Net2NetConfig, "segmenter": SegmenterConfig}  # our 'model:' kinds
+_CLASSES = {"vqgan": VQGAN, "net2net": Net2Net, "segmenter": Segmenter}
+Model = VQGAN | Net2Net | Segmenter
+Config = VQGANConfig | Net2NetConfig | SegmenterConfig
 _LINK_KEY = "taming_core.first_stage"  # {"path": folder relative to the model's, "sha256": of its weights}
 
 _VQ_TARGETS = {
@@ -153,13 +158,13 @@ def config_from_original(cfg: dict, base_dir: Path | None = None) -> dict:
 # Configs, building
 
 
-def resolve_config(config, max_params: float | None = MAX_PARAMS) -> tuple[str, VQGANConfig | Net2NetConfig]:
-    """A yaml path or dict, in the original schema or ours -> ("vqgan" | "net2net", typed config), checked:
-    plain data without interpolations, every size in range, at most `max_params` parameters and buffers
-    (None: no limit). Raises ConfigError naming the field."""
+def resolve_config(config, max_params: float | None = MAX_PARAMS) -> tuple[str, Config]:
+    """A yaml path or dict, in the original schema or ours -> ("vqgan" | "net2net" | "segmenter", typed config),
+    checked: plain data without interpolations, every size in range, at most `max_params` parameters and
+    buffers (None: no limit). Raises ConfigError naming the field."""
     base_dir = None
-    if isinstance(config, (VQGANConfig, Net2NetConfig)):
-        kind = "vqgan" if isinstance(config, VQGANConfig) else "net2net"
+    if isinstance(config, tuple(_SCHEMAS.values())):
+        kind = next(k for k, schema in _SCHEMAS.items() if isinstance(config, schema))
         check_config(kind, config, max_params)
         return kind, config
     if isinstance(config, (str, Path)):
@@ -179,10 +184,10 @@ def resolve_config(config, max_params: float | None = MAX_PARAMS) -> tuple[str, 
             raise ConfigError(f"malformed original config: {type(e).__name__}: {e}") from None
     config = dict(config)
     kind = config.pop("model", None)
-    schema = {"vqgan": VQGANConfig, "net2net": Net2NetConfig}.get(kind)
+    schema = _SCHEMAS.get(kind)
     if schema is None:
-        raise ConfigError(f"config 'model' must be 'vqgan' or 'net2net' (ours) or a dict with a target "
-                          f"(original), got {kind!r}")
+        raise ConfigError(f"config 'model' must be 'vqgan', 'net2net' or 'segmenter' (ours) or a dict with a "
+                          f"target (original), got {kind!r}")
     try:
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), config))
     except OmegaConfBaseException as e:
@@ -191,19 +196,19 @@ def resolve_config(config, max_params: float | None = MAX_PARAMS) -> tuple[str, 
     return kind, typed
 
 
-def config_to_dict(model: VQGAN | Net2Net) -> dict:
-    kind = "vqgan" if isinstance(model, VQGAN) else "net2net"
+def config_to_dict(model: Model) -> dict:
+    kind = next(k for k, cls in _CLASSES.items() if isinstance(model, cls))
     return {"model": kind, **OmegaConf.to_container(OmegaConf.structured(model.config))}
 
 
-def build_model(config, max_params: float | None = MAX_PARAMS) -> VQGAN | Net2Net:
+def build_model(config, max_params: float | None = MAX_PARAMS) -> Model:
     """A model with random weights from a yaml path or dict (original schema or ours), checked first (see
     resolve_config)."""
     return _build(*resolve_config(config, max_params))
 
 
-def _build(kind: str, cfg: VQGANConfig | Net2NetConfig) -> VQGAN | Net2Net:
-    return VQGAN(cfg) if kind == "vqgan" else Net2Net(cfg)
+def _build(kind: str, cfg) -> Model:
+    return _CLASSES[kind](cfg)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -249,7 +254,7 @@ def _find_original_config(ckpt: Path) -> Path:
                             f"{CONFIG} beside it")
 
 
-def load_original(ckpt: str | Path, config=None, max_params: float | None = MAX_PARAMS) -> VQGAN | Net2Net:
+def load_original(ckpt: str | Path, config=None, max_params: float | None = MAX_PARAMS) -> Model:
     """Original `.ckpt` + its yaml -> model (eval mode, CPU). Never runs code from the checkpoint; the config
     is checked before the checkpoint is read."""
     ckpt = Path(ckpt)
@@ -273,7 +278,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_model(model: VQGAN | Net2Net, folder: str | Path, dtype: torch.dtype | None = None,
+def save_model(model: Model, folder: str | Path, dtype: torch.dtype | None = None,
                first_stage: str | Path | None = None) -> Path:
     """Write our format: folder/model.safetensors (config in its metadata) and folder/config.yaml.
 
@@ -331,7 +336,7 @@ def _linked_first_stage(weights: Path, link: str) -> dict[str, torch.Tensor]:
     return {"first_stage_model." + k: v for k, v in load_safetensors(data).items()}
 
 
-def load_ours(path: str | Path, config=None, max_params: float | None = MAX_PARAMS) -> VQGAN | Net2Net:
+def load_ours(path: str | Path, config=None, max_params: float | None = MAX_PARAMS) -> Model:
     """Our format (a folder or its .safetensors file) -> model (eval mode, CPU). The config (given, else
     the one in the metadata, else config.yaml) is checked before the weights are read."""
     path = Path(path)
@@ -363,7 +368,7 @@ def load_ours(path: str | Path, config=None, max_params: float | None = MAX_PARA
     return model.eval()
 
 
-def load_model(path: str | Path, config=None, max_params: float | None = MAX_PARAMS) -> VQGAN | Net2Net:
+def load_model(path: str | Path, config=None, max_params: float | None = MAX_PARAMS) -> Model:
     """Load ours (a folder or .safetensors) or an original .ckpt (+ yaml); eval mode, on the CPU.
 
     The config is checked before anything is allocated: a model of more than `max_params` parameters and

@@ -15,6 +15,24 @@ CANNY_LOW, CANNY_HIGH = 100, 200  # thresholds of the edge extractor (on a 0..25
 SKETCH_DARKNESS = 0.5  # a sketch pixel is a stroke when (255 - grey) / 255 exceeds this
 
 
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8/uint16 -> (H, W, 3) uint8 (alpha over white, grey
+    repeated): a photo as the segmenter reads it."""
+    a = np.asarray(image)
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an image (H, W[, C]), got shape {a.shape}")
+    if a.shape[2] == 4:
+        alpha = a[..., 3:].astype(np.float32) / 255.0
+        a = (a[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a)
+
+
 def to_grey(image: np.ndarray) -> np.ndarray:
     """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8/uint16 -> (H, W) uint8 grey (alpha over white)."""
     a = np.asarray(image)
@@ -116,6 +134,13 @@ def labels_from_image(image: np.ndarray, ids: list[int] | None = None,
     if size is not None:
         a = _pick(a, size)  # (height, width[, C])
     return a.astype(np.int64) if a.ndim == 2 else snap_to_labels(a, ids)
+
+
+def centre_square(a: np.ndarray) -> np.ndarray:
+    """(H, W[, C]) -> the centred (S, S[, C]) crop, S = min(H, W)."""
+    h, w = a.shape[:2]
+    s = min(h, w)
+    return a[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

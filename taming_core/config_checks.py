@@ -30,7 +30,9 @@ from .conditioners import KINDS, ConditionerConfig
 from .gpt import GPTConfig
 from .net2net import COND_MODES, Net2NetConfig
 from .permuter import NAMES, PermuterConfig
+from .labels import COCO_STUFF
 from .quantizer import BetaOn, UnknownIndex
+from .segmenter import SegmenterConfig
 from .vqgan import VQGANConfig
 
 MAX_PARAMS = 5_000_000_000  # parameters + buffers (elements): 20 GB in fp32
@@ -166,6 +168,8 @@ _RULES = {  # (config class, field): ("int", lo, hi) | ("ints", min len, max len
     (Net2NetConfig, "pkeep"): ("real", 0.0, 1.0),
     (Net2NetConfig, "cond_mode"): ("choice", COND_MODES),
     (Net2NetConfig, "null_token"): ("int", 0, 1 << 24),
+    (SegmenterConfig, "width"): ("int", 1, 4096),
+    (SegmenterConfig, "short_side"): ("int", 32, 4096),
 }
 
 
@@ -210,6 +214,13 @@ def _check_fields(cfg, where: str) -> None:
             raise ConfigError(f"{where}embed_dim = {cfg.embed_dim}: a Gumbel VQGAN needs embed_dim == "
                               f"ddconfig.z_channels = {cfg.ddconfig.z_channels}")
         _check_remap(cfg, where)
+    elif isinstance(cfg, SegmenterConfig):
+        labels = cfg.labels
+        if not isinstance(labels, (list, tuple)) or not 1 <= len(labels) <= 255 or len(set(labels)) != len(labels):
+            raise ConfigError(f"{where}labels must list 1..255 distinct COCO-Stuff label names")
+        unknown = [n for n in labels if n not in COCO_STUFF]
+        if unknown:
+            raise ConfigError(f"{where}labels: {unknown[0]!r} is not a COCO-Stuff label name")
     elif isinstance(cfg, ConditionerConfig):
         if cfg.kind in ("segmentation", "depth", "edges") and cfg.vq is None:
             raise ConfigError(f"{where}vq is missing: a {cfg.kind} condition needs a condition-stage VQGAN")
@@ -296,17 +307,33 @@ def _gpt_size(cfg: GPTConfig) -> int:
     return V * E + T * E + cfg.n_layer * block + 2 * E + E * V + cfg.cond_vocab_size * E
 
 
-def model_size(kind: str, cfg: VQGANConfig | Net2NetConfig) -> int:
+# MobileNetV2 features[0..17]: weights, BatchNorm statistics and counters (the segmenter's backbone)
+_MOBILENET_V2_SIZE = 1_843_315
+
+
+def _segmenter_size(cfg: SegmenterConfig) -> int:
+    E, K = cfg.width, len(cfg.labels) + 1
+    bn = 2 * E + 2 * E + 1  # weight, bias, running mean and var, batch counter
+    n = 320 * E + bn + 320 * E + E  # top (conv + BN), gate
+    n += sum(c * E + E for c in (96, 32, 24))  # laterals
+    n += 3 * (9 * E + bn + E * E + bn)  # smoothing blocks
+    return _MOBILENET_V2_SIZE + n + E * K + K
+
+
+def model_size(kind: str, cfg: VQGANConfig | Net2NetConfig | SegmenterConfig) -> int:
     """Parameters + buffers (elements) of the model a config describes, computed from the config alone."""
     if kind == "vqgan":
         return _vqgan_size(cfg)
+    if kind == "segmenter":
+        return _segmenter_size(cfg)
     cond, perm = cfg.cond_stage, cfg.permuter
     n = _vqgan_size(cfg.first_stage) + _gpt_size(cfg.transformer)
     n += _vqgan_size(cond.vq) if cond.kind in ("segmentation", "depth", "edges") and cond.vq is not None else 0
     return n + (2 * perm.H * perm.W if perm.name != "identity" else 0)
 
 
-def check_config(kind: str, cfg: VQGANConfig | Net2NetConfig, max_params: float | None = MAX_PARAMS) -> None:
+def check_config(kind: str, cfg: VQGANConfig | Net2NetConfig | SegmenterConfig,
+                 max_params: float | None = MAX_PARAMS) -> None:
     """Refuse a typed config with an out-of-range field, or whose model holds more than `max_params`
     parameters and buffers (None: no limit). Nothing is allocated."""
     _check_fields(cfg, "")

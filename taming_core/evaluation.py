@@ -216,3 +216,26 @@ def edge_fscore(pred: torch.Tensor, target: torch.Tensor, tolerance: int = 2) ->
     precision = tp_p / pred.flatten(1).sum(1).clamp_min(1)
     recall = tp_r / target.flatten(1).sum(1).clamp_min(1)
     return 2 * precision * recall / (precision + recall).clamp_min(1e-12)
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Class maps pred, target (...) int -> counts (K, K) int64, rows = target, columns = prediction; target
+    pixels outside [0, K) (e.g. -1 = unlabelled) are not counted."""
+    keep = (target >= 0) & (target < n_classes)
+    idx = target[keep].long() * n_classes + pred[keep].long()
+    return torch.bincount(idx, minlength=n_classes * n_classes).view(n_classes, n_classes)
+
+
+def segmentation_scores(confusion: torch.Tensor, names: list[str]) -> dict:
+    """Confusion (K, K) (rows = target) -> pixel accuracy, mean IoU over the classes that occur in the target
+    or the prediction, and per class IoU, accuracy (recall) and target pixel count."""
+    c = confusion.double()
+    tp, target, predicted = c.diag(), c.sum(1), c.sum(0)
+    union = target + predicted - tp
+    iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+    acc = torch.where(target > 0, tp / target.clamp_min(1), torch.full_like(tp, float("nan")))
+    present = union > 0
+    return {"pixel_accuracy": float(tp.sum() / c.sum().clamp_min(1)),
+            "miou": float(iou[present].mean()) if present.any() else float("nan"),
+            "per_label": {n: {"iou": round(float(iou[k]), 4), "accuracy": round(float(acc[k]), 4),
+                              "pixels": int(target[k])} for k, n in enumerate(names) if present[k]}}

@@ -1,4 +1,5 @@
 """The app: handlers as plain functions, the named API endpoints through gradio_client, and a real browser."""
+import io
 import os
 import re
 import socket
@@ -42,7 +43,9 @@ def bank(tmp_path_factory):
     for mode, (kind, n) in kinds.items():
         tc.save_model(tc.build_model(small_model(kind, n or 5, layers=6)),
                       root / mode)
-    return A.ModelBank({m: (str(root / m), None) for m in A.MODES})
+    # an untrained segmenter over three labels: its maps differ from photo to photo, which is all the app needs
+    tc.save_model(tc.Segmenter(tc.SegmenterConfig(labels=["sky-other", "grass", "sea"], width=8)), root / "seg")
+    return A.ModelBank({**{m: (str(root / m), None) for m in A.MODES}, A.SEGMENTER: (str(root / "seg"), None)})
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +59,9 @@ def files(tmp_path_factory):
     ramp = (np.linspace(0, 65535, 40)[:, None] * np.ones((1, 40))).astype(np.uint16)
     Image.fromarray(ramp).save(root / "depth16.png")
     (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    photo = np.random.default_rng(3).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    photo[:30] = (110, 160, 240)  # a sky-blue top half
+    Image.fromarray(photo).save(root / "photo.jpg")
     return root
 
 
@@ -94,6 +100,39 @@ def test_handlers_stream_and_return_requested_size(bank, files):
         image, status, _ = outs[-1]
         assert image.shape == (*sizes.get(name, (32, 32)), 3) and image.dtype == np.uint8, name
         assert status.startswith("Done"), (name, status)
+
+
+def test_a_photo_becomes_a_label_map_in_the_palette_colours(bank, files):
+    app = A.App(bank)
+    rgb, message = app.label_map_from_photo(str(files / "photo.jpg"))
+    segmenter = bank.get(A.SEGMENTER)
+    photo = np.asarray(Image.open(files / "photo.jpg"))
+    expected = tc.condition_maps.resize_labels(segmenter.segment(photo[:, 15:75]), (32, 32))  # centre square
+    assert rgb.shape == (32, 32, 3) and np.array_equal(rgb, tc.labels.colourise(expected))
+    assert message.startswith("Label map of the 90x60 photo (its centre 60x60 square")
+    assert "the photo itself is not used" in message
+    with pytest.raises(gr.Error, match="Upload a photo first"):
+        app.label_map_from_photo(None)
+    with pytest.raises(gr.Error, match="not an image file"):
+        app.label_map_from_photo(str(files / "corrupt.png"))
+
+
+def test_a_photo_given_as_a_label_map_is_refused_and_points_to_start_from_a_photo(bank, files, tmp_path):
+    app = A.App(bank)
+    photo = np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8)  # label noise once snapped
+    with pytest.raises(gr.Error, match=r"looks like a photo, not a label map.*Or start from a photo"):
+        list(app.generate_segmentation(photo))
+    no_segmenter = A.App(A.ModelBank({"segmentation": bank.paths["segmentation"]}))
+    with pytest.raises(gr.Error, match="paint its layout"):
+        list(no_segmenter.generate_segmentation(photo))
+    # real maps pass, JPEG-compressed too
+    import io
+    coloured = tc.labels.colourise(A.example_maps(32)["Forest river"])
+    buf = io.BytesIO()
+    Image.fromarray(coloured).save(buf, "JPEG", quality=70)
+    jpeg = np.asarray(Image.open(buf))
+    assert tc.labels.roughness(tc.condition_maps.labels_from_image(jpeg)) < A.PHOTO_ROUGHNESS
+    assert list(app.generate_segmentation(jpeg, seed=1))[-1][1].startswith("Done")
 
 
 def test_same_seed_same_image(bank, files):
@@ -162,6 +201,12 @@ def test_a_model_that_cannot_load_ends_the_app_at_start(tmp_path):
     assert r.stderr.strip().splitlines()[-1] == (f"app.py: cannot load the segmentation model from {ckpt}: no config "
                                                  f"found for {ckpt}: pass --segmentation-config YAML, or put last.yaml"
                                                  " or config.yaml beside it")
+
+
+def test_a_segmenter_path_holding_another_model_ends_the_app_at_start(bank):
+    bad = A.ModelBank({A.SEGMENTER: bank.paths["segmentation"]})
+    with pytest.raises(SystemExit, match=r"cannot load the segmenter model from .*: .* is not a segmenter"):
+        bad.load_all()
 
 
 def test_help_is_complete(capsys):
@@ -288,6 +333,16 @@ def test_api_endpoints_stream_images_of_requested_size(served, files):
         assert final.shape[:2] == size, api
     with pytest.raises(Exception, match="not an image"):
         client.predict(handle_file(str(files / "corrupt.png")), *common, 0, 0, 8, api_name="/generate_depth")
+
+
+def test_api_label_map_from_photo(served, files):
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False)
+    image, message = client.predict(handle_file(str(files / "photo.jpg")), api_name="/label_map_from_photo")
+    rgb = np.asarray(Image.open(image).convert("RGB"))
+    assert rgb.shape == (32, 32, 3) and message.startswith("Label map of the 90x60 photo")
+    assert set(map(tuple, rgb.reshape(-1, 3))) <= {tuple(tc.labels.coco_stuff_colours()[i]) for i in (156, 123, 154, 255)}
 
 
 def test_api_names_the_bad_number(served, files):
@@ -471,4 +526,31 @@ def test_browser_tabs_keep_their_results_and_refused_uploads_clear(served, files
         page.locator("#seg_upload input[type=file]").set_input_files(str(files / "corrupt.png"))
         expect(page.locator("#seg_upload")).not_to_contain_text("corrupt.png", timeout=20000)
         expect(page.locator("#seg_upload input[type=file]")).to_have_count(1)
+        browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_browser_start_from_a_photo(served, bank, files, tmp_path):
+    """A photo uploaded under "Start from a photo" becomes the canvas (its label map in the palette colours), the
+    status names what was found, and Generate then uses that map."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(served)
+        page.locator("#go_seg").wait_for(timeout=30000)
+        expect(page.locator("#seg_photo")).to_be_visible()
+        page.locator("#seg_photo input[type=file]").set_input_files(str(files / "photo.jpg"))
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Label map of the 90x60 photo"),
+                                                                    timeout=20000)
+        page.click("#go_seg")
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Done"), timeout=60000)
+        page.screenshot(path=str(tmp_path / "from_photo.png"))
+        # the condition the model saw is the photo's label map, pixel for pixel
+        src = page.locator("#cond_seg img").get_attribute("src")
+        seen = np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+        expected, _ = A.App(bank).label_map_from_photo(str(files / "photo.jpg"))
+        assert np.array_equal(seen, expected)
         browser.close()

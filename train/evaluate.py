@@ -4,6 +4,7 @@ images with FID and KID.
     python train/evaluate.py reconstruction --model runs/vq/model --data photos/ --size 256
     python train/evaluate.py transformer --model runs/s2i/model --data held_out/images --real held_out/ --out ev/
     python train/evaluate.py fid --real photos/ --fake samples/
+    python train/evaluate.py segmenter --model checkpoints/segmenter --data held_out/images --train train/images
 
 `reconstruction`: PSNR, SSIM, perceptual distance (MobileNetV2, see taming_core/perceptual.py) and codebook
 usage/perplexity over the centre crops of every image. `fid`: Frechet and kernel Inception distances with
@@ -13,7 +14,11 @@ condition and with the conditions shuffled across images (the gap is what the mo
 condition); then --samples images sampled with the conditions in turn, saved to <out>/samples/, their FID and
 KID against --real, a sample sheet <out>/sheet.png (rows: condition, photo, two samples), and for edge models
 the F-score between the edges of each sample (the training extractor) and its input edges, against the same
-score with a shuffled input. Each prints one JSON object (and writes it to --json if given).
+score with a shuffled input; for segmentation models, the segmenter's pixel accuracy and mIoU of each sample
+against its input map (floor: against another image's map; ceiling: the segmenter on the real photos).
+`segmenter`: pixel accuracy and mIoU (per label too) of a segmenter on the centre crops of held-out photos
+with label maps, beside a per-pixel colour classifier fitted on --train (the most frequent class of each
+colour, 32 levels per channel). Each prints one JSON object (and writes it to --json if given).
 """
 from __future__ import annotations
 
@@ -29,6 +34,10 @@ from PIL import Image
 from tqdm import tqdm
 
 import taming_core as tc
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SEGMENTER = str(ROOT / "checkpoints" / "segmenter")
+COLOUR_LEVELS = 32  # per channel, for the colour classifier baseline
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,7 +72,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     tr.add_argument("--top-p", type=float)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--no-fid", action="store_true", help="skip FID/KID")
-    for p in (rec, fid, tr):
+    tr.add_argument("--segmenter", help="segmentation models: the segmenter that reads the samples' layouts "
+                    "(default: checkpoints/segmenter when it exists)")
+    seg = sub.add_parser("segmenter", help="pixel accuracy, mIoU of a segmenter and of a colour classifier")
+    seg.add_argument("--model", default=DEFAULT_SEGMENTER, help="segmenter")
+    seg.add_argument("--data", required=True, help="held-out images with label maps beside them")
+    seg.add_argument("--train", help="training images with label maps: fit the colour classifier baseline")
+    seg.add_argument("--maps", help="folder of the held-out maps (default: a sibling folder)")
+    seg.add_argument("--size", type=int, default=256, help="centre-crop side")
+    seg.add_argument("--batch-size", type=int, default=16)
+    for p in (rec, fid, tr, seg):
         p.add_argument("--json", help="also write the result to this file")
         p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return ap.parse_args(argv)
@@ -143,6 +161,25 @@ def evaluate_transformer(args: argparse.Namespace) -> dict:
         result["edge_fscore"] = float(tc.edge_fscore(pred, target[which]).mean())
         result["edge_fscore_shuffled"] = float(tc.edge_fscore(pred, target[(which + 1) % n]).mean())
         result["edge_tolerance_px"] = 2
+    seg_path = args.segmenter or (DEFAULT_SEGMENTER if Path(DEFAULT_SEGMENTER).is_dir() else None)
+    if kind == "segmentation" and seg_path:  # do the samples' layouts follow their input maps?
+        seg = tc.load_model(seg_path)
+        if not isinstance(seg, tc.Segmenter):
+            raise SystemExit(f"{seg_path} is not a segmenter")
+        seg = seg.to(device)
+        names = list(seg.config.labels) + ["other"]
+        table = torch.from_numpy(seg.class_of_id())
+        target = table[(cat["segmentation"] - offset) % 256]  # (N, S, S) segmenter classes, -1 = unlabelled
+        pred = segmenter_classes(seg, samples, args.batch_size, device)  # (n_samples, S, S)
+        real = segmenter_classes(seg, cat["image"], args.batch_size, device)  # (N, S, S)
+
+        def scores(p, t):
+            s = tc.segmentation_scores(tc.confusion_matrix(p, t, len(names)), names)
+            return {"pixel_accuracy": s["pixel_accuracy"], "miou": s["miou"]}
+
+        result["layout"] = {"segmenter": str(seg_path), "samples": scores(pred, target[which]),
+                            "shuffled_floor": scores(pred, target[(which + 1) % n]),
+                            "real_photos_ceiling": scores(real, target)}
 
     # ---- sheet: condition, photo, two samples per column (or 16 samples) -------------------------------------
     cols = min(8, n, len(samples)) if kind != "image" else min(8, len(samples))
@@ -162,6 +199,64 @@ def evaluate_transformer(args: argparse.Namespace) -> dict:
         kid, kid_std = tc.kernel_inception_distance(real, fake, subset_size=1000)
         result.update({"real_images": len(real), "fid": tc.frechet_distance(real, fake), "kid": kid,
                        "kid_std": kid_std})
+    return result
+
+
+def label_crops(folder: str, size: int, maps: str | None = None, batch_size: int = 16) -> dict:
+    """Centre crops of images with COCO-Stuff label maps: {"image": (N, 3, S, S), "segmentation": (N, S, S)
+    raw ids}."""
+    data = tc.ImageFolder(tc.DataConfig(root=folder, size=size, kind="segmentation", maps=maps, n_labels=256,
+                                        label_offset=0, flip=False))
+    batches = list(torch.utils.data.DataLoader(data, batch_size=batch_size))
+    return {k: torch.cat([b[k] for b in batches]) for k in ("image", "segmentation")}
+
+
+def colour_bins(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, S, S) in [-1, 1] -> colour bin per pixel (N, S, S), COLOUR_LEVELS per channel."""
+    q = ((images + 1) * 127.5).round().clamp(0, 255).long() * COLOUR_LEVELS // 256  # (N, 3, S, S)
+    return (q[:, 0] * COLOUR_LEVELS + q[:, 1]) * COLOUR_LEVELS + q[:, 2]
+
+
+def fit_colour_classifier(train: dict, table: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """The most frequent class of each colour bin in the training pixels (bins never seen: the most frequent
+    class overall) -> (COLOUR_LEVELS**3,) class per bin."""
+    y = table[train["segmentation"]]  # (N, S, S) classes, -1 = unlabelled
+    keep = y >= 0
+    counts = torch.bincount(colour_bins(train["image"])[keep] * n_classes + y[keep],
+                            minlength=COLOUR_LEVELS ** 3 * n_classes).view(-1, n_classes)
+    best = counts.argmax(1)
+    best[counts.sum(1) == 0] = int(counts.sum(0).argmax())
+    return best
+
+
+@torch.no_grad()
+def segmenter_classes(model: tc.Segmenter, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    """Images (N, 3, S, S) in [-1, 1] -> predicted classes (N, S, S)."""
+    return torch.cat([model(images[i:i + batch_size].to(device)).argmax(1).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def evaluate_segmenter(args: argparse.Namespace) -> dict:
+    model = tc.load_model(args.model)
+    if not isinstance(model, tc.Segmenter):
+        raise SystemExit(f"{args.model} is not a segmenter")
+    model = model.to(args.device)
+    names = list(model.config.labels) + ["other"]
+    table = torch.from_numpy(model.class_of_id())  # COCO-Stuff id -> class, -1 = unlabelled (ignored)
+    held = label_crops(args.data, args.size, args.maps, args.batch_size)
+    target = table[held["segmentation"]]
+    pred = segmenter_classes(model, held["image"], args.batch_size, args.device)
+    result = {"model": args.model, "images": len(target), "size": args.size, "classes": len(names),
+              "segmenter": tc.segmentation_scores(tc.confusion_matrix(pred, target, len(names)), names)}
+    if args.train:
+        best = fit_colour_classifier(label_crops(args.train, args.size, None, args.batch_size), table, len(names))
+        colour = best[colour_bins(held["image"])]
+        result["colour_classifier"] = tc.segmentation_scores(tc.confusion_matrix(colour, target, len(names)),
+                                                             names)
+        result["colour_classifier"]["levels"] = COLOUR_LEVELS
+    majority = torch.full_like(target, int(torch.bincount(target[target >= 0]).argmax()))
+    result["majority_class"] = {k: v for k, v in tc.segmentation_scores(
+        tc.confusion_matrix(majority, target, len(names)), names).items() if k != "per_label"}
     return result
 
 
@@ -187,6 +282,8 @@ def main(argv=None) -> dict:
                   **{f"codebook_{k}": v for k, v in asdict(report.codebook).items()}}
     elif args.command == "transformer":
         result = evaluate_transformer(args)
+    elif args.command == "segmenter":
+        result = evaluate_segmenter(args)
     else:
         net = tc.InceptionFeatures()
         real = tc.folder_features(args.real, net, args.batch_size, args.device)  # (N1, 2048)
