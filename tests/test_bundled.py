@@ -89,3 +89,30 @@ def test_bundled_transformer_samples_an_image(name):
     image = net.decode_indices(tokens)
     assert image.shape == (1, 3, 128, 128) and torch.isfinite(image).all()
     assert image.std() > 0.05  # a picture, not a flat colour
+
+
+def test_bundled_segmenter_reads_held_out_photos():
+    """checkpoints/segmenter on the 19 held-out COCO + S-FLCKR photos (centre squares at 256 px): most pixels
+    get their map's label (palette labels, everything else "other"), well above the most frequent class."""
+    sys.path.insert(0, str(ROOT / "train"))
+    from prepare_data import split_of
+    seg = tc.load_model(CKPT / "segmenter")
+    assert isinstance(seg, tc.Segmenter) and (CKPT / "segmenter" / "model.safetensors").stat().st_size < 15e6
+    table = seg.class_of_id()
+    conf = torch.zeros(seg.n_classes, seg.n_classes, dtype=torch.int64)
+    n = 0
+    for data_set in ("coco", "sflckr"):
+        for photo in sorted((SHARED / "data" / data_set / "images").glob("*.jpg")):
+            if split_of(data_set, photo.stem, 0.1) != "holdout":
+                continue
+            rgb = tc.condition_maps.centre_square(np.asarray(Image.open(photo).convert("RGB")))
+            truth = tc.condition_maps.centre_square(np.asarray(Image.open(
+                SHARED / "data" / data_set / "segmentations" / f"{photo.stem}.png")))
+            pred = seg.segment(rgb)  # (S, S) ids at the photo's size; 255 = "other" here, not unlabelled
+            pred = np.where(pred == 255, seg.n_classes - 1, table[pred])
+            conf += tc.confusion_matrix(torch.from_numpy(pred), torch.from_numpy(table[truth]), seg.n_classes)
+            n += 1
+    scores = tc.segmentation_scores(conf, list(seg.config.labels) + ["other"])
+    majority = conf.sum(1).max().item() / conf.sum().item()
+    assert n == 19
+    assert scores["pixel_accuracy"] > 0.58 and scores["pixel_accuracy"] > majority + 0.08, (scores, majority)
