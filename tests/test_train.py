@@ -223,6 +223,17 @@ def test_transformer_writes_loadable_net2net(tmp_path, images, vq_run, cond):
     assert (out / "codes.pt").is_file() and (out / "images" / "step-00000006.png").is_file()
 
 
+def test_transformer_time_budget_stops_saves_and_resumes(tmp_path, images, vq_run):
+    out = tmp_path / "budget"
+    proc = run(TRANSFORMER, "--preset", "tiny", "--data", images, "--first-stage", vq_run / "model", "--out", out,
+               "--steps", 50, "max_minutes=0.0001")
+    assert "max_minutes=0.0001 reached (--resume continues)" in proc.stdout
+    stopped = tc.list_checkpoints(out)
+    assert stopped and int(stopped[-1].stem.split("-")[1]) < 50 and (out / "model").is_dir()
+    proc = run(TRANSFORMER, "--out", out, "--resume", "max_minutes=0")
+    assert "resuming from step" in proc.stdout and int(tc.list_checkpoints(out)[-1].stem.split("-")[1]) == 50
+
+
 def test_transformer_on_segmentation_condition_and_resume(tmp_path, vq_run):
     data = make_segmentation_data(tmp_path / "seg")
     seg = tmp_path / "seg_vq"

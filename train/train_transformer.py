@@ -82,6 +82,7 @@ class TrainConfig:
     keep_last: int = 3
     # "auto": bf16 autocast on CUDA and on CPUs with bf16 units (AVX-512 bf16 / AMX), else fp32 (precision.py)
     precision: str = "auto"
+    max_minutes: float = 0.0  # > 0: stop (and save) after this much training wall time; --resume continues
 
 
 def preset_tiny() -> dict:
@@ -394,9 +395,20 @@ def main(argv=None) -> Path:
     sampler = iter(tc.ResumableSampler(len(train_idx), cfg.seed, rank, world, start=start * cfg.batch_size))
     bar = tqdm(total=cfg.steps, initial=start, disable=not main_process, dynamic_ncols=True)
     loss_sum, n_sum = torch.zeros((), device=device), 0
+    def out_of_time(mine: bool) -> bool:  # every rank stops at the same step (save() is collective)
+        flag = torch.tensor(float(mine), device=device)
+        if distributed:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag)
+
     step = start
-    t_log = time.perf_counter()
+    t_start = t_log = time.perf_counter()
     while step < cfg.steps:
+        if cfg.max_minutes > 0 and out_of_time(time.perf_counter() - t_start > 60 * cfg.max_minutes):
+            if main_process:
+                print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached (--resume continues)")
+            save(step)
+            break
         keys = [next(sampler) for _ in range(cfg.batch_size)]
         idx = train_idx[torch.tensor([k[0] for k in keys])]
         var = torch.tensor([k[1] % variants for k in keys])  # the example's seed picks plain or mirrored
