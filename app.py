@@ -278,7 +278,10 @@ LIMITS = {
     "width": (0, 16384, True),  # 0 = the model's size; output_size checks multiples and the scale
     "height": (0, 16384, True),
     "frames": (1, 64, True),
+    "guidance": (0.0, 10.0, False),  # 1 = off; 0 = the null condition alone
 }
+# Classifier-free guidance of models trained with condition dropout (a null condition); others sample without
+GUIDANCE = 1.0
 
 
 def checked_number(name: str, value) -> int | float:
@@ -302,6 +305,7 @@ class Settings:
     width: int = 0  # 0 = the model's native size
     height: int = 0
     frames: int = 16  # partial images sent per run (a page stays smooth with about 16-32 messages per image)
+    guidance: float = GUIDANCE
 
     @classmethod
     def checked(cls, **values) -> Settings:
@@ -347,11 +351,14 @@ class App:
         if view is not None:
             fill = torch.from_numpy(view).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
         gen = torch.Generator(device=device).manual_seed(s.seed)
+        guided = mode != "unconditional" and model.config.null_token is not None
+        note = "" if guided or s.guidance == 1 or mode == "unconditional" else \
+            " Guidance off: this model was trained without a null condition."
         # Larger grids: the fast sliding window (the window held for half-window bands, cached), many times
         # faster than the original's exact placement; bench/sampling.py compares their likelihoods.
         events = tc.stream(model, c, grid=grid, window=model.grid, mode="fast", temperature=s.temperature,
                            top_k=s.top_k or None, top_p=s.top_p if s.top_p < 1 else None,
-                           generator=gen, fill=fill,
+                           generator=gen, fill=fill, guidance=s.guidance if guided else 1.0,
                            dtype=torch.bfloat16 if device.type == "cuda" else None)
         every, last, frame, t0 = max(1, (grid[0] * grid[1]) // s.frames), 0, None, time.time()
         try:
@@ -364,7 +371,7 @@ class App:
                     return
                 if ev.finished:
                     yield to_image(ev.preview), (f"Done: {ev.total} tokens in {time.time() - t0:.1f} s "
-                                                 f"({ev.tokens_per_s:.0f} tokens/s), {size[1]}x{size[0]} px."), view
+                                                 f"({ev.tokens_per_s:.0f} tokens/s), {size[1]}x{size[0]} px.{note}"), view
                 elif ev.preview is not None and ev.done - last >= every:
                     last = ev.done
                     yield to_image(ev.preview), f"{ev.done}/{ev.total} tokens, {ev.tokens_per_s:.0f} tokens/s", view
@@ -380,10 +387,10 @@ class App:
     # --- the four modes -------------------------------------------------------------------------------
 
     def generate_segmentation(self, label_map, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
-                              height=0, frames=16, request: gr.Request = None):
+                              height=0, frames=16, guidance=GUIDANCE, request: gr.Request = None):
         """Label map (grey COCO-Stuff ids, or colour-coded with the app's palette) -> streamed images."""
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
-                             height=height, frames=frames)
+                             height=height, frames=frames, guidance=guidance)
         model = self.bank.get("segmentation")
         size = self.output_size(model, s)
         # resized before the colours are snapped: the work follows the output's size, not the upload's
@@ -397,10 +404,10 @@ class App:
                             request)
 
     def generate_edges(self, image, kind="sketch", seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
-                       height=0, frames=16, request: gr.Request = None):
+                       height=0, frames=16, guidance=GUIDANCE, request: gr.Request = None):
         """An edge sketch (strokes on a plain background) or a photo (edges extracted) -> streamed images."""
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
-                             height=height, frames=frames)
+                             height=height, frames=frames, guidance=guidance)
         if kind not in ("sketch", "photo"):
             raise Refused(f"kind must be 'sketch' or 'photo', got {kind!r}")
         size = self.output_size(self.bank.get("edges"), s)
@@ -414,10 +421,10 @@ class App:
         yield from self.run("edges", torch.from_numpy(edges)[None, None], size, s, view, request)
 
     def generate_depth(self, depth, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0, height=0,
-                       frames=16, request: gr.Request = None):
+                       frames=16, guidance=GUIDANCE, request: gr.Request = None):
         """A depth map (16- or 8-bit grey PNG, nearer = brighter, or the original float-in-RGBA PNG)."""
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
-                             height=height, frames=frames)
+                             height=height, frames=frames, guidance=guidance)
         size = self.output_size(self.bank.get("depth"), s)
         d = tc.condition_maps.resize_map(depth_map(read_upload(depth, "depth map")), size)
         yield from self.run("depth", torch.from_numpy(d)[None, None], size, s, map_to_image(d), request)
@@ -655,22 +662,24 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                 height = gr.Number(0, label="Height px (0 = native)", precision=0, elem_id="height")
                 frames = gr.Slider(2, 32, 16, step=1, label="Previews per image, at most", elem_id="frames",
                                    info="fewer when decoding them would take over a fifth of the time")
+                guidance = gr.Slider(0.0, 5.0, GUIDANCE, step=0.25, label="Guidance (1 = off)", elem_id="guidance",
+                                     info="higher follows the condition more closely, with less variety; for "
+                                          "models trained with condition dropout")
 
-        settings = [seed, temperature, top_k, top_p, width, height, frames]
+        settings = [seed, temperature, top_k, top_p, width, height, frames, guidance]
         # every generation shares the one model, and takes its Stop ticket as it enters the queue
         common = dict(concurrency_id="model", validator=app.admit)
 
-        def from_canvas(value, seed, temperature, top_k, top_p, width, height, frames, request: gr.Request):
-            yield from for_page("segmentation", seed, app.generate_segmentation(
-                flatten_editor(value), seed, temperature, top_k, top_p, width, height, frames, request))
+        def from_canvas(value, *numbers, request: gr.Request):  # numbers: the values of `settings`, in order
+            yield from for_page("segmentation", numbers[0], app.generate_segmentation(
+                flatten_editor(value), *numbers, request=request))
 
-        def from_sketch(value, seed, temperature, top_k, top_p, width, height, frames, request: gr.Request):
-            yield from for_page("edges", seed, app.generate_edges(
-                flatten_editor(value), "sketch", seed, temperature, top_k, top_p, width, height, frames, request))
+        def from_sketch(value, *numbers, request: gr.Request):
+            yield from for_page("edges", numbers[0], app.generate_edges(
+                flatten_editor(value), "sketch", *numbers, request=request))
 
-        def from_depth(path, seed, temperature, top_k, top_p, width, height, frames, request: gr.Request):
-            yield from for_page("depth", seed, app.generate_depth(
-                path, seed, temperature, top_k, top_p, width, height, frames, request))
+        def from_depth(path, *numbers, request: gr.Request):
+            yield from for_page("depth", numbers[0], app.generate_depth(path, *numbers, request=request))
 
         def from_nothing(seed, temperature, top_k, top_p, frames, request: gr.Request):
             yield from for_page("unconditional", seed, app.generate_unconditional(
@@ -689,10 +698,10 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
             button.click(fn, inputs, outputs, api_name=f"ui_{key}", api_visibility="private",
                          show_progress_on=[status], **common).then(outputs=stop, **idle)
             stop.click(app.request_stop, None, None, queue=False, api_visibility="private")
-        # Width and height apply to the conditional tabs only
+        # Width, height and guidance apply to the conditional tabs only
         for tab, sized in ((seg_tab, True), (edges_tab, True), (depth_tab, True), (uncond_tab, False)):
-            tab.select(lambda sized=sized: [gr.update(visible=sized)] * 2, None, [width, height], queue=False,
-                       show_progress="hidden", api_visibility="private")
+            tab.select(lambda sized=sized: [gr.update(visible=sized)] * 3, None, [width, height, guidance],
+                       queue=False, show_progress="hidden", api_visibility="private")
 
         # The API: one endpoint per mode on hidden inputs, plain files and numbers without the sliders' bounds,
         # so that every argument reaches the handlers, whose checks name it.

@@ -135,6 +135,22 @@ def test_a_photo_given_as_a_label_map_is_refused_and_points_to_start_from_a_phot
     assert list(app.generate_segmentation(jpeg, seed=1))[-1][1].startswith("Done")
 
 
+def test_guidance_applies_to_models_with_a_null_condition_and_says_when_it_cannot(bank, files, tmp_path):
+    cfg = small_model("segmentation", 183)
+    cfg.update(cond_mode="aligned", null_token=32)  # the tiny condition stage has 32 codes; 32 = null
+    cfg["transformer"]["cond_vocab_size"] = 33
+    torch.manual_seed(1)
+    tc.save_model(tc.build_model(cfg), tmp_path / "guided")
+    guided = A.App(A.ModelBank({"segmentation": (str(tmp_path / "guided"), None)}))
+    off = list(guided.generate_segmentation(str(files / "labels.png"), seed=3, guidance=1))[-1]
+    on = list(guided.generate_segmentation(str(files / "labels.png"), seed=3, guidance=3))[-1]
+    assert not np.array_equal(off[0], on[0]) and "Guidance off" not in on[1]
+    plain = list(A.App(bank).generate_segmentation(str(files / "labels.png"), seed=3, guidance=3))[-1]
+    assert plain[1].startswith("Done") and "Guidance off: this model was trained without a null condition" in plain[1]
+    with pytest.raises(gr.Error, match="guidance"):
+        list(A.App(bank).generate_segmentation(str(files / "labels.png"), guidance=11))
+
+
 def test_same_seed_same_image(bank, files):
     app = A.App(bank)
     a = list(app.generate_segmentation(str(files / "labels.png"), seed=7))[-1][0]

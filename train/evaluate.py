@@ -71,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     tr.add_argument("--top-k", type=int, default=100)
     tr.add_argument("--top-p", type=float)
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--guidance", type=float, default=1.0,
+                    help="classifier-free guidance scale (1 = off; models trained with cond_drop)")
     tr.add_argument("--no-fid", action="store_true", help="skip FID/KID")
     tr.add_argument("--segmenter", help="segmentation models: the segmenter that reads the samples' layouts "
                     "(default: checkpoints/segmenter when it exists)")
@@ -143,7 +145,7 @@ def evaluate_transformer(args: argparse.Namespace) -> dict:
     for i in tqdm(range(0, args.samples, args.batch_size), desc="sampling", dynamic_ncols=True):
         idx = which[i:i + args.batch_size]
         tokens = tc.sample(net, c[idx], steps=z.shape[1], temperature=args.temperature, top_k=args.top_k,
-                           top_p=args.top_p, generator=gen)  # (B, L)
+                           top_p=args.top_p, generator=gen, guidance=args.guidance)  # (B, L)
         x = net.decode_indices(tokens).clamp(-1, 1).cpu()  # (B, 3, S, S)
         images.append(x)
         for j, im in zip(range(i, i + len(idx)), x):
@@ -152,7 +154,7 @@ def evaluate_transformer(args: argparse.Namespace) -> dict:
     samples = torch.cat(images)  # (n_samples, 3, S, S)
     result["samples"] = len(samples)
     result["sampling"] = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-                          "seed": args.seed}
+                          "seed": args.seed, "guidance": args.guidance}
 
     if kind == "edges":  # edges of each sample against its own input, and against another image's input
         u8 = ((samples + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
