@@ -233,11 +233,29 @@ def flatten_editor(value: dict | None) -> np.ndarray:
     return np.ascontiguousarray(rgba[..., :3])
 
 
-def label_map_of(upload, size: tuple[int, int], can_segment: bool) -> np.ndarray:
-    """An uploaded or painted label map -> label ids (height, width) int64, resized before the colours are
-    snapped (the work follows the output's size, not the upload's). A colour image that snaps to label
+def fitted(a: np.ndarray, size: tuple[int, int], fit: str, what: str, fill=None) -> tuple[np.ndarray, str]:
+    """An input map -> (its part or padded form at the output's aspect ratio, a sentence saying what was done,
+    empty when nothing was)."""
+    if fit not in tc.condition_maps.FITS:
+        raise Refused(f"fit must be one of {', '.join(tc.condition_maps.FITS)}, got {fit!r}.")
+    out = tc.condition_maps.fit_aspect(a, size, fit, fill)
+    h, w = a.shape[:2]
+    if abs(w / h - size[1] / size[0]) < 1e-3 * size[1] / size[0]:
+        return out, ""
+    done = {"crop": f"cropped to its centre {out.shape[1]}x{out.shape[0]}",
+            "pad": f"padded to {out.shape[1]}x{out.shape[0]}", "stretch": "stretched"}[fit]
+    return out, f" The {w}x{h} {what} was {done} to fit {size[1]}x{size[0]}."
+
+
+def label_map_of(upload, size: tuple[int, int], can_segment: bool,
+                 fit: str = "stretch") -> tuple[np.ndarray, str]:
+    """An uploaded or painted label map -> (label ids (height, width) int64, a note on cropping or padding).
+    It is brought to the output's aspect ratio (`fit`; padding is unlabelled) and resized before the colours
+    are snapped (the work follows the output's size, not the upload's). A colour image that snaps to label
     noise is a photo: refused, pointing to "Start from a photo"."""
     raw = read_upload(upload, "label map")
+    unlabelled = tc.labels.UNLABELLED if raw.ndim == 2 else (*tc.labels.UNLABELLED_COLOUR, 255)[:raw.shape[2]]
+    raw, note = fitted(raw, size, fit, "label map", unlabelled)
     labels = tc.condition_maps.labels_from_image(raw, size=size)
     rough = tc.labels.roughness(labels)
     if raw.ndim == 3 and raw.shape[2] >= 3 and rough > PHOTO_ROUGHNESS:
@@ -249,7 +267,7 @@ def label_map_of(upload, size: tuple[int, int], can_segment: bool) -> np.ndarray
                       f"({rough:.0%} of neighbouring pixels get different labels; label maps have a few "
                       f"percent). To start from a photo, {where}. A label map is coloured with the legend's "
                       f"colours, or holds grey label ids.")
-    return labels
+    return labels, note
 
 
 def to_image(x: torch.Tensor) -> np.ndarray:
@@ -282,6 +300,7 @@ LIMITS = {
 }
 # Classifier-free guidance of models trained with condition dropout (a null condition); others sample without
 GUIDANCE = 1.0
+FIT = "crop"  # a condition of another aspect ratio than the output: its centre part (or "pad", "stretch")
 
 
 def checked_number(name: str, value) -> int | float:
@@ -330,9 +349,9 @@ class App:
         return height, width
 
     def run(self, mode: str, cond: torch.Tensor | None, size: tuple[int, int], s: Settings,
-            view: np.ndarray | None, request: gr.Request | None) -> Iterator[tuple]:
+            view: np.ndarray | None, request: gr.Request | None, note: str = "") -> Iterator[tuple]:
         """Sample and stream (image, status, view) about `frames` times, then the final image. `view` is the
-        condition as shown, also the fill of the not yet sampled area."""
+        condition as shown, also the fill of the not yet sampled area; `note` ends the final status line."""
         ticket = self.stops.ticket(request)
         if self.stops.presses(request) != ticket:  # Stop was pressed while this job waited in the queue
             yield gr.skip(), "Stopped before it started.", gr.skip()
@@ -352,8 +371,8 @@ class App:
             fill = torch.from_numpy(view).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
         gen = torch.Generator(device=device).manual_seed(s.seed)
         guided = mode != "unconditional" and model.config.null_token is not None
-        note = "" if guided or s.guidance == 1 or mode == "unconditional" else \
-            " Guidance off: this model was trained without a null condition."
+        if not guided and s.guidance != 1 and mode != "unconditional":
+            note += " Guidance off: this model was trained without a null condition."
         # Larger grids: the fast sliding window (the window held for half-window bands, cached), many times
         # faster than the original's exact placement; bench/sampling.py compares their likelihoods.
         events = tc.stream(model, c, grid=grid, window=model.grid, mode="fast", temperature=s.temperature,
@@ -387,47 +406,52 @@ class App:
     # --- the four modes -------------------------------------------------------------------------------
 
     def generate_segmentation(self, label_map, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
-                              height=0, frames=16, guidance=GUIDANCE, request: gr.Request = None):
-        """Label map (grey COCO-Stuff ids, or colour-coded with the app's palette) -> streamed images."""
+                              height=0, frames=16, guidance=GUIDANCE, fit=FIT, request: gr.Request = None):
+        """Label map (grey COCO-Stuff ids, or colour-coded with the app's palette) -> streamed images. A map of
+        another aspect ratio than the output is cropped to its centre, padded with unlabelled, or stretched
+        (`fit`), as the status line says."""
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
                              height=height, frames=frames, guidance=guidance)
         model = self.bank.get("segmentation")
         size = self.output_size(model, s)
         # resized before the colours are snapped: the work follows the output's size, not the upload's
-        labels = label_map_of(label_map, size, self.bank.available(SEGMENTER))
+        labels, note = label_map_of(label_map, size, self.bank.available(SEGMENTER), fit)
         try:
             model.conditioner.labels_to_onehot(torch.from_numpy(labels)[None])  # checks the label ids
         except ValueError as e:
             raise Refused(f"This label map has grey values that are no label: {e}. {GREY_IDS} A photo is not a "
                           "label map: paint one, or upload one coloured with the legend's colours.") from None
         yield from self.run("segmentation", torch.from_numpy(labels)[None], size, s, tc.labels.colourise(labels),
-                            request)
+                            request, note)
 
     def generate_edges(self, image, kind="sketch", seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
-                       height=0, frames=16, guidance=GUIDANCE, request: gr.Request = None):
-        """An edge sketch (strokes on a plain background) or a photo (edges extracted) -> streamed images."""
+                       height=0, frames=16, guidance=GUIDANCE, fit=FIT, request: gr.Request = None):
+        """An edge sketch (strokes on a plain background) or a photo (edges extracted) -> streamed images. An
+        image of another aspect ratio is cropped, padded with its border's tone, or stretched (`fit`)."""
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
                              height=height, frames=frames, guidance=guidance)
         if kind not in ("sketch", "photo"):
             raise Refused(f"kind must be 'sketch' or 'photo', got {kind!r}")
         size = self.output_size(self.bank.get("edges"), s)
-        a = read_upload(image, "sketch or photo")
+        a, note = fitted(read_upload(image, "sketch or photo"), size, fit, kind)
         if kind == "photo":  # extract at the output size, as training extracts at the training size
             rgb = np.asarray(Image.fromarray(tc.condition_maps.to_grey(a)).resize(size[::-1], Image.BICUBIC))
             edges = tc.condition_maps.edges_from_photo(rgb)
         else:
             edges = tc.condition_maps.resize_edges(tc.condition_maps.edges_from_sketch(a), size)
         view = map_to_image(-edges)  # dark edges on white, as drawn
-        yield from self.run("edges", torch.from_numpy(edges)[None, None], size, s, view, request)
+        yield from self.run("edges", torch.from_numpy(edges)[None, None], size, s, view, request, note)
 
     def generate_depth(self, depth, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0, height=0,
-                       frames=16, guidance=GUIDANCE, request: gr.Request = None):
-        """A depth map (16- or 8-bit grey PNG, nearer = brighter, or the original float-in-RGBA PNG)."""
+                       frames=16, guidance=GUIDANCE, fit=FIT, request: gr.Request = None):
+        """A depth map (16- or 8-bit grey PNG, nearer = brighter, or the original float-in-RGBA PNG). A map of
+        another aspect ratio is cropped, padded with its border's depth, or stretched (`fit`)."""
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
                              height=height, frames=frames, guidance=guidance)
         size = self.output_size(self.bank.get("depth"), s)
-        d = tc.condition_maps.resize_map(depth_map(read_upload(depth, "depth map")), size)
-        yield from self.run("depth", torch.from_numpy(d)[None, None], size, s, map_to_image(d), request)
+        d, note = fitted(depth_map(read_upload(depth, "depth map")), size, fit, "depth map")
+        d = tc.condition_maps.resize_map(d, size)
+        yield from self.run("depth", torch.from_numpy(d)[None, None], size, s, map_to_image(d), request, note)
 
     def generate_unconditional(self, seed=0, temperature=1.0, top_k=100, top_p=1.0, frames=16,
                                request: gr.Request = None):
@@ -665,21 +689,30 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                 guidance = gr.Slider(0.0, 5.0, GUIDANCE, step=0.25, label="Guidance (1 = off)", elem_id="guidance",
                                      info="higher follows the condition more closely, with less variety; for "
                                           "models trained with condition dropout")
+                fit = gr.Radio(list(tc.condition_maps.FITS), value=FIT, label="Inputs of another shape",
+                               info="crop to the centre, pad the sides, or stretch to the output's shape",
+                               elem_id="fit")
 
-        settings = [seed, temperature, top_k, top_p, width, height, frames, guidance]
+        settings = [seed, temperature, top_k, top_p, width, height, frames, guidance, fit]
         # every generation shares the one model, and takes its Stop ticket as it enters the queue
         common = dict(concurrency_id="model", validator=app.admit)
 
-        def from_canvas(value, *numbers, request: gr.Request):  # numbers: the values of `settings`, in order
-            yield from for_page("segmentation", numbers[0], app.generate_segmentation(
-                flatten_editor(value), *numbers, request=request))
+        def from_canvas(value, seed, temperature, top_k, top_p, width, height, frames, guidance, fit,
+                        request: gr.Request):
+            yield from for_page("segmentation", seed, app.generate_segmentation(
+                flatten_editor(value), seed, temperature, top_k, top_p, width, height, frames, guidance, fit,
+                request))
 
-        def from_sketch(value, *numbers, request: gr.Request):
-            yield from for_page("edges", numbers[0], app.generate_edges(
-                flatten_editor(value), "sketch", *numbers, request=request))
+        def from_sketch(value, seed, temperature, top_k, top_p, width, height, frames, guidance, fit,
+                        request: gr.Request):
+            yield from for_page("edges", seed, app.generate_edges(
+                flatten_editor(value), "sketch", seed, temperature, top_k, top_p, width, height, frames, guidance,
+                fit, request))
 
-        def from_depth(path, *numbers, request: gr.Request):
-            yield from for_page("depth", numbers[0], app.generate_depth(path, *numbers, request=request))
+        def from_depth(path, seed, temperature, top_k, top_p, width, height, frames, guidance, fit,
+                       request: gr.Request):
+            yield from for_page("depth", seed, app.generate_depth(
+                path, seed, temperature, top_k, top_p, width, height, frames, guidance, fit, request))
 
         def from_nothing(seed, temperature, top_k, top_p, frames, request: gr.Request):
             yield from for_page("unconditional", seed, app.generate_unconditional(
@@ -700,7 +733,7 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
             stop.click(app.request_stop, None, None, queue=False, api_visibility="private")
         # Width, height and guidance apply to the conditional tabs only
         for tab, sized in ((seg_tab, True), (edges_tab, True), (depth_tab, True), (uncond_tab, False)):
-            tab.select(lambda sized=sized: [gr.update(visible=sized)] * 3, None, [width, height, guidance],
+            tab.select(lambda sized=sized: [gr.update(visible=sized)] * 4, None, [width, height, guidance, fit],
                        queue=False, show_progress="hidden", api_visibility="private")
 
         # The API: one endpoint per mode on hidden inputs, plain files and numbers without the sliders' bounds,
@@ -713,15 +746,16 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
             api_photo_button = gr.Button()
             api_photo_outputs = [gr.Image(format="png"), gr.Textbox()]
             api_kind = gr.Textbox("sketch", label="kind: sketch or photo")
+            api_fit = gr.Textbox(FIT, label="fit: crop, pad or stretch")
             api = {name: gr.Number(value, label=name) for name, value in asdict(Settings()).items()}
             api_buttons = {mode: gr.Button() for mode in MODES}
             api_outputs = [gr.Image(format="png"), gr.Textbox(), gr.Image(format="png")]
             api_stop = gr.Button()
         api_settings = list(api.values())
         api_uncond = [api[name] for name in ("seed", "temperature", "top_k", "top_p", "frames")]
-        for mode, fn, inputs in (("segmentation", app.generate_segmentation, [api_map, *api_settings]),
-                                 ("edges", app.generate_edges, [api_edges, api_kind, *api_settings]),
-                                 ("depth", app.generate_depth, [api_depth, *api_settings]),
+        for mode, fn, inputs in (("segmentation", app.generate_segmentation, [api_map, *api_settings, api_fit]),
+                                 ("edges", app.generate_edges, [api_edges, api_kind, *api_settings, api_fit]),
+                                 ("depth", app.generate_depth, [api_depth, *api_settings, api_fit]),
                                  ("unconditional", app.generate_unconditional, api_uncond)):
             api_buttons[mode].click(fn, inputs, api_outputs, api_name=f"generate_{mode}", **common)
         api_stop.click(app.request_stop, None, None, queue=False, api_name="stop")
@@ -743,12 +777,17 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
         fill_btn.click(replace_label, [seg, fill_from, fill_to], seg, show_progress="hidden",
                        api_visibility="private")
 
-        def load_label_upload(path):
+        def load_label_upload(path, fit):
             # snapped at canvas size: the pixels resizing keeps, not the whole upload (up to 16.8 MP)
-            return editor_value(label_map_of(path, (seg_size, seg_size), bank.available(SEGMENTER)))
+            labels, note = label_map_of(path, (seg_size, seg_size), bank.available(SEGMENTER), fit)
+            if note:
+                gr.Info(note.strip())
+            return editor_value(labels)
 
-        def load_edge_upload(path, kind):
-            a = read_upload(path, "sketch or photo")
+        def load_edge_upload(path, kind, fit):
+            a, note = fitted(read_upload(path, "sketch or photo"), (edge_size, edge_size), fit, kind)
+            if note:
+                gr.Info(note.strip())
             if kind == "photo":
                 grey = Image.fromarray(tc.condition_maps.to_grey(a)).resize((edge_size, edge_size), Image.BICUBIC)
                 edges = tc.condition_maps.edges_from_photo(np.asarray(grey))
@@ -761,9 +800,9 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
 
         # A refused upload empties its file box (and the depth preview), so nothing looks loaded that is not
         quiet = dict(show_progress="hidden", api_visibility="private")
-        seg_upload.upload(load_label_upload, seg_upload, seg, **quiet).failure(
+        seg_upload.upload(load_label_upload, [seg_upload, fit], seg, **quiet).failure(
             lambda: None, None, seg_upload, queue=False, **quiet)
-        edge_upload.upload(load_edge_upload, [edge_upload, edge_kind], sketch, **quiet).failure(
+        edge_upload.upload(load_edge_upload, [edge_upload, edge_kind, fit], sketch, **quiet).failure(
             lambda: None, None, edge_upload, queue=False, **quiet)
 
         def load_photo(path):

@@ -143,6 +143,40 @@ def centre_square(a: np.ndarray) -> np.ndarray:
     return a[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
 
 
+FITS = ("crop", "pad", "stretch")  # how a map of another shape is brought to the output's aspect ratio
+
+
+def fit_aspect(a: np.ndarray, size: tuple[int, int], how: str, fill=None) -> np.ndarray:
+    """A map (H, W[, C]) -> the same content at the aspect ratio of size = (height, width), not yet resized:
+    "crop" keeps the centred largest part of that shape, "pad" adds `fill` (a value or one per channel;
+    None: the median of the border pixels) on both sides, "stretch" leaves it (resizing then distorts it)."""
+    if how not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {how!r}")
+    h, w = a.shape[:2]
+    target = size[1] / size[0]  # width / height
+    if how == "stretch" or abs(w / h - target) < 1e-3 * target:
+        return a
+    if how == "crop":
+        if w / h > target:  # too wide: keep the middle columns
+            cw = max(1, round(h * target))
+            return a[:, (w - cw) // 2:(w - cw) // 2 + cw]
+        ch = max(1, round(w / target))
+        return a[(h - ch) // 2:(h - ch) // 2 + ch]
+    if fill is None:
+        border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])  # (2W + 2H[, C])
+        fill = np.median(border, axis=0)
+    if w / h > target:  # too wide: add rows
+        extra = round(w / target) - h
+        pads = ((extra // 2, extra - extra // 2), (0, 0))
+    else:
+        extra = round(h * target) - w
+        pads = ((0, 0), (extra // 2, extra - extra // 2))
+    out = np.empty((h + sum(pads[0]), w + sum(pads[1]), *a.shape[2:]), a.dtype)
+    out[...] = np.asarray(fill, dtype=np.float64).astype(a.dtype)
+    out[pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w] = a
+    return out
+
+
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Label ids (H, W) -> (height, width) = size with nearest-neighbour sampling only."""
     return _pick(np.asarray(labels), size).astype(np.int64)  # (height, width)

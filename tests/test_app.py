@@ -151,6 +151,23 @@ def test_guidance_applies_to_models_with_a_null_condition_and_says_when_it_canno
         list(A.App(bank).generate_segmentation(str(files / "labels.png"), guidance=11))
 
 
+def test_inputs_of_another_shape_are_fitted_as_chosen_and_the_status_says_so(bank, files, tmp_path):
+    app = A.App(bank)
+    wide = np.full((32, 64), tc.labels.label_id("sea"), np.uint8)
+    wide[:, :16] = tc.labels.label_id("sand")  # the left quarter: cropped away by default
+    runs = {fit: list(app.generate_segmentation(wide, seed=1, fit=fit))[-1] for fit in ("crop", "pad", "stretch")}
+    crop, pad, stretch = runs["crop"], runs["pad"], runs["stretch"]
+    assert crop[1].endswith("The 64x32 label map was cropped to its centre 32x32 to fit 32x32.")
+    sea, sand = tc.labels.coco_stuff_colours()[[tc.labels.label_id("sea"), tc.labels.label_id("sand")]]
+    assert (crop[2][:, :8] == sea).all()  # the condition view: sand gone from the left edge
+    assert pad[1].endswith("padded to 64x64 to fit 32x32.") and (pad[2][:8] == 0).all()  # unlabelled rows
+    assert stretch[1].endswith("was stretched to fit 32x32.") and (stretch[2][:, :8] == sand).all()
+    with pytest.raises(gr.Error, match="fit must be one of crop, pad, stretch"):
+        list(app.generate_depth(str(files / "depth16.png"), fit="squash"))
+    tall = list(app.generate_edges(str(files / "sketch.png"), "sketch", seed=1, width=64, height=32))[-1]
+    assert "The 48x48 sketch was cropped to its centre 48x24 to fit 64x32." in tall[1]
+
+
 def test_same_seed_same_image(bank, files):
     app = A.App(bank)
     a = list(app.generate_segmentation(str(files / "labels.png"), seed=7))[-1][0]

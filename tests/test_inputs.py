@@ -74,3 +74,21 @@ def test_tokens_and_lengths(seg_model):
     with pytest.raises(ValueError, match="eval mode"):
         tc.sample(seg_model.train(), c, 4)
     seg_model.eval()
+
+
+def test_maps_of_another_shape_are_cropped_padded_or_left_to_stretch():
+    import numpy as np
+    from taming_core.condition_maps import fit_aspect
+
+    a = np.arange(4 * 8).reshape(4, 8)  # wide
+    assert np.array_equal(fit_aspect(a, (16, 16), "crop"), a[:, 2:6])  # the centre square
+    padded = fit_aspect(a, (16, 16), "pad", 255)
+    assert padded.shape == (8, 8) and (padded[:2] == 255).all() and (padded[6:] == 255).all()
+    assert np.array_equal(padded[2:6], a)
+    assert fit_aspect(a, (16, 16), "stretch") is a and fit_aspect(a, (8, 16), "crop") is a  # same aspect: as is
+    tall = np.zeros((9, 3, 3), np.uint8)
+    tall[..., 0] = 7
+    assert fit_aspect(tall, (10, 20), "crop").shape == (2, 3, 3)  # height = 3 / 2 rounded
+    assert (fit_aspect(tall, (10, 10), "pad")[:, 0] == [7, 0, 0]).all()  # fill: the border's median tone
+    with pytest.raises(ValueError, match="crop, pad, stretch"):
+        fit_aspect(a, (4, 4), "squash")
