@@ -230,7 +230,7 @@ def test_transformer_time_budget_stops_saves_and_resumes(tmp_path, images, vq_ru
     assert "max_minutes=0.0001 reached (--resume continues)" in proc.stdout
     stopped = tc.list_checkpoints(out)
     assert stopped and int(stopped[-1].stem.split("-")[1]) < 50 and (out / "model").is_dir()
-    proc = run(TRANSFORMER, "--out", out, "--resume", "max_minutes=0")
+    proc = run(TRANSFORMER, "--out", out, "max_minutes=0", "--resume")
     assert "resuming from step" in proc.stdout and int(tc.list_checkpoints(out)[-1].stem.split("-")[1]) == 50
 
 
