@@ -212,8 +212,9 @@ def discard_upload(path: str) -> None:
             pass
 
 
-def flatten_editor(value: dict | None) -> np.ndarray:
-    """An ImageEditor value -> RGB (H, W, 3) uint8: the composite, else the layers over the background."""
+def flatten_editor(value: dict | None, transparent=(255, 255, 255)) -> np.ndarray:
+    """An ImageEditor value -> RGB (H, W, 3) uint8: the composite, else the layers over the background.
+    Transparent (erased) pixels become `transparent`: white paper for a sketch, unlabelled for a label map."""
     if value is None or (value.get("composite") is None and value.get("background") is None):
         raise Refused("The canvas is empty: paint something or load an example first.")
     if value.get("composite") is not None:
@@ -227,9 +228,9 @@ def flatten_editor(value: dict | None) -> np.ndarray:
                 rgba = np.where(alpha, layer, rgba if rgba.shape[-1] == 4 else np.dstack([rgba, layer[..., 3]]))
     if rgba.ndim == 2:
         rgba = np.stack([rgba] * 3, -1)
-    if rgba.shape[-1] == 4:  # transparent pixels (erased background) count as white
+    if rgba.shape[-1] == 4:  # transparent pixels (erased background) take the canvas's empty colour
         alpha = rgba[..., 3:].astype(np.float32) / 255.0
-        rgba = (rgba[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+        rgba = (rgba[..., :3] * alpha + np.asarray(transparent, np.float32) * (1 - alpha)).astype(np.uint8)
     return np.ascontiguousarray(rgba[..., :3])
 
 
@@ -538,12 +539,22 @@ def editor_value(labels: np.ndarray) -> dict:
     return {"background": tc.labels.colourise(labels), "layers": [], "composite": None}
 
 
+UNLABELLED_NAME = "unlabelled"  # painted black; what a blank canvas and "Clear canvas" hold
+UNLABELLED_RGB = tuple(int(v) for v in tc.labels.UNLABELLED_COLOUR)
+BLANK = "Blank (unlabelled)"  # the empty scene of the "Start from" list
+
+
+def label_value(name: str) -> int:
+    """A palette name -> its grey label id (255 for unlabelled)."""
+    return tc.labels.UNLABELLED if name == UNLABELLED_NAME else tc.labels.label_id(name)
+
+
 def legend_html(names: list[str]) -> str:
     colours = tc.labels.coco_stuff_colours()
     chips = "".join(
         f'<span style="display:inline-flex;align-items:center;margin:2px 8px 2px 0;font-size:12px">'
         f'<span style="width:14px;height:14px;border:1px solid #888;margin-right:4px;'
-        f'background:{_hex(colours[tc.labels.label_id(n)])}"></span>{n}</span>' for n in names)
+        f'background:{_hex(colours[label_value(n)])}"></span>{n}</span>' for n in names)
     return f'<div id="legend">{chips}</div>'
 
 
@@ -595,12 +606,13 @@ def result_column(key: str, with_view: bool = True) -> tuple:
 
 def build_demo(bank: ModelBank) -> gr.Blocks:
     app = App(bank)
-    names = tc.labels.SCENE_LABELS
+    names = [*tc.labels.SCENE_LABELS, UNLABELLED_NAME]  # the palette; black paints "unlabelled"
     colours = tc.labels.coco_stuff_colours()
     native = {mode: app.native_size(mode) for mode in MODES}  # canvas sizes follow the models
     seg_size, edge_size = native["segmentation"], native["edges"]
     examples = example_maps(seg_size)
     first_example = next(iter(examples))
+    examples[BLANK] = np.full((seg_size, seg_size), tc.labels.UNLABELLED, np.uint8)
     results = {}  # tab key -> (out, status, stop, view)
 
     with gr.Blocks(title="Taming Transformers", delete_cache=CACHE_CLEANUP) as demo:
@@ -613,7 +625,7 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                         seg = gr.ImageEditor(
                             value=editor_value(examples[first_example]), type="numpy", image_mode="RGBA",
                             format="png", sources=(), transforms=(), layers=False,
-                            brush=gr.Brush(colors=[_hex(colours[tc.labels.label_id(n)]) for n in names],
+                            brush=gr.Brush(colors=[_hex(colours[label_value(n)]) for n in names],
                                            default_color=_hex(colours[tc.labels.label_id("tree")]),
                                            color_mode="fixed", default_size=max(4, seg_size // 32)),
                             eraser=gr.Eraser(default_size=max(4, seg_size // 32)),
@@ -700,8 +712,8 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
         def from_canvas(value, seed, temperature, top_k, top_p, width, height, frames, guidance, fit,
                         request: gr.Request):
             yield from for_page("segmentation", seed, app.generate_segmentation(
-                flatten_editor(value), seed, temperature, top_k, top_p, width, height, frames, guidance, fit,
-                request))
+                flatten_editor(value, UNLABELLED_RGB), seed, temperature, top_k, top_p, width, height, frames,
+                guidance, fit, request))
 
         def from_sketch(value, seed, temperature, top_k, top_p, width, height, frames, guidance, fit,
                         request: gr.Request):
@@ -766,12 +778,14 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
 
         example.change(lambda name: editor_value(examples[name]), example, seg, show_progress="hidden",
                        api_visibility="private")
-        seg.clear(lambda name: editor_value(examples[name]), example, seg, show_progress="hidden",
+        # "Clear canvas" gives the blank (unlabelled) map, which the model reads as "no layout given"
+        seg.clear(lambda: (editor_value(examples[BLANK]), BLANK), None, [seg, example], show_progress="hidden",
                   api_visibility="private")
 
         def replace_label(value, a, b):
-            labels = tc.condition_maps.labels_from_image(flatten_editor(value), size=(seg_size, seg_size))
-            labels[labels == tc.labels.label_id(a)] = tc.labels.label_id(b)
+            labels = tc.condition_maps.labels_from_image(flatten_editor(value, UNLABELLED_RGB),
+                                                          size=(seg_size, seg_size))
+            labels[labels == label_value(a)] = label_value(b)
             return editor_value(labels)
 
         fill_btn.click(replace_label, [seg, fill_from, fill_to], seg, show_progress="hidden",

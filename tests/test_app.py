@@ -587,3 +587,40 @@ def test_browser_start_from_a_photo(served, bank, files, tmp_path):
         expected, _ = A.App(bank).label_map_from_photo(str(files / "photo.jpg"))
         assert np.array_equal(seen, expected)
         browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_browser_blank_canvas_and_clear_give_an_unlabelled_map(served, files):
+    """"Blank (unlabelled)" in the scene list and the editor's "Clear canvas" both give an all-unlabelled map
+    (black), and Generate then conditions on exactly that; the legend names the unlabelled colour."""
+    from playwright.sync_api import expect, sync_playwright
+
+    def generate(page) -> np.ndarray:
+        """Press Generate, wait for this run's condition view, return it."""
+        view = page.locator("#cond_seg img")
+        before = view.get_attribute("src") if view.count() else None
+        page.click("#go_seg")
+        page.wait_for_function("([sel, old]) => { const i = document.querySelector(sel); "
+                               "return i && i.src && i.src !== old; }", arg=["#cond_seg img", before], timeout=60000)
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Done"), timeout=60000)
+        src = view.get_attribute("src")
+        return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(served)
+        page.locator("#seg").get_by_role("button", name="Color", exact=True).wait_for(timeout=30000)
+        expect(page.locator("#legend")).to_contain_text("unlabelled")
+        page.locator("#seg_example input").click()
+        page.get_by_role("option", name=A.BLANK).click()
+        assert (generate(page) == 0).all()
+        # back to a scene, then Clear canvas: blank again, and the list says so
+        page.locator("#seg_example input").click()
+        page.get_by_role("option", name="Beach").click()
+        assert not (generate(page) == 0).all()
+        page.locator("#seg").get_by_role("button", name="Clear canvas", exact=True).click()
+        expect(page.locator("#seg_example input")).to_have_value(A.BLANK, timeout=10000)
+        assert (generate(page) == 0).all()
+        browser.close()
