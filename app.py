@@ -271,6 +271,22 @@ def label_map_of(upload, size: tuple[int, int], can_segment: bool,
     return labels, note
 
 
+def tiled(x: torch.Tensor, gap: int = 2) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> one (H', W', 3) uint8 image: the B images in a near-square grid with white
+    gaps (B = 1: the image itself)."""
+    if x.shape[0] == 1:
+        return to_image(x)
+    images = [to_image(x[i:i + 1]) for i in range(x.shape[0])]
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    h, w = images[0].shape[:2]
+    out = np.full((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = im
+    return out
+
+
 def to_image(x: torch.Tensor) -> np.ndarray:
     """(1, C, H, W) in [-1, 1] -> (H, W, 3) uint8."""
     x = ((x[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
@@ -298,6 +314,7 @@ LIMITS = {
     "height": (0, 16384, True),
     "frames": (1, 64, True),
     "guidance": (0.0, 10.0, False),  # 1 = off; 0 = the null condition alone
+    "images": (1, 8, True),  # variations: samples of the one condition, drawn as one batch
 }
 # Classifier-free guidance of models trained with condition dropout (a null condition); others sample without
 GUIDANCE = 1.0
@@ -326,6 +343,7 @@ class Settings:
     height: int = 0
     frames: int = 16  # partial images sent per run (a page stays smooth with about 16-32 messages per image)
     guidance: float = GUIDANCE
+    images: int = 1
 
     @classmethod
     def checked(cls, **values) -> Settings:
@@ -367,6 +385,7 @@ class App:
             if mode == "unconditional":
                 raise Refused("Unconditional samples have the model's native size only.")
             c = c.view(1, *grid)  # the condition grid for the sliding window
+        c = c.repeat(s.images, *[1] * (c.dim() - 1))  # variations: one batch, each row its own draws
         fill = None
         if view is not None:
             fill = torch.from_numpy(view).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
@@ -386,15 +405,16 @@ class App:
                 if ev.preview is not None:
                     frame = ev.preview
                 if self.stops.presses(request) != ticket:
-                    yield (gr.skip() if frame is None else to_image(frame),
+                    yield (gr.skip() if frame is None else tiled(frame),
                            f"Stopped at {ev.done}/{ev.total} tokens ({ev.tokens_per_s:.0f} tokens/s).", view)
                     return
                 if ev.finished:
-                    yield to_image(ev.preview), (f"Done: {ev.total} tokens in {time.time() - t0:.1f} s "
-                                                 f"({ev.tokens_per_s:.0f} tokens/s), {size[1]}x{size[0]} px.{note}"), view
+                    what = f"{s.images} images of {ev.total} tokens" if s.images > 1 else f"{ev.total} tokens"
+                    yield tiled(ev.preview), (f"Done: {what} in {time.time() - t0:.1f} s ({ev.tokens_per_s:.0f} "
+                                              f"tokens/s each), {size[1]}x{size[0]} px.{note}"), view
                 elif ev.preview is not None and ev.done - last >= every:
                     last = ev.done
-                    yield to_image(ev.preview), f"{ev.done}/{ev.total} tokens, {ev.tokens_per_s:.0f} tokens/s", view
+                    yield tiled(ev.preview), f"{ev.done}/{ev.total} tokens, {ev.tokens_per_s:.0f} tokens/s", view
         finally:
             events.close()  # stops all work at once, also when the client goes away
 
@@ -407,12 +427,13 @@ class App:
     # --- the four modes -------------------------------------------------------------------------------
 
     def generate_segmentation(self, label_map, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
-                              height=0, frames=16, guidance=GUIDANCE, fit=FIT, request: gr.Request = None):
+                              height=0, frames=16, guidance=GUIDANCE, images=1, fit=FIT,
+                              request: gr.Request = None):
         """Label map (grey COCO-Stuff ids, or colour-coded with the app's palette) -> streamed images. A map of
         another aspect ratio than the output is cropped to its centre, padded with unlabelled, or stretched
         (`fit`), as the status line says."""
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
-                             height=height, frames=frames, guidance=guidance)
+                             height=height, frames=frames, guidance=guidance, images=images)
         model = self.bank.get("segmentation")
         size = self.output_size(model, s)
         # resized before the colours are snapped: the work follows the output's size, not the upload's
@@ -426,11 +447,11 @@ class App:
                             request, note)
 
     def generate_edges(self, image, kind="sketch", seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
-                       height=0, frames=16, guidance=GUIDANCE, fit=FIT, request: gr.Request = None):
+                       height=0, frames=16, guidance=GUIDANCE, images=1, fit=FIT, request: gr.Request = None):
         """An edge sketch (strokes on a plain background) or a photo (edges extracted) -> streamed images. An
         image of another aspect ratio is cropped, padded with its border's tone, or stretched (`fit`)."""
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
-                             height=height, frames=frames, guidance=guidance)
+                             height=height, frames=frames, guidance=guidance, images=images)
         if kind not in ("sketch", "photo"):
             raise Refused(f"kind must be 'sketch' or 'photo', got {kind!r}")
         size = self.output_size(self.bank.get("edges"), s)
@@ -444,20 +465,21 @@ class App:
         yield from self.run("edges", torch.from_numpy(edges)[None, None], size, s, view, request, note)
 
     def generate_depth(self, depth, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0, height=0,
-                       frames=16, guidance=GUIDANCE, fit=FIT, request: gr.Request = None):
+                       frames=16, guidance=GUIDANCE, images=1, fit=FIT, request: gr.Request = None):
         """A depth map (16- or 8-bit grey PNG, nearer = brighter, or the original float-in-RGBA PNG). A map of
         another aspect ratio is cropped, padded with its border's depth, or stretched (`fit`)."""
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
-                             height=height, frames=frames, guidance=guidance)
+                             height=height, frames=frames, guidance=guidance, images=images)
         size = self.output_size(self.bank.get("depth"), s)
         d, note = fitted(depth_map(read_upload(depth, "depth map")), size, fit, "depth map")
         d = tc.condition_maps.resize_map(d, size)
         yield from self.run("depth", torch.from_numpy(d)[None, None], size, s, map_to_image(d), request, note)
 
-    def generate_unconditional(self, seed=0, temperature=1.0, top_k=100, top_p=1.0, frames=16,
+    def generate_unconditional(self, seed=0, temperature=1.0, top_k=100, top_p=1.0, frames=16, images=1,
                                request: gr.Request = None):
         """Samples from the start token alone, at the model's native size."""
-        s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, frames=frames)
+        s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, frames=frames,
+                             images=images)
         size = self.output_size(self.bank.get("unconditional"), s)
         yield from self.run("unconditional", None, size, s, None, request)
 
@@ -701,34 +723,36 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                 guidance = gr.Slider(0.0, 5.0, GUIDANCE, step=0.25, label="Guidance (1 = off)", elem_id="guidance",
                                      info="higher follows the condition more closely, with less variety; for "
                                           "models trained with condition dropout")
+                images = gr.Slider(1, 4, 1, step=1, label="Images per run", elem_id="images",
+                                   info="variations of one condition, sampled together and shown side by side")
                 fit = gr.Radio(list(tc.condition_maps.FITS), value=FIT, label="Inputs of another shape",
                                info="crop to the centre, pad the sides, or stretch to the output's shape",
                                elem_id="fit")
 
-        settings = [seed, temperature, top_k, top_p, width, height, frames, guidance, fit]
+        settings = [seed, temperature, top_k, top_p, width, height, frames, guidance, images, fit]
         # every generation shares the one model, and takes its Stop ticket as it enters the queue
         common = dict(concurrency_id="model", validator=app.admit)
 
-        def from_canvas(value, seed, temperature, top_k, top_p, width, height, frames, guidance, fit,
+        def from_canvas(value, seed, temperature, top_k, top_p, width, height, frames, guidance, images, fit,
                         request: gr.Request):
             yield from for_page("segmentation", seed, app.generate_segmentation(
                 flatten_editor(value, UNLABELLED_RGB), seed, temperature, top_k, top_p, width, height, frames,
-                guidance, fit, request))
+                guidance, images, fit, request))
 
-        def from_sketch(value, seed, temperature, top_k, top_p, width, height, frames, guidance, fit,
+        def from_sketch(value, seed, temperature, top_k, top_p, width, height, frames, guidance, images, fit,
                         request: gr.Request):
             yield from for_page("edges", seed, app.generate_edges(
                 flatten_editor(value), "sketch", seed, temperature, top_k, top_p, width, height, frames, guidance,
-                fit, request))
+                images, fit, request))
 
-        def from_depth(path, seed, temperature, top_k, top_p, width, height, frames, guidance, fit,
+        def from_depth(path, seed, temperature, top_k, top_p, width, height, frames, guidance, images, fit,
                        request: gr.Request):
             yield from for_page("depth", seed, app.generate_depth(
-                path, seed, temperature, top_k, top_p, width, height, frames, guidance, fit, request))
+                path, seed, temperature, top_k, top_p, width, height, frames, guidance, images, fit, request))
 
-        def from_nothing(seed, temperature, top_k, top_p, frames, request: gr.Request):
+        def from_nothing(seed, temperature, top_k, top_p, frames, images, request: gr.Request):
             yield from for_page("unconditional", seed, app.generate_unconditional(
-                seed, temperature, top_k, top_p, frames, request), with_view=False)
+                seed, temperature, top_k, top_p, frames, images, request), with_view=False)
 
         idle = dict(fn=lambda: gr.update(variant="secondary"), inputs=None, queue=False, show_progress="hidden",
                     api_visibility="private")
@@ -736,7 +760,7 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                                         ("edges", go_edges, from_sketch, [sketch, *settings]),
                                         ("depth", go_depth, from_depth, [depth, *settings]),
                                         ("uncond", go_uncond, from_nothing,
-                                         [seed, temperature, top_k, top_p, frames])):
+                                         [seed, temperature, top_k, top_p, frames, images])):
             out, status, stop, view = results[key]
             outputs = [out, status, *([view] if view is not None else []), stop]
             # named apart, so the API's names stay free
@@ -764,7 +788,7 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
             api_outputs = [gr.Image(format="png"), gr.Textbox(), gr.Image(format="png")]
             api_stop = gr.Button()
         api_settings = list(api.values())
-        api_uncond = [api[name] for name in ("seed", "temperature", "top_k", "top_p", "frames")]
+        api_uncond = [api[name] for name in ("seed", "temperature", "top_k", "top_p", "frames", "images")]
         for mode, fn, inputs in (("segmentation", app.generate_segmentation, [api_map, *api_settings, api_fit]),
                                  ("edges", app.generate_edges, [api_edges, api_kind, *api_settings, api_fit]),
                                  ("depth", app.generate_depth, [api_depth, *api_settings, api_fit]),

@@ -168,6 +168,20 @@ def test_inputs_of_another_shape_are_fitted_as_chosen_and_the_status_says_so(ban
     assert "The 48x48 sketch was cropped to its centre 48x24 to fit 64x32." in tall[1]
 
 
+def test_variations_come_as_one_batch_side_by_side(bank, files):
+    app = A.App(bank)
+    image, status, _ = list(app.generate_segmentation(str(files / "labels.png"), seed=5, images=4))[-1]
+    assert image.shape == (66, 66, 3) and status.startswith("Done: 4 images of 256 tokens")  # 2x2, 2 px gaps
+    tiles = [image[r:r + 32, c:c + 32] for r in (0, 34) for c in (0, 34)]
+    assert (image[32:34] == 255).all() and len({t.tobytes() for t in tiles}) == 4  # four different samples
+    again = list(app.generate_segmentation(str(files / "labels.png"), seed=5, images=4))[-1][0]
+    assert np.array_equal(image, again)  # seeded as one batch
+    three = list(app.generate_unconditional(seed=1, images=3))[-1][0]
+    assert three.shape == (66, 66, 3) and (three[34:, 34:] == 255).all()  # the fourth place stays empty
+    with pytest.raises(gr.Error, match="images must be a whole number from 1 to 8"):
+        list(app.generate_depth(str(files / "depth16.png"), images=9))
+
+
 def test_same_seed_same_image(bank, files):
     app = A.App(bank)
     a = list(app.generate_segmentation(str(files / "labels.png"), seed=7))[-1][0]
@@ -366,6 +380,11 @@ def test_api_endpoints_stream_images_of_requested_size(served, files):
         assert final.shape[:2] == size, api
     with pytest.raises(Exception, match="not an image"):
         client.predict(handle_file(str(files / "corrupt.png")), *common, 0, 0, 8, api_name="/generate_depth")
+    # variations and fit through the API: seed, temperature, top_k, top_p, width, height, previews, guidance,
+    # images, fit
+    image, status, _ = client.predict(handle_file(str(files / "labels.png")), *common, 0, 0, 8, 1.0, 2, "pad",
+                                      api_name="/generate_segmentation")
+    assert np.asarray(Image.open(image)).shape[:2] == (32, 66) and status.startswith("Done: 2 images")
 
 
 def test_api_label_map_from_photo(served, files):
