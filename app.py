@@ -262,7 +262,7 @@ def label_map_of(upload, size: tuple[int, int], can_segment: bool,
     if raw.ndim == 3 and raw.shape[2] >= 3 and rough > PHOTO_ROUGHNESS:
         if not isinstance(upload, np.ndarray):
             discard_upload(upload)
-        where = ("upload it under \"Or start from a photo\" (API: label_map_from_photo) to get its label map"
+        where = ("upload it under \"Start from a photo\" (API: label_map_from_photo) to get its label map"
                  if can_segment else "paint its layout with the legend's colours instead")
         raise Refused(f"This looks like a photo, not a label map: its colours change from pixel to pixel "
                       f"({rough:.0%} of neighbouring pixels get different labels; label maps have a few "
@@ -654,20 +654,20 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                             canvas_size=(seg_size, seg_size), fixed_canvas=True, elem_id="seg",
                             label="Paint with the label colours")
                         gr.HTML(legend_html(names))
+                        go_seg = gr.Button("Generate", variant="primary", elem_id="go_seg")
                         with gr.Row():
                             example = gr.Dropdown(list(examples), value=first_example, label="Start from",
                                                   elem_id="seg_example")
                             fill_from = gr.Dropdown(names, value="sky-other", label="Replace label")
                             fill_to = gr.Dropdown(names, value="clouds", label="with")
                             fill_btn = gr.Button("Fill", size="sm")
-                        seg_upload = gr.File(label="Or upload a label map (coloured as the legend, or grey ids)",
-                                             file_types=["image"], elem_id="seg_upload", height=150)
-                        seg_photo = gr.File(label="Or start from a photo: its label map appears above, ready to "
-                                                  "repaint (the photo is not sent to the generator)",
-                                            file_types=["image"], elem_id="seg_photo", height=150,
-                                            visible=bank.available(SEGMENTER))
+                        with gr.Row():
+                            seg_photo = gr.File(label="Start from a photo (its label map replaces the canvas)",
+                                                file_types=["image"], elem_id="seg_photo", height=150,
+                                                visible=bank.available(SEGMENTER))
+                            seg_upload = gr.File(label="Or upload a label map (legend colours or grey ids)",
+                                                 file_types=["image"], elem_id="seg_upload", height=150)
                         gr.Markdown(GREY_IDS, elem_id="grey_ids")
-                        go_seg = gr.Button("Generate", variant="primary", elem_id="go_seg")
                     with gr.Column(scale=1):
                         results["seg"] = result_column("seg")
             with gr.Tab("Edges", id="edges_tab") as edges_tab:

@@ -1,7 +1,8 @@
 """Screenshots of each tab of the app after a generation, for the README (docs/app-*.png).
 
-    .venv/bin/python docs/screenshots.py --edges-photo ../shared/data/bsds/images/X.jpg \
-        --depth ../shared/data/drin/depth16/Y.png
+    .venv/bin/python docs/screenshots.py --edges-photo ../shared/data/bsds/images/test__100039.jpg \
+        --depth ../shared/data/drin/depth16/n01819313__ILSVRC2012_val_00003068.png \
+        --photo ../shared/data/sflckr/images/australia__8720651218_ca82a6608e_b.jpg
 
 Starts `app.py` on the bundled models at a free local port, drives Debian's chromium with Playwright
 (never `playwright install`), presses Generate in every tab and saves a screenshot when "Done" shows.
@@ -44,6 +45,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--edges-photo", required=True, help="photo whose edges condition the Edges tab")
     ap.add_argument("--depth", required=True, help="depth PNG for the Depth tab")
+    ap.add_argument("--photo", help="photo for 'Start from a photo' (app-from-photo.png, with 4 images per run)")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="folder for app-<tab>.png")
     ap.add_argument("--width", type=int, default=1400, help="browser window width in pixels")
     ap.add_argument("--seed", type=int, default=1)
@@ -71,9 +73,17 @@ def main(argv=None) -> None:
                 page.wait_for_timeout(500)
                 path = Path(args.out) / f"app-{name}.png"
                 page.screenshot(path=str(path))
-                print(f"saved {path}")
+                print(f"saved {path}: {page.locator(f'#status_{key} textarea').input_value()}")
 
             generate("seg", "segmentation")  # the first ready-made scene
+            if args.photo:  # its label map becomes the canvas; four variations side by side
+                page.locator("#seg_photo input[type=file]").set_input_files(args.photo)
+                expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Label map"), timeout=60000)
+                page.locator("#images input[type=number]").fill("4")
+                page.locator("#images input[type=number]").press("Enter")
+                generate("seg", "from-photo")
+                page.locator("#images input[type=number]").fill("1")
+                page.locator("#images input[type=number]").press("Enter")
             page.get_by_role("tab", name="Edges").click()
             page.locator("#edges_kind").get_by_text("photo", exact=True).click()
             page.locator("#edges_upload input[type=file]").set_input_files(args.edges_photo)
