@@ -14,6 +14,7 @@ Every model is loaded at start: one that cannot be loaded ends the app with the 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import shutil
@@ -587,6 +588,37 @@ def legend_html(names: list[str]) -> str:
 CSS = ".result img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 
 
+def swatch_script() -> str:
+    """Page script for the label painter: the editor's colour swatches carry no names, so each gets its label's
+    name as tooltip and accessible name; picking one closes the colour popup (it would otherwise stay open over
+    the canvas and swallow the next stroke), by clicking the Brush tool as a user would."""
+    colours = tc.labels.coco_stuff_colours()
+    names = {f"rgb({r}, {g}, {b})": n for n in [*tc.labels.SCENE_LABELS, UNLABELLED_NAME]
+             for r, g, b in [colours[label_value(n)].tolist()]}
+    return """<script>
+(() => {
+  const names = %s;
+  const name = (b) => names[b.style.backgroundColor];
+  new MutationObserver(() => {
+    document.querySelectorAll("#seg button.color:not([data-named])").forEach((b) => {
+      b.dataset.named = "1";
+      if (!name(b)) return;
+      b.title = name(b);
+      b.setAttribute("aria-label", name(b));
+      b.addEventListener("click", () => setTimeout(() => {
+        const brush = document.querySelector('#seg button[aria-label="Brush"]');
+        if (!brush) return;
+        for (const type of ["pointerdown", "mousedown", "pointerup", "mouseup"]) {
+          brush.dispatchEvent(new PointerEvent(type, {bubbles: true, cancelable: true, pointerType: "mouse"}));
+        }
+        brush.click();
+      }, 0));
+    });
+  }).observe(document.documentElement, {subtree: true, childList: true});
+})();
+</script>""" % json.dumps(names)
+
+
 def for_page(mode: str, seed, stream: Iterator[tuple], with_view: bool = True) -> Iterator[tuple]:
     """A handler's stream, made for a tab: each image saved as `taming-<mode>-seed<seed>.png` (the name its
     download keeps), and Stop styled as active while the job runs (an event after the job styles it back).
@@ -881,7 +913,7 @@ def launch(demo: gr.Blocks, queue_size: int = 16, **kwargs) -> tuple:
     """Queue (one generation at a time, `queue_size` waiting) and serve, refusing uploads over MAX_UPLOAD_BYTES
     as they arrive. kwargs go to Blocks.launch; returns what it returns."""
     demo.queue(default_concurrency_limit=1, max_size=queue_size)
-    return demo.launch(max_file_size=MAX_UPLOAD_BYTES, css=CSS, **kwargs)
+    return demo.launch(max_file_size=MAX_UPLOAD_BYTES, css=CSS, head=swatch_script(), **kwargs)
 
 
 def main(argv=None) -> None:

@@ -643,3 +643,26 @@ def test_browser_blank_canvas_and_clear_give_an_unlabelled_map(served, files):
         expect(page.locator("#seg_example input")).to_have_value(A.BLANK, timeout=10000)
         assert (generate(page) == 0).all()
         browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_browser_swatches_are_named_and_picking_one_closes_the_popup(served):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(served)
+        colour = page.locator("#seg").get_by_role("button", name="Color", exact=True)
+        colour.wait_for(timeout=30000)
+        colour.click()
+        grass = page.locator("#seg").get_by_role("button", name="grass", exact=True)
+        expect(grass).to_be_visible(timeout=10000)
+        assert grass.get_attribute("title") == "grass"
+        swatches = page.locator("#seg button.color")
+        named = [swatches.nth(i).get_attribute("title") for i in range(swatches.count())]
+        assert set(named) >= {"sky-other", "tree", "unlabelled"}, named
+        grass.click()
+        expect(page.locator("#seg button.color").first).to_be_hidden(timeout=5000)  # the popup closed on pick
+        browser.close()
