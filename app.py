@@ -51,10 +51,11 @@ log = logging.getLogger("app")
 
 
 class Refused(gr.Error):
-    """An expected refusal (a bad upload or argument): shown to the user, logged as one line, no traceback."""
+    """An expected refusal (a bad upload or argument): shown to the user until closed (a message that fades
+    leaves a visitor with a bare "Error"), logged as one line, no traceback."""
 
     def __init__(self, message: str):
-        super().__init__(message, print_exception=False)
+        super().__init__(message, duration=None, title="Not accepted", print_exception=False)
         log.warning("refused: %s", message)
 
 

@@ -634,13 +634,16 @@ def test_browser_blank_canvas_and_clear_give_an_unlabelled_map(served, files):
         expect(page.locator("#legend")).to_contain_text("unlabelled")
         page.locator("#seg_example input").click()
         page.get_by_role("option", name=A.BLANK).click()
+        page.wait_for_timeout(1500)  # the server sends the new canvas; Generate sends what the canvas holds
         assert (generate(page) == 0).all()
         # back to a scene, then Clear canvas: blank again, and the list says so
         page.locator("#seg_example input").click()
         page.get_by_role("option", name="Beach").click()
+        page.wait_for_timeout(1500)
         assert not (generate(page) == 0).all()
         page.locator("#seg").get_by_role("button", name="Clear canvas", exact=True).click()
         expect(page.locator("#seg_example input")).to_have_value(A.BLANK, timeout=10000)
+        page.wait_for_timeout(1500)
         assert (generate(page) == 0).all()
         browser.close()
 
