@@ -243,7 +243,7 @@ def fitted(a: np.ndarray, size: tuple[int, int], fit: str, what: str, fill=None)
         raise Refused(f"fit must be one of {', '.join(tc.condition_maps.FITS)}, got {fit!r}.")
     out = tc.condition_maps.fit_aspect(a, size, fit, fill)
     h, w = a.shape[:2]
-    if abs(w / h - size[1] / size[0]) < 1e-3 * size[1] / size[0]:
+    if tc.condition_maps.same_aspect(a.shape, size):
         return out, ""
     done = {"crop": f"cropped to its centre {out.shape[1]}x{out.shape[0]}",
             "pad": f"padded to {out.shape[1]}x{out.shape[0]}", "stretch": "stretched"}[fit]

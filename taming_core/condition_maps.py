@@ -15,9 +15,9 @@ CANNY_LOW, CANNY_HIGH = 100, 200  # thresholds of the edge extractor (on a 0..25
 SKETCH_DARKNESS = 0.5  # a sketch pixel is a stroke when (255 - grey) / 255 exceeds this
 
 
-def to_rgb(image: np.ndarray) -> np.ndarray:
-    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8/uint16 -> (H, W, 3) uint8 (alpha over white, grey
-    repeated): a photo as the segmenter reads it."""
+def _as_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8/uint16 -> (H, W, 1) or (H, W, 3) uint8, alpha composited
+    over white."""
     a = np.asarray(image)
     if a.dtype == np.uint16:
         a = (a >> 8).astype(np.uint8)
@@ -30,26 +30,19 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     if a.shape[2] == 4:
         alpha = a[..., 3:].astype(np.float32) / 255.0
         a = (a[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return a
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """An image (see to_grey) -> (H, W, 3) uint8, grey repeated: a photo as the segmenter reads it."""
+    a = _as_uint8(image)
     return np.ascontiguousarray(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a)
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
     """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8/uint16 -> (H, W) uint8 grey (alpha over white)."""
-    a = np.asarray(image)
-    if a.dtype == np.uint16:
-        a = (a >> 8).astype(np.uint8)
-    elif a.dtype != np.uint8:
-        a = np.clip(a, 0, 255).astype(np.uint8)
-    if a.ndim == 3 and a.shape[2] == 4:
-        alpha = a[..., 3:].astype(np.float32) / 255.0
-        a = (a[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-    if a.ndim == 3 and a.shape[2] == 3:
-        return cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
-    if a.ndim == 3 and a.shape[2] == 1:
-        return a[..., 0]
-    if a.ndim != 2:
-        raise ValueError(f"expected an image (H, W[, C]), got shape {a.shape}")
-    return a
+    a = _as_uint8(image)
+    return cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY) if a.shape[2] == 3 else a[..., 0]
 
 
 def edges_from_photo(image: np.ndarray) -> np.ndarray:
@@ -146,6 +139,11 @@ def centre_square(a: np.ndarray) -> np.ndarray:
 FITS = ("crop", "pad", "stretch")  # how a map of another shape is brought to the output's aspect ratio
 
 
+def same_aspect(shape: tuple[int, ...], size: tuple[int, int]) -> bool:
+    """Whether a (H, W, ...) shape has the aspect ratio of size = (height, width), within 0.1%."""
+    return abs(shape[1] / shape[0] - size[1] / size[0]) < 1e-3 * size[1] / size[0]
+
+
 def fit_aspect(a: np.ndarray, size: tuple[int, int], how: str, fill=None) -> np.ndarray:
     """A map (H, W[, C]) -> the same content at the aspect ratio of size = (height, width), not yet resized:
     "crop" keeps the centred largest part of that shape, "pad" adds `fill` (a value or one per channel;
@@ -154,7 +152,7 @@ def fit_aspect(a: np.ndarray, size: tuple[int, int], how: str, fill=None) -> np.
         raise ValueError(f"fit must be one of {', '.join(FITS)}, got {how!r}")
     h, w = a.shape[:2]
     target = size[1] / size[0]  # width / height
-    if how == "stretch" or abs(w / h - target) < 1e-3 * target:
+    if how == "stretch" or same_aspect(a.shape, size):
         return a
     if how == "crop":
         if w / h > target:  # too wide: keep the middle columns

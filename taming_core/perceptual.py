@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .mobilenet import IMAGENET_MEAN, IMAGENET_STD, MobileNetV2Features, load_mobilenet_v2  # noqa: F401
+from .mobilenet import IMAGENET_MEAN, IMAGENET_STD, load_mobilenet_v2
 
 
 class PerceptualDistance(nn.Module):

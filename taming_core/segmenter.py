@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -117,8 +118,6 @@ class Segmenter(nn.Module):
 
         The photo is scaled to `short_side` (default: the config's) on its short side, segmented, and the map
         scaled back to (H, W) with nearest neighbour."""
-        import cv2  # the app and scripts have it; importing the module stays light
-
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"segment takes an (H, W, 3) uint8 photo, got {rgb.shape} {rgb.dtype}")

@@ -1,4 +1,5 @@
 """The app: handlers as plain functions, the named API endpoints through gradio_client, and a real browser."""
+import contextlib
 import io
 import os
 import re
@@ -337,6 +338,21 @@ def test_stop_ends_sampling_within_one_token(bank, files):
     assert done < 32 * 32 and rest[0][0].shape == (64, 64, 3) and first[0].shape == (64, 64, 3)
 
 
+@contextlib.contextmanager
+def browser_page(url: str):
+    """A page of Debian's chromium (headless, 1400x1200) open at `url`; the browser closes afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -480,12 +496,9 @@ def test_stop_cancels_the_sessions_queued_jobs_only(served, files):
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_browser_paint_generate_stop_and_errors(served, files, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        page.goto(served)
+    with browser_page(served) as page:
         colour_button = page.locator("#seg").get_by_role("button", name="Color", exact=True)
         colour_button.wait_for(timeout=30000)
         canvas = page.locator("#seg canvas").first
@@ -530,18 +543,14 @@ def test_browser_paint_generate_stop_and_errors(served, files, tmp_path):
         page.get_by_role("tab", name="Depth").click()
         page.locator("#depth input[type=file]").set_input_files(str(files / "corrupt.png"))
         expect(page.get_by_text(re.compile("not an image file")).first).to_be_visible(timeout=20000)
-        browser.close()
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_browser_tabs_keep_their_results_and_refused_uploads_clear(served, files):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        page.goto(served)
+    with browser_page(served) as page:
         page.locator("#go_seg").wait_for(timeout=30000)
         expect(page.locator("#grey_ids")).to_contain_text("156 = sky-other")
         expect(page.locator("#stop_seg")).to_have_class(re.compile(r"\bsecondary\b"))  # nothing runs yet
@@ -578,7 +587,6 @@ def test_browser_tabs_keep_their_results_and_refused_uploads_clear(served, files
         page.locator("#seg_upload input[type=file]").set_input_files(str(files / "corrupt.png"))
         expect(page.locator("#seg_upload")).not_to_contain_text("corrupt.png", timeout=20000)
         expect(page.locator("#seg_upload input[type=file]")).to_have_count(1)
-        browser.close()
 
 
 @pytest.mark.slow
@@ -586,12 +594,9 @@ def test_browser_tabs_keep_their_results_and_refused_uploads_clear(served, files
 def test_browser_start_from_a_photo(served, bank, files, tmp_path):
     """A photo uploaded under "Start from a photo" becomes the canvas (its label map in the palette colours), the
     status names what was found, and Generate then uses that map."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        page.goto(served)
+    with browser_page(served) as page:
         page.locator("#go_seg").wait_for(timeout=30000)
         expect(page.locator("#seg_photo")).to_be_visible()
         page.locator("#seg_photo input[type=file]").set_input_files(str(files / "photo.jpg"))
@@ -605,7 +610,6 @@ def test_browser_start_from_a_photo(served, bank, files, tmp_path):
         seen = np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
         expected, _ = A.App(bank).label_map_from_photo(str(files / "photo.jpg"))
         assert np.array_equal(seen, expected)
-        browser.close()
 
 
 @pytest.mark.slow
@@ -613,7 +617,7 @@ def test_browser_start_from_a_photo(served, bank, files, tmp_path):
 def test_browser_blank_canvas_and_clear_give_an_unlabelled_map(served, files):
     """"Blank (unlabelled)" in the scene list and the editor's "Clear canvas" both give an all-unlabelled map
     (black), and Generate then conditions on exactly that; the legend names the unlabelled colour."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     def generate(page) -> np.ndarray:
         """Press Generate, wait for this run's condition view, return it."""
@@ -626,10 +630,7 @@ def test_browser_blank_canvas_and_clear_give_an_unlabelled_map(served, files):
         src = view.get_attribute("src")
         return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        page.goto(served)
+    with browser_page(served) as page:
         page.locator("#seg").get_by_role("button", name="Color", exact=True).wait_for(timeout=30000)
         expect(page.locator("#legend")).to_contain_text("unlabelled")
         page.locator("#seg_example input").click()
@@ -645,18 +646,14 @@ def test_browser_blank_canvas_and_clear_give_an_unlabelled_map(served, files):
         expect(page.locator("#seg_example input")).to_have_value(A.BLANK, timeout=10000)
         page.wait_for_timeout(1500)
         assert (generate(page) == 0).all()
-        browser.close()
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_browser_swatches_are_named_and_picking_one_closes_the_popup(served):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        page.goto(served)
+    with browser_page(served) as page:
         colour = page.locator("#seg").get_by_role("button", name="Color", exact=True)
         colour.wait_for(timeout=30000)
         colour.click()
@@ -668,4 +665,3 @@ def test_browser_swatches_are_named_and_picking_one_closes_the_popup(served):
         assert set(named) >= {"sky-other", "tree", "unlabelled"}, named
         grass.click()
         expect(page.locator("#seg button.color").first).to_be_hidden(timeout=5000)  # the popup closed on pick
-        browser.close()

@@ -113,13 +113,13 @@ def rescale(x: torch.Tensor, y: torch.Tensor, factor: float) -> tuple[torch.Tens
 
 
 @torch.no_grad()
-def evaluate(model: tc.Segmenter, batches: list[dict], table: torch.Tensor, names: list[str]) -> dict:
-    """Pixel accuracy, mIoU and per-class scores on held-out batches (centre crops)."""
+def evaluate(model: tc.Segmenter, batches: list[dict], names: list[str]) -> dict:
+    """Pixel accuracy, mIoU and per-class scores on held-out batches {"image", "segmentation": classes}."""
     model.eval()
     conf = torch.zeros(len(names), len(names), dtype=torch.int64)
     for b in batches:
         pred = model(b["image"]).argmax(1)  # (B, S, S)
-        conf += tc.confusion_matrix(pred, table[b["segmentation"]], len(names))
+        conf += tc.confusion_matrix(pred, b["segmentation"], len(names))
     model.train()
     return tc.segmentation_scores(conf, names)
 
@@ -148,11 +148,11 @@ def main(argv=None) -> None:
     sampler = tc.ResumableSampler(len(data), seed=cfg.seed, start=start * cfg.batch_size)
     loader = iter(torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, sampler=sampler,
                                               num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0))
-    held = []
+    held = []  # held-out batches (centre crops, in order), moved to the device once
     if cfg.holdout:
         hcfg = tc.DataConfig(root=cfg.holdout, size=cfg.eval_size, kind="segmentation", n_labels=256,
                              label_offset=0, flip=False, maps=None)
-        held = list(torch.utils.data.DataLoader(tc.ImageFolder(hcfg), batch_size=16))  # centre crops, in order
+        held = list(torch.utils.data.DataLoader(tc.ImageFolder(hcfg), batch_size=16))
 
     # ---- model ------------------------------------------------------------------------------------------------
     model = tc.Segmenter(tc.SegmenterConfig(labels=list(cfg.labels), width=cfg.width))
@@ -163,6 +163,7 @@ def main(argv=None) -> None:
     model = model.to(device).train()
     names = list(cfg.labels) + ["other"]
     table = torch.from_numpy(model.class_of_id())  # (256,) COCO-Stuff id -> class, -1 = ignored
+    held = [{"image": b["image"].to(device), "segmentation": table[b["segmentation"]].to(device)} for b in held]
     print(f"{len(data)} training images, {sum(len(b['image']) for b in held)} held out; {len(names)} classes; "
           f"{device.type} ({precision}), steps {start}..{cfg.steps}")
 
@@ -212,8 +213,7 @@ def main(argv=None) -> None:
                                   "minutes": round((time.time() - t0) / 60, 2)}) + "\n")
             log.flush()
         if held and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
-            scores = evaluate(model, [{k: v.to(device) for k, v in b.items()} for b in held], table.to(device),
-                              names)
+            scores = evaluate(model, held, names)
             tqdm.write(f"step {step + 1}: held-out pixel accuracy {scores['pixel_accuracy']:.3f}, "
                        f"mIoU {scores['miou']:.3f}")
             log.write(json.dumps({"step": step + 1, "holdout": scores}) + "\n")
