@@ -34,7 +34,9 @@ from PIL import Image, UnidentifiedImageError
 import taming_core as tc
 
 ROOT = Path(__file__).resolve().parent
-MODES = ("segmentation", "edges", "depth", "unconditional")
+MODES = ("segmentation", "edges", "depth", "unconditional", "class")
+KINDS = {"segmentation": "segmentation", "edges": "edges", "depth": "depth", "unconditional": "none",
+         "class": "class"}  # mode -> the condition kind its model must have
 SEGMENTER = "segmenter"  # the photo -> label map model behind "Start from a photo"
 MAX_UPLOAD_PIXELS = 4096 * 4096  # larger uploads are refused before decoding
 MAX_UPLOAD_BYTES = 64 * 2**20  # larger files are refused while they arrive (a 4096^2 PNG of noise still fits)
@@ -44,9 +46,9 @@ MAX_SCALE = 4  # the largest output side, in multiples of the model's native siz
 # label map (labels.roughness: real and painted maps 0.01-0.13 at 128 px, photos mostly 0.2-0.6)
 PHOTO_ROUGHNESS = 0.2
 Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS  # PIL refuses decompression bombs beyond this
-# The grey-id encoding of label maps, as the UI and the README state it
-GREY_IDS = ("Grey label maps hold 0-based COCO-Stuff ids: grey value = COCO category id - 1 (0 = person, "
-            "156 = sky-other, 181 = wood), 255 = unlabelled; the official 1-based ids are not recognised.")
+# How grey COCO-Stuff label maps count: "0-based" = the data's ids (COCO category id - 1, 255 = unlabelled),
+# "1-based" = the official COCO-Stuff PNGs (category id itself, 0 = unlabelled)
+GREY_BASES = ("0-based", "1-based")
 log = logging.getLogger("app")
 
 
@@ -100,6 +102,12 @@ class ModelBank:
                     raise tc.ConfigError(f"{path} is not a segmenter (train/train_segmenter.py makes one).")
                 if mode != SEGMENTER and not isinstance(model, tc.Net2Net):
                     raise tc.ConfigError(f"{path} is a {type(model).__name__}, not a transformer.")
+                kind = model.config.cond_stage.kind if mode != SEGMENTER else None
+                if mode != SEGMENTER and kind != KINDS[mode]:
+                    flag = [f"--{m}" for m, k in KINDS.items() if k == kind]
+                    raise tc.ConfigError(f"{path} is conditioned on {kind}, not {KINDS[mode]}"
+                                         + (f": pass it with {flag[0]}." if flag else
+                                            ": the app has no tab for this condition (use the library)."))
                 model = model.to(self.device).eval()
                 if isinstance(model, tc.Net2Net):
                     with torch.no_grad():  # warm up the decoder, so the first previews are not late
@@ -250,27 +258,99 @@ def fitted(a: np.ndarray, size: tuple[int, int], fit: str, what: str, fill=None)
     return out, f" The {w}x{h} {what} was {done} to fit {size[1]}x{size[0]}."
 
 
-def label_map_of(upload, size: tuple[int, int], can_segment: bool,
-                 fit: str = "stretch") -> tuple[np.ndarray, str]:
-    """An uploaded or painted label map -> (label ids (height, width) int64, a note on cropping or padding).
-    It is brought to the output's aspect ratio (`fit`; padding is unlabelled) and resized before the colours
-    are snapped (the work follows the output's size, not the upload's). A colour image that snaps to label
-    noise is a photo: refused, pointing to "Start from a photo"."""
+def label_map_of(upload, size: tuple[int, int], can_segment: bool, fit: str = "stretch",
+                 space: tc.labels.LabelSpace = tc.labels.COCO_STUFF_UNLABELLED,
+                 grey_ids: str = "0-based") -> tuple[np.ndarray, str]:
+    """An uploaded or painted label map -> (raw label ids of `space` (height, width) int64, a note on
+    cropping or padding). It is brought to the output's aspect ratio (`fit`; padding is unlabelled) and
+    resized before the colours are snapped (the work follows the output's size, not the upload's). Refused
+    in words: a colour image that snaps to label noise (a photo: pointing to "Start from a photo"), black
+    (unlabelled) areas for a model without an unlabelled id, grey ids that are no label (by name, with the
+    official 1-based COCO-Stuff ids in mind)."""
+    if grey_ids not in GREY_BASES:
+        raise Refused(f"grey_ids must be one of {', '.join(GREY_BASES)}, got {grey_ids!r}.")
     raw = read_upload(upload, "label map")
-    unlabelled = tc.labels.UNLABELLED if raw.ndim == 2 else (*tc.labels.UNLABELLED_COLOUR, 255)[:raw.shape[2]]
+    grey = raw.ndim == 2
+    if fit == "pad" and space.unlabelled is None and not tc.condition_maps.same_aspect(raw.shape, size):
+        raise Refused("This model has no \"unlabelled\" label to pad with: choose crop or stretch for inputs of "
+                      "another shape, or paint every pixel.")
+    unlabelled = space.unlabelled if grey else (*tc.labels.UNLABELLED_COLOUR, 255)[:raw.shape[2]]
     raw, note = fitted(raw, size, fit, "label map", unlabelled)
-    labels = tc.condition_maps.labels_from_image(raw, size=size)
-    rough = tc.labels.roughness(labels)
-    if raw.ndim == 3 and raw.shape[2] >= 3 and rough > PHOTO_ROUGHNESS:
-        if not isinstance(upload, np.ndarray):
-            discard_upload(upload)
-        where = ("upload it under \"Start from a photo\" (API: label_map_from_photo) to get its label map"
-                 if can_segment else "paint its layout with the legend's colours instead")
-        raise Refused(f"This looks like a photo, not a label map: its colours change from pixel to pixel "
-                      f"({rough:.0%} of neighbouring pixels get different labels; label maps have a few "
-                      f"percent). To start from a photo, {where}. A label map is coloured with the legend's "
-                      f"colours, or holds grey label ids.")
+    labels = tc.condition_maps.labels_from_image(raw, size=size, space=space)
+    if grey:
+        labels = grey_labels(labels, space, grey_ids)
+    elif raw.shape[2] >= 3:
+        rough = tc.labels.roughness(labels)
+        if rough > PHOTO_ROUGHNESS:
+            if not isinstance(upload, np.ndarray):
+                discard_upload(upload)
+            where = ("upload it under \"Start from a photo\" (API: label_map_from_photo) to get its label map"
+                     if can_segment else "paint its layout with the legend's colours instead")
+            raise Refused(f"This looks like a photo, not a label map: its colours change from pixel to pixel "
+                          f"({rough:.0%} of neighbouring pixels get different labels; label maps have a few "
+                          f"percent). To start from a photo, {where}. A label map is coloured with the legend's "
+                          f"colours, or holds grey label ids.")
+        if space.unlabelled is None:
+            black = tc.condition_maps.resize_labels((raw[..., :3] == 0).all(-1).astype(np.uint8), size).mean()
+            if black > 0.005:
+                raise Refused(f"{black:.0%} of the map is black (unlabelled, erased or unpainted), and this model "
+                              f"({space.name}) has no unlabelled label: paint every pixel with a legend colour.")
     return labels, note
+
+
+def grey_labels(values: np.ndarray, space: tc.labels.LabelSpace, grey_ids: str) -> np.ndarray:
+    """Grey values of an uploaded map (H, W) int64 -> the space's raw ids. COCO-Stuff maps count from 0
+    (the data's ids) or from 1 (the official PNGs: 0 = unlabelled); a 0-based map holding ids that no
+    COCO-Stuff label has is refused, naming what those values mean in the official ids."""
+    coco = space in (tc.labels.COCO_STUFF_UNLABELLED, tc.labels.COCO_STUFF_182)
+    if grey_ids == "1-based":
+        if not coco:
+            raise Refused(f"1-based grey ids are the official COCO-Stuff encoding; this model reads {space.name} "
+                          f"ids. {space.grey}")
+        ids = np.where(values == 0, tc.labels.UNLABELLED, np.where(values == 255, 255, values - 1))
+        unused = sorted(set(np.unique(ids).tolist()) & set(tc.labels.COCO_UNUSED))
+        if unused:
+            raise Refused(f"Grey values {', '.join(str(v + 1) for v in unused[:4])} are no COCO-Stuff label in the "
+                          f"official 1-based ids either (unused categories). {space.grey}")
+        return ids
+    if coco:
+        unused = sorted(set(np.unique(values).tolist()) & set(tc.labels.COCO_UNUSED))
+        if unused:
+            named = ", ".join(f"{v} = {tc.labels.COCO_STUFF[v - 1]}" for v in unused[:4])
+            raise Refused(f"Grey values {', '.join(map(str, unused[:4]))} are no label in the 0-based COCO-Stuff "
+                          f"ids this map is read with; in the official 1-based ids they are labels ({named}). If "
+                          f"the map counts from 1, choose 1-based grey ids (API: grey_ids=\"1-based\").")
+    return values
+
+
+def labels_found(labels: np.ndarray, space: tc.labels.LabelSpace, skip: int | None = None, at_least: float = 0.01,
+                 most: int = 6) -> str:
+    """'sky-other 52%, grass 30%, ...': the labels of a map (raw ids 0..255) by share, largest first."""
+    share = np.bincount(np.asarray(labels).ravel(), minlength=256) / max(1, labels.size)
+    top = [i for i in np.argsort(-share, kind="stable") if i != skip and share[i] >= at_least][:most]
+    return ", ".join(f"{space.names.get(i, f'id {i}')} {share[i]:.0%}" for i in top)
+
+
+def class_names(n_classes: int) -> list[str]:
+    """The names of a class-conditional model's classes: ImageNet's for 1000 classes, else "class i"."""
+    return tc.labels.imagenet_classes() if n_classes == 1000 else [f"class {i}" for i in range(n_classes)]
+
+
+def class_index(value, names: list[str]) -> int:
+    """A class id (a whole number, or its digits) or a class name -> its index in `names`, else a refusal."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, str):
+        lowered = [n.lower() for n in names]
+        if value.strip().lower() in lowered:
+            return lowered.index(value.strip().lower())
+        near = [n for n in names if value.strip().lower() in n.lower()][:5]
+        raise Refused(f"No class is named {value[:40]!r}" + (f"; similar: {', '.join(near)}." if near else "."))
+    whole = isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or not 0 <= int(value) < len(names):
+        raise Refused(f"class_id must be a class name or a whole number from 0 to {len(names) - 1}, got "
+                      f"{str(value)[:40]!r}.")
+    return int(value)
 
 
 def tiled(x: torch.Tensor, gap: int = 2) -> np.ndarray:
@@ -384,8 +464,8 @@ class App:
         with torch.no_grad():
             c = model.encode_cond(cond.to(device) if cond is not None else None)  # (1, L_c)
         if grid != model.grid:
-            if mode == "unconditional":
-                raise Refused("Unconditional samples have the model's native size only.")
+            if mode in ("unconditional", "class"):
+                raise Refused(f"{mode.capitalize()} samples have the model's native size only.")
             c = c.view(1, *grid)  # the condition grid for the sliding window
         c = c.repeat(s.images, *[1] * (c.dim() - 1))  # variations: one batch, each row its own draws
         fill = None
@@ -429,24 +509,27 @@ class App:
     # --- the four modes -------------------------------------------------------------------------------
 
     def generate_segmentation(self, label_map, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
-                              height=0, frames=16, guidance=GUIDANCE, images=1, fit=FIT,
+                              height=0, frames=16, guidance=GUIDANCE, images=1, fit=FIT, grey_ids="0-based",
                               request: gr.Request = None):
-        """Label map (grey COCO-Stuff ids, or colour-coded with the app's palette) -> streamed images. A map of
-        another aspect ratio than the output is cropped to its centre, padded with unlabelled, or stretched
-        (`fit`), as the status line says."""
+        """Label map (grey ids of the model's label space, or colour-coded with the app's palette for it) ->
+        streamed images. A map of another aspect ratio than the output is cropped to its centre, padded with
+        unlabelled, or stretched (`fit`), as the status line says, which also names the labels read. Grey
+        COCO-Stuff maps count from 0 (the data's ids, 255 = unlabelled) or, with grey_ids="1-based", from 1
+        (the official PNGs, 0 = unlabelled)."""
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
                              height=height, frames=frames, guidance=guidance, images=images)
         model = self.bank.get("segmentation")
         size = self.output_size(model, s)
+        space = self.label_space()
         # resized before the colours are snapped: the work follows the output's size, not the upload's
-        labels, note = label_map_of(label_map, size, self.bank.available(SEGMENTER), fit)
+        labels, note = label_map_of(label_map, size, self.can_segment(), fit, space, grey_ids)
         try:
             model.conditioner.labels_to_onehot(torch.from_numpy(labels)[None])  # checks the label ids
         except ValueError as e:
-            raise Refused(f"This label map has grey values that are no label: {e}. {GREY_IDS} A photo is not a "
-                          "label map: paint one, or upload one coloured with the legend's colours.") from None
-        yield from self.run("segmentation", torch.from_numpy(labels)[None], size, s, tc.labels.colourise(labels),
-                            request, note)
+            raise Refused(f"This label map has grey values that are no label: {e}. {space.grey} A photo is not "
+                          "a label map: paint one, or upload one coloured with the legend's colours.") from None
+        yield from self.run("segmentation", torch.from_numpy(labels)[None], size, s, space.colourise(labels),
+                            request, f"{note} Labels: {labels_found(labels, space)}.")
 
     def generate_edges(self, image, kind="sketch", seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
                        height=0, frames=16, guidance=GUIDANCE, images=1, fit=FIT, request: gr.Request = None):
@@ -485,6 +568,24 @@ class App:
         size = self.output_size(self.bank.get("unconditional"), s)
         yield from self.run("unconditional", None, size, s, None, request)
 
+    def generate_class(self, class_id, seed=0, temperature=1.0, top_k=100, top_p=1.0, frames=16, images=1,
+                       guidance=GUIDANCE, request: gr.Request = None):
+        """A class (its id, or its name as class_names lists it) -> streamed images at the model's native
+        size."""
+        s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, frames=frames,
+                             images=images, guidance=guidance)
+        model = self.bank.get("class")
+        names = class_names(model.conditioner.n_classes)
+        i = class_index(class_id, names)
+        size = self.output_size(model, s)
+        yield from self.run("class", torch.tensor([i]), size, s, None, request, f" Class {i}: {names[i]}.")
+
+    def class_choices(self) -> list[tuple[str, int]]:
+        """The class picker's entries: ("980: volcano", 980), ... (empty when no class model is loaded)."""
+        if not self.bank.available("class"):
+            return []
+        return [(f"{i}: {n}", i) for i, n in enumerate(class_names(self.bank.get("class").conditioner.n_classes))]
+
     def request_stop(self, request: gr.Request = None):
         self.stops.press(request)
 
@@ -492,22 +593,38 @@ class App:
         """A photo -> (its label map in the palette colours (size, size, 3) uint8, a message naming what was
         found). The centre square of the photo is segmented (size 0: the segmentation model's native size).
         The photo only goes to the segmenter, never to the generator."""
-        segmenter = self.bank.get(SEGMENTER)
+        if not self.can_segment():
+            raise Refused(f"Start from a photo needs the segmenter (--segmenter) and a segmentation model over "
+                          f"COCO-Stuff or ADE20K labels; this one has {self.label_space().name}.")
+        segmenter, space = self.bank.get(SEGMENTER), self.label_space()
         if not size:
             size = self.native_size("segmentation")
         rgb = tc.condition_maps.to_rgb(read_upload(photo, "photo"))
         h, w = rgb.shape[:2]
-        ids = segmenter.segment(tc.condition_maps.centre_square(rgb))  # (S, S) uint8
-        labels = tc.condition_maps.resize_labels(ids, (size, size))
-        found = np.bincount(labels.ravel(), minlength=256) / labels.size
-        top = [f"{tc.labels.COCO_STUFF[i]} {found[i]:.0%}" for i in np.argsort(-found)
-               if i != tc.labels.UNLABELLED and found[i] >= 0.01][:6]
+        ids = segmenter.segment(tc.condition_maps.centre_square(rgb))  # (S, S) uint8, COCO-Stuff ids
+        labels = tc.labels.from_coco_stuff(tc.condition_maps.resize_labels(ids, (size, size)), space)
+        other_id = tc.labels.UNLABELLED if space.unlabelled is None else space.unlabelled
+        other = labels == other_id
+        found = labels_found(labels, space, skip=other_id)
         crop = f"its centre {min(h, w)}x{min(h, w)} square" if h != w else "it"
-        other = f"; black = unlabelled ({found[tc.labels.UNLABELLED]:.0%}: things outside the palette)" \
-            if found[tc.labels.UNLABELLED] >= 0.01 else ""
-        message = (f"Label map of the {w}x{h} photo ({crop}, segmented): {', '.join(top) or 'no palette label'}"
-                   f"{other}. Repaint it, then press Generate; the photo itself is not used.")
-        return tc.labels.colourise(labels), message
+        missing = "" if space.unlabelled is not None else ", which this model has no label for: paint them"
+        black = (f"; black = {space.names.get(space.unlabelled, 'unlabelled')} ({other.mean():.0%}: things "
+                 f"outside the palette{missing})" if other.mean() >= 0.01 else "")
+        message = (f"Label map of the {w}x{h} photo ({crop}, segmented): {found or 'no palette label'}"
+                   f"{black}. Repaint it, then press Generate; the photo itself is not used.")
+        return space.colourise(labels), message  # "other" is black (255 too, where it is no label)
+
+    def label_space(self) -> tc.labels.LabelSpace:
+        """The label space of the segmentation model (COCO-Stuff + unlabelled when none is loaded)."""
+        if not self.bank.available("segmentation"):
+            return tc.labels.COCO_STUFF_UNLABELLED
+        cond = self.bank.get("segmentation").conditioner
+        return tc.labels.label_space(cond.n_labels, cond.label_offset)
+
+    def can_segment(self) -> bool:
+        """Whether "Start from a photo" works: a segmenter, and a model whose labels its COCO-Stuff maps fit."""
+        return self.bank.available(SEGMENTER) and self.label_space() in (
+            tc.labels.COCO_STUFF_UNLABELLED, tc.labels.COCO_STUFF_182, tc.labels.ADE20K_151)
 
     def native_size(self, mode: str) -> int:
         """The side in pixels of the images a mode's model makes (256 when no model is loaded)."""
@@ -525,8 +642,21 @@ def _hex(rgb) -> str:
     return "#%02x%02x%02x" % tuple(int(v) for v in rgb)
 
 
-def example_maps(size: int) -> dict[str, np.ndarray]:
-    """A few scenes as COCO-Stuff label maps (size, size) uint8, drawn from simple shapes."""
+def example_maps(size: int, space: tc.labels.LabelSpace = tc.labels.COCO_STUFF_UNLABELLED) -> dict[str, np.ndarray]:
+    """A few scenes as label maps (size, size) uint8 of `space`, drawn from simple shapes: COCO-Stuff ids,
+    ADE20K's labels of the same things (snow as mountain, fog as sky); none for other spaces."""
+    if space not in (tc.labels.COCO_STUFF_UNLABELLED, tc.labels.COCO_STUFF_182, tc.labels.ADE20K_151):
+        return {}
+    maps = coco_example_maps(size)
+    if space is tc.labels.ADE20K_151:
+        L = tc.labels.label_id
+        for name, a in maps.items():
+            a = np.where(a == L("snow"), L("mountain"), np.where(a == L("fog"), L("sky-other"), a))
+            maps[name] = tc.labels.from_coco_stuff(a, space).astype(np.uint8)
+    return maps
+
+
+def coco_example_maps(size: int) -> dict[str, np.ndarray]:
     import cv2
 
     L, s = tc.labels.label_id, size
@@ -559,27 +689,24 @@ def example_maps(size: int) -> dict[str, np.ndarray]:
     return maps
 
 
-def editor_value(labels: np.ndarray) -> dict:
-    return {"background": tc.labels.colourise(labels), "layers": [], "composite": None}
+def editor_value(labels: np.ndarray, space: tc.labels.LabelSpace = tc.labels.COCO_STUFF_UNLABELLED) -> dict:
+    return {"background": space.colourise(labels), "layers": [], "composite": None}
 
 
-UNLABELLED_NAME = "unlabelled"  # painted black; what a blank canvas and "Clear canvas" hold
-UNLABELLED_RGB = tuple(int(v) for v in tc.labels.UNLABELLED_COLOUR)
-BLANK = "Blank (unlabelled)"  # the empty scene of the "Start from" list
+UNLABELLED_RGB = tuple(int(v) for v in tc.labels.UNLABELLED_COLOUR)  # black: erased pixels, "unlabelled"
+BLANK = "Blank (unlabelled)"  # the empty scene of the "Start from" list (spaces with an unlabelled id)
+UPLOADED = "(your upload)"  # what the "Start from" list says while the canvas holds an uploaded map or a photo's
 
 
-def label_value(name: str) -> int:
-    """A palette name -> its grey label id (255 for unlabelled)."""
-    return tc.labels.UNLABELLED if name == UNLABELLED_NAME else tc.labels.label_id(name)
-
-
-def legend_html(names: list[str]) -> str:
-    colours = tc.labels.coco_stuff_colours()
+def legend_html(space: tc.labels.LabelSpace) -> str:
     chips = "".join(
         f'<span style="display:inline-flex;align-items:center;margin:2px 8px 2px 0;font-size:12px">'
         f'<span style="width:14px;height:14px;border:1px solid #888;margin-right:4px;'
-        f'background:{_hex(colours[label_value(n)])}"></span>{n}</span>' for n in names)
-    return f'<div id="legend">{chips}</div>'
+        f'background:{_hex(space.colours[space.id(n)])}"></span>{n}</span>' for n in space.painter)
+    more = sum(not n.startswith("unused-") for n in space.names.values()) - len(space.painter)
+    extra = (f'<span style="font-size:12px;color:#666">and {more} more {space.name} labels under '
+             f'"Replace label"</span>' if more > 0 else "")
+    return f'<div id="legend">{chips}{extra}</div>'
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -589,13 +716,11 @@ def legend_html(names: list[str]) -> str:
 CSS = ".result img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 
 
-def swatch_script() -> str:
+def swatch_script(space: tc.labels.LabelSpace = tc.labels.COCO_STUFF_UNLABELLED) -> str:
     """Page script for the label painter: the editor's colour swatches carry no names, so each gets its label's
     name as tooltip and accessible name; picking one closes the colour popup (it would otherwise stay open over
     the canvas and swallow the next stroke), by clicking the Brush tool as a user would."""
-    colours = tc.labels.coco_stuff_colours()
-    names = {f"rgb({r}, {g}, {b})": n for n in [*tc.labels.SCENE_LABELS, UNLABELLED_NAME]
-             for r, g, b in [colours[label_value(n)].tolist()]}
+    names = {f"rgb({r}, {g}, {b})": n for n in space.painter for r, g, b in [space.colours[space.id(n)].tolist()]}
     return """<script>
 (() => {
   const names = %s;
@@ -661,16 +786,24 @@ def result_column(key: str, with_view: bool = True) -> tuple:
 
 def build_demo(bank: ModelBank) -> gr.Blocks:
     app = App(bank)
-    names = [*tc.labels.SCENE_LABELS, UNLABELLED_NAME]  # the palette; black paints "unlabelled"
-    colours = tc.labels.coco_stuff_colours()
+    space = app.label_space()  # the segmentation model's labels: palette, legend, grey ids, examples
+    names = space.painter  # the palette; black paints the unlabelled id, where the model has one
+    # "Replace label" offers every label: the painter's first, then the others by name
+    every = [*names, *sorted({n for n in space.names.values() if not n.startswith("unused-")} - set(names))]
     native = {mode: app.native_size(mode) for mode in MODES}  # canvas sizes follow the models
     seg_size, edge_size = native["segmentation"], native["edges"]
-    examples = example_maps(seg_size)
+    examples = example_maps(seg_size, space)
+    if space.unlabelled is not None:
+        examples[BLANK] = np.full((seg_size, seg_size), space.unlabelled, np.uint8)
+    if not examples:  # a generic label space: a canvas of its first label to paint over
+        examples["Blank"] = np.full((seg_size, seg_size), space.ids[0], np.uint8)
     first_example = next(iter(examples))
-    examples[BLANK] = np.full((seg_size, seg_size), tc.labels.UNLABELLED, np.uint8)
+    empty = BLANK if BLANK in examples else first_example  # what "Clear canvas" gives
+    brush_colour = space.colours[space.id("tree") if "tree" in names else space.id(names[0])]
     results = {}  # tab key -> (out, status, stop, view)
 
     with gr.Blocks(title="Taming Transformers", delete_cache=CACHE_CLEANUP) as demo:
+        demo.page_head = swatch_script(space)  # launch() puts it in the page's head
         gr.Markdown("## Taming Transformers\nPaint a scene, draw edges or upload depth; press Generate and "
                     "watch the image appear token by token.")
         with gr.Tabs():
@@ -678,29 +811,35 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=1):
                         seg = gr.ImageEditor(
-                            value=editor_value(examples[first_example]), type="numpy", image_mode="RGBA",
-                            format="png", sources=(), transforms=(), layers=False,
-                            brush=gr.Brush(colors=[_hex(colours[label_value(n)]) for n in names],
-                                           default_color=_hex(colours[tc.labels.label_id("tree")]),
-                                           color_mode="fixed", default_size=max(4, seg_size // 32)),
+                            value=editor_value(examples[first_example], space), type="numpy",
+                            image_mode="RGBA", format="png", sources=(), transforms=(), layers=False,
+                            brush=gr.Brush(colors=[_hex(space.colours[space.id(n)]) for n in names],
+                                           default_color=_hex(brush_colour), color_mode="fixed",
+                                           default_size=max(4, seg_size // 32)),
                             eraser=gr.Eraser(default_size=max(4, seg_size // 32)),
                             canvas_size=(seg_size, seg_size), fixed_canvas=True, elem_id="seg",
-                            label="Paint with the label colours")
-                        gr.HTML(legend_html(names))
+                            label=f"Paint with the label colours ({space.name})")
+                        gr.HTML(legend_html(space))
                         go_seg = gr.Button("Generate", variant="primary", elem_id="go_seg")
                         with gr.Row():
-                            example = gr.Dropdown(list(examples), value=first_example, label="Start from",
+                            example = gr.Dropdown([*examples, UPLOADED], value=first_example, label="Start from",
                                                   elem_id="seg_example")
-                            fill_from = gr.Dropdown(names, value="sky-other", label="Replace label")
-                            fill_to = gr.Dropdown(names, value="clouds", label="with")
+                            fill_from = gr.Dropdown(every, value=every[0], label="Replace label",
+                                                    elem_id="fill_from")
+                            fill_to = gr.Dropdown(every, value=every[1 % len(every)], label="with",
+                                                  elem_id="fill_to")
                             fill_btn = gr.Button("Fill", size="sm")
                         with gr.Row():
                             seg_photo = gr.File(label="Start from a photo (its label map replaces the canvas)",
                                                 file_types=["image"], elem_id="seg_photo", height=150,
-                                                visible=bank.available(SEGMENTER))
+                                                visible=app.can_segment())
                             seg_upload = gr.File(label="Or upload a label map (legend colours or grey ids)",
                                                  file_types=["image"], elem_id="seg_upload", height=150)
-                        gr.Markdown(GREY_IDS, elem_id="grey_ids")
+                        coco = space in (tc.labels.COCO_STUFF_UNLABELLED, tc.labels.COCO_STUFF_182)
+                        grey_ids = gr.Radio(list(GREY_BASES), value=GREY_BASES[0], label="Grey ids count from",
+                                            info="0-based: the data's ids; 1-based: the official COCO-Stuff PNGs "
+                                                 "(0 = unlabelled)", elem_id="grey_ids_base", visible=coco)
+                        gr.Markdown(space.grey, elem_id="grey_ids")
                     with gr.Column(scale=1):
                         results["seg"] = result_column("seg")
             with gr.Tab("Edges", id="edges_tab") as edges_tab:
@@ -739,6 +878,17 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                         go_uncond = gr.Button("Generate", variant="primary", elem_id="go_uncond")
                     with gr.Column(scale=1):
                         results["uncond"] = result_column("uncond", with_view=False)
+            with gr.Tab("Class", id="class_tab", visible=bank.available("class")) as class_tab:
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        choices = app.class_choices()
+                        class_id = gr.Dropdown(choices, value=choices[0][1] if choices else None,
+                                               label="Class (type to search)", filterable=True,
+                                               elem_id="class_id")
+                        gr.Markdown("Samples of the chosen class, at the model's native size.")
+                        go_class = gr.Button("Generate", variant="primary", elem_id="go_class")
+                    with gr.Column(scale=1):
+                        results["class"] = result_column("class", with_view=False)
         with gr.Accordion("Sampling", open=True):
             with gr.Row():
                 seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
@@ -770,7 +920,7 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                         request: gr.Request):
             yield from for_page("segmentation", seed, app.generate_segmentation(
                 flatten_editor(value, UNLABELLED_RGB), seed, temperature, top_k, top_p, width, height, frames,
-                guidance, images, fit, request))
+                guidance, images, fit, "0-based", request))
 
         def from_sketch(value, seed, temperature, top_k, top_p, width, height, frames, guidance, images, fit,
                         request: gr.Request):
@@ -787,23 +937,31 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
             yield from for_page("unconditional", seed, app.generate_unconditional(
                 seed, temperature, top_k, top_p, frames, images, request), with_view=False)
 
+        def from_class(class_id, seed, temperature, top_k, top_p, frames, images, guidance, request: gr.Request):
+            yield from for_page("class", seed, app.generate_class(
+                class_id, seed, temperature, top_k, top_p, frames, images, guidance, request), with_view=False)
+
         idle = dict(fn=lambda: gr.update(variant="secondary"), inputs=None, queue=False, show_progress="hidden",
                     api_visibility="private")
         for key, button, fn, inputs in (("seg", go_seg, from_canvas, [seg, *settings]),
                                         ("edges", go_edges, from_sketch, [sketch, *settings]),
                                         ("depth", go_depth, from_depth, [depth, *settings]),
                                         ("uncond", go_uncond, from_nothing,
-                                         [seed, temperature, top_k, top_p, frames, images])):
+                                         [seed, temperature, top_k, top_p, frames, images]),
+                                        ("class", go_class, from_class,
+                                         [class_id, seed, temperature, top_k, top_p, frames, images, guidance])):
             out, status, stop, view = results[key]
             outputs = [out, status, *([view] if view is not None else []), stop]
             # named apart, so the API's names stay free
             button.click(fn, inputs, outputs, api_name=f"ui_{key}", api_visibility="private",
                          show_progress_on=[status], **common).then(outputs=stop, **idle)
             stop.click(app.request_stop, None, None, queue=False, api_visibility="private")
-        # Width, height and guidance apply to the conditional tabs only
-        for tab, sized in ((seg_tab, True), (edges_tab, True), (depth_tab, True), (uncond_tab, False)):
-            tab.select(lambda sized=sized: [gr.update(visible=sized)] * 4, None, [width, height, guidance, fit],
-                       queue=False, show_progress="hidden", api_visibility="private")
+        # Width, height and the fit of inputs apply to the map tabs only, guidance to the conditional ones
+        for tab, sized, guided in ((seg_tab, True, True), (edges_tab, True, True), (depth_tab, True, True),
+                                   (uncond_tab, False, False), (class_tab, False, True)):
+            tab.select(lambda sized=sized, guided=guided: [gr.update(visible=v) for v in (sized, sized, guided, sized)],
+                       None, [width, height, guidance, fit], queue=False, show_progress="hidden",
+                       api_visibility="private")
 
         # The API: one endpoint per mode on hidden inputs, plain files and numbers without the sliders' bounds,
         # so that every argument reaches the handlers, whose checks name it.
@@ -816,44 +974,47 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
             api_photo_outputs = [gr.Image(format="png"), gr.Textbox()]
             api_kind = gr.Textbox("sketch", label="kind: sketch or photo")
             api_fit = gr.Textbox(FIT, label="fit: crop, pad or stretch")
+            api_grey = gr.Textbox(GREY_BASES[0], label="grey_ids: 0-based or 1-based")
+            api_class = gr.Textbox("0", label="class_id: a class id or name")
             api = {name: gr.Number(value, label=name) for name, value in asdict(Settings()).items()}
             api_buttons = {mode: gr.Button() for mode in MODES}
             api_outputs = [gr.Image(format="png"), gr.Textbox(), gr.Image(format="png")]
             api_stop = gr.Button()
         api_settings = list(api.values())
         api_uncond = [api[name] for name in ("seed", "temperature", "top_k", "top_p", "frames", "images")]
-        for mode, fn, inputs in (("segmentation", app.generate_segmentation, [api_map, *api_settings, api_fit]),
+        for mode, fn, inputs in (("segmentation", app.generate_segmentation,
+                                  [api_map, *api_settings, api_fit, api_grey]),
                                  ("edges", app.generate_edges, [api_edges, api_kind, *api_settings, api_fit]),
                                  ("depth", app.generate_depth, [api_depth, *api_settings, api_fit]),
-                                 ("unconditional", app.generate_unconditional, api_uncond)):
+                                 ("unconditional", app.generate_unconditional, api_uncond),
+                                 ("class", app.generate_class, [api_class, *api_uncond, api["guidance"]])):
             api_buttons[mode].click(fn, inputs, api_outputs, api_name=f"generate_{mode}", **common)
         api_stop.click(app.request_stop, None, None, queue=False, api_name="stop")
-        if bank.available(SEGMENTER):
+        if app.can_segment():
             api_photo_button.click(app.label_map_from_photo, api_photo, api_photo_outputs,
                                    api_name="label_map_from_photo", concurrency_id=SEGMENTER)
         dice.click(lambda: int(np.random.randint(0, 2**31 - 1)), None, seed, queue=False, api_visibility="private")
 
-        example.change(lambda name: editor_value(examples[name]), example, seg, show_progress="hidden",
-                       api_visibility="private")
+        example.change(lambda name: editor_value(examples[name], space) if name in examples else gr.skip(),
+                       example, seg, show_progress="hidden", api_visibility="private")
         # "Clear canvas" gives the blank (unlabelled) map, which the model reads as "no layout given"
-        seg.clear(lambda: (editor_value(examples[BLANK]), BLANK), None, [seg, example], show_progress="hidden",
-                  api_visibility="private")
+        seg.clear(lambda: (editor_value(examples[empty], space), empty), None, [seg, example],
+                  show_progress="hidden", api_visibility="private")
 
         def replace_label(value, a, b):
             labels = tc.condition_maps.labels_from_image(flatten_editor(value, UNLABELLED_RGB),
-                                                          size=(seg_size, seg_size))
-            labels[labels == label_value(a)] = label_value(b)
-            return editor_value(labels)
+                                                          size=(seg_size, seg_size), space=space)
+            labels[labels == space.id(a)] = space.id(b)
+            return editor_value(labels, space)
 
         fill_btn.click(replace_label, [seg, fill_from, fill_to], seg, show_progress="hidden",
                        api_visibility="private")
 
-        def load_label_upload(path, fit):
+        def load_label_upload(path, fit, grey_ids):
             # snapped at canvas size: the pixels resizing keeps, not the whole upload (up to 16.8 MP)
-            labels, note = label_map_of(path, (seg_size, seg_size), bank.available(SEGMENTER), fit)
-            if note:
-                gr.Info(note.strip())
-            return editor_value(labels)
+            labels, note = label_map_of(path, (seg_size, seg_size), app.can_segment(), fit, space, grey_ids)
+            gr.Info(f"{note.strip()} Labels: {labels_found(labels, space)}.".strip())
+            return editor_value(labels, space), UPLOADED
 
         def load_edge_upload(path, kind, fit):
             a, note = fitted(read_upload(path, "sketch or photo"), (edge_size, edge_size), fit, kind)
@@ -871,16 +1032,16 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
 
         # A refused upload empties its file box (and the depth preview), so nothing looks loaded that is not
         quiet = dict(show_progress="hidden", api_visibility="private")
-        seg_upload.upload(load_label_upload, [seg_upload, fit], seg, **quiet).failure(
+        seg_upload.upload(load_label_upload, [seg_upload, fit, grey_ids], [seg, example], **quiet).failure(
             lambda: None, None, seg_upload, queue=False, **quiet)
         edge_upload.upload(load_edge_upload, [edge_upload, edge_kind, fit], sketch, **quiet).failure(
             lambda: None, None, edge_upload, queue=False, **quiet)
 
         def load_photo(path):
             rgb, message = app.label_map_from_photo(path, seg_size)
-            return {"background": rgb, "layers": [], "composite": None}, message
+            return {"background": rgb, "layers": [], "composite": None}, message, UPLOADED
 
-        seg_photo.upload(load_photo, seg_photo, [seg, results["seg"][1]], concurrency_id=SEGMENTER,
+        seg_photo.upload(load_photo, seg_photo, [seg, results["seg"][1], example], concurrency_id=SEGMENTER,
                          **quiet).failure(lambda: None, None, seg_photo, queue=False, **quiet)
         depth.upload(load_depth_upload, depth, depth_preview, **quiet).failure(
             lambda: (None, None), None, [depth, depth_preview], queue=False, **quiet)
@@ -914,7 +1075,8 @@ def launch(demo: gr.Blocks, queue_size: int = 16, **kwargs) -> tuple:
     """Queue (one generation at a time, `queue_size` waiting) and serve, refusing uploads over MAX_UPLOAD_BYTES
     as they arrive. kwargs go to Blocks.launch; returns what it returns."""
     demo.queue(default_concurrency_limit=1, max_size=queue_size)
-    return demo.launch(max_file_size=MAX_UPLOAD_BYTES, css=CSS, head=swatch_script(), **kwargs)
+    return demo.launch(max_file_size=MAX_UPLOAD_BYTES, css=CSS,
+                       head=getattr(demo, "page_head", None) or swatch_script(), **kwargs)
 
 
 def main(argv=None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .labels import snap_to_labels
+from .labels import COCO_STUFF_UNLABELLED, LabelSpace
 
 CANNY_LOW, CANNY_HIGH = 100, 200  # thresholds of the edge extractor (on a 0..255 grey image)
 SKETCH_DARKNESS = 0.5  # a sketch pixel is a stroke when (255 - grey) / 255 exceeds this
@@ -112,9 +112,9 @@ def depth_from_array(image: np.ndarray, float_rgba: bool | None = None) -> np.nd
 
 
 def labels_from_image(image: np.ndarray, ids: list[int] | None = None,
-                      size: tuple[int, int] | None = None) -> np.ndarray:
-    """A label map -> (H, W) int64 ids: grey images hold the ids themselves (COCO-Stuff ids, 255 =
-    unlabelled); colour images are colour-coded with labels.coco_stuff_colours and snapped to the nearest
+                      size: tuple[int, int] | None = None, space: LabelSpace | None = None) -> np.ndarray:
+    """A label map -> (H, W) int64 raw ids: grey images hold the ids themselves; colour images are
+    colour-coded with the label space's colours (default: COCO-Stuff + unlabelled) and snapped to the nearest
     label colour (restricted to `ids` if given).
 
     With `size` = (height, width) the map is resized first, picking the pixels `resize_labels` would pick
@@ -126,7 +126,7 @@ def labels_from_image(image: np.ndarray, ids: list[int] | None = None,
         raise ValueError(f"expected a label map (H, W) or a colour-coded map (H, W, 3), got shape {a.shape}")
     if size is not None:
         a = _pick(a, size)  # (height, width[, C])
-    return a.astype(np.int64) if a.ndim == 2 else snap_to_labels(a, ids)
+    return a.astype(np.int64) if a.ndim == 2 else (space or COCO_STUFF_UNLABELLED).snap(a, ids)
 
 
 def centre_square(a: np.ndarray) -> np.ndarray:

@@ -92,6 +92,9 @@ class Net2Net(nn.Module):
         if aligned != (gpt.cond_vocab_size > 0):
             raise ValueError(f"cond_mode {cfg.cond_mode!r} with transformer.cond_vocab_size = "
                              f"{gpt.cond_vocab_size}: aligned mode needs a condition table, prefix mode none")
+        if cfg.cond_stage.kind == "class" and cfg.cond_stage.n_classes > gpt.vocab_size:
+            raise ValueError(f"cond_stage.n_classes {cfg.cond_stage.n_classes} exceeds transformer.vocab_size "
+                             f"{gpt.vocab_size}: class ids are tokens of the GPT's vocabulary")
         n = gpt.cond_vocab_size if aligned else gpt.vocab_size
         if cfg.null_token is not None and not 0 <= cfg.null_token < n:
             raise ValueError(f"null_token {cfg.null_token} lies outside the {n} condition ids of {cfg.cond_mode} "

@@ -40,7 +40,7 @@ def bank(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     kinds = {"segmentation": ("segmentation", 183), "edges": ("edges", 0), "depth": ("depth", 0),
-             "unconditional": ("none", 0)}
+             "unconditional": ("none", 0), "class": ("class", 0)}
     for mode, (kind, n) in kinds.items():
         tc.save_model(tc.build_model(small_model(kind, n or 5, layers=6)),
                       root / mode)
@@ -158,11 +158,12 @@ def test_inputs_of_another_shape_are_fitted_as_chosen_and_the_status_says_so(ban
     wide[:, :16] = tc.labels.label_id("sand")  # the left quarter: cropped away by default
     runs = {fit: list(app.generate_segmentation(wide, seed=1, fit=fit))[-1] for fit in ("crop", "pad", "stretch")}
     crop, pad, stretch = runs["crop"], runs["pad"], runs["stretch"]
-    assert crop[1].endswith("The 64x32 label map was cropped to its centre 32x32 to fit 32x32.")
+    assert crop[1].endswith("The 64x32 label map was cropped to its centre 32x32 to fit 32x32. Labels: sea 100%.")
     sea, sand = tc.labels.coco_stuff_colours()[[tc.labels.label_id("sea"), tc.labels.label_id("sand")]]
     assert (crop[2][:, :8] == sea).all()  # the condition view: sand gone from the left edge
-    assert pad[1].endswith("padded to 64x64 to fit 32x32.") and (pad[2][:8] == 0).all()  # unlabelled rows
-    assert stretch[1].endswith("was stretched to fit 32x32.") and (stretch[2][:, :8] == sand).all()
+    assert "padded to 64x64 to fit 32x32." in pad[1] and (pad[2][:8] == 0).all()  # unlabelled rows
+    assert pad[1].endswith("Labels: unlabelled 50%, sea 38%, sand 12%.")
+    assert "was stretched to fit 32x32." in stretch[1] and (stretch[2][:, :8] == sand).all()
     with pytest.raises(gr.Error, match="fit must be one of crop, pad, stretch"):
         list(app.generate_depth(str(files / "depth16.png"), fit="squash"))
     tall = list(app.generate_edges(str(files / "sketch.png"), "sketch", seed=1, width=64, height=32))[-1]
