@@ -1,12 +1,15 @@
-"""Gradio app: paint a segmentation map, draw or upload edges, upload depth, or sample unconditionally, and
-watch the image appear token by token. UI only: every model call goes through taming_core.
+"""Gradio app: paint a segmentation map, draw or upload edges, upload depth, sample unconditionally or from a
+class, and watch the image appear token by token. UI only: every model call goes through taming_core.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--device auto|cpu|cuda]
                   [--segmentation PATH [--segmentation-config YAML]] [--edges ...] [--depth ...] [--unconditional ...]
+                  [--class ...]
 
+The Segmentation tab follows its model's label space (tc.labels: COCO-Stuff with or without unlabelled,
+ADE20K, generic); the Class tab appears when a class-conditional model is loaded.
 Each mode is also a named API endpoint taking plain images and numbers (gradio_client):
-generate_segmentation, generate_edges, generate_depth, generate_unconditional; every number is checked
-against LIMITS. label_map_from_photo turns a photo into a label map in the palette colours (the segmenter,
+generate_segmentation, generate_edges, generate_depth, generate_unconditional, generate_class; every number
+is checked against LIMITS. label_map_from_photo turns a photo into a label map in the palette colours (the segmenter,
 --segmenter PATH, default checkpoints/segmenter). `stop` ends this client's running job and cancels its jobs
 still waiting in the queue.
 Every model is loaded at start: one that cannot be loaded ends the app with the cause.
@@ -35,8 +38,9 @@ import taming_core as tc
 
 ROOT = Path(__file__).resolve().parent
 MODES = ("segmentation", "edges", "depth", "unconditional", "class")
-KINDS = {"segmentation": "segmentation", "edges": "edges", "depth": "depth", "unconditional": "none",
-         "class": "class"}  # mode -> the condition kind its model must have
+# mode -> the condition kinds its model may have (a coordinate stage, as FacesHQ's, samples whole images alone)
+KINDS = {"segmentation": ("segmentation",), "edges": ("edges",), "depth": ("depth",),
+         "unconditional": ("none", "coord"), "class": ("class",)}
 SEGMENTER = "segmenter"  # the photo -> label map model behind "Start from a photo"
 MAX_UPLOAD_PIXELS = 4096 * 4096  # larger uploads are refused before decoding
 MAX_UPLOAD_BYTES = 64 * 2**20  # larger files are refused while they arrive (a 4096^2 PNG of noise still fits)
@@ -103,9 +107,9 @@ class ModelBank:
                 if mode != SEGMENTER and not isinstance(model, tc.Net2Net):
                     raise tc.ConfigError(f"{path} is a {type(model).__name__}, not a transformer.")
                 kind = model.config.cond_stage.kind if mode != SEGMENTER else None
-                if mode != SEGMENTER and kind != KINDS[mode]:
-                    flag = [f"--{m}" for m, k in KINDS.items() if k == kind]
-                    raise tc.ConfigError(f"{path} is conditioned on {kind}, not {KINDS[mode]}"
+                if mode != SEGMENTER and kind not in KINDS[mode]:
+                    flag = [f"--{m}" for m, k in KINDS.items() if kind in k]
+                    raise tc.ConfigError(f"{path} is conditioned on {kind}, not {' or '.join(KINDS[mode])}"
                                          + (f": pass it with {flag[0]}." if flag else
                                             ": the app has no tab for this condition (use the library)."))
                 model = model.to(self.device).eval()
@@ -562,11 +566,17 @@ class App:
 
     def generate_unconditional(self, seed=0, temperature=1.0, top_k=100, top_p=1.0, frames=16, images=1,
                                request: gr.Request = None):
-        """Samples from the start token alone, at the model's native size."""
+        """Samples from the start token alone, at the model's native size (a model with a coordinate stage,
+        as FacesHQ's, is given every pixel's position, as the original's data gives it)."""
         s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, frames=frames,
                              images=images)
-        size = self.output_size(self.bank.get("unconditional"), s)
-        yield from self.run("unconditional", None, size, s, None, request)
+        model = self.bank.get("unconditional")
+        size = self.output_size(model, s)
+        cond = None
+        if model.config.cond_stage.kind == "coord":
+            h, w = size
+            cond = (torch.arange(h * w, dtype=torch.float32) / (h * w)).view(1, 1, h, w)  # raster position
+        yield from self.run("unconditional", cond, size, s, None, request)
 
     def generate_class(self, class_id, seed=0, temperature=1.0, top_k=100, top_p=1.0, frames=16, images=1,
                        guidance=GUIDANCE, request: gr.Request = None):
@@ -1055,7 +1065,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "depth, or sample unconditionally, and watch the image appear token by token.",
         epilog="Every model is loaded at start; one that cannot be loaded ends the app with the cause. "
                "Each tab is also an API endpoint (gradio_client): generate_segmentation, generate_edges, "
-               "generate_depth, generate_unconditional, and stop.")
+               "generate_depth, generate_unconditional, generate_class, label_map_from_photo, and stop.")
     ap.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
     ap.add_argument("--port", type=int, default=7860, help="port to serve on (default: %(default)s)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")

@@ -59,7 +59,7 @@ def test_an_ade20k_model_reads_ade20k_maps(ade_bank):
     # the COCO-Stuff scenes come in ADE20K's labels; the official COCO-Stuff counting is refused by name
     lake = A.example_maps(32, space)["Mountain lake"]
     assert {space.names[i] for i in np.unique(lake)} == {"sky", "mountain", "water", "grass"}
-    with pytest.raises(gr.Error, match="1-based grey ids are the official COCO-Stuff encoding; this model reads ADE20K"):
+    with pytest.raises(gr.Error, match="1-based grey ids are the official COCO-Stuff encoding; this model reads"):
         final(app.generate_segmentation(labels, grey_ids="1-based"))
     with pytest.raises(gr.Error, match="grey values that are no label.*ADE20K ids: 0 = other"):
         final(app.generate_segmentation(np.full((32, 32), 200, np.uint8)))
@@ -124,6 +124,21 @@ def test_class_samples_by_id_or_name(ade_bank):
                        ("xyzzy", "No class is named 'xyzzy'.")):
         with pytest.raises(gr.Error, match=re.escape(words)):
             final(app.generate_class(bad))
+
+
+def test_a_coordinate_model_samples_in_the_unconditional_tab(tmp_path):
+    """FacesHQ-style: the condition is every pixel's raster position, which the tab supplies."""
+    cfg = small_model("coord")
+    cfg["cond_stage"].update(n_embed=32, down_factor=2)  # tokens within the GPT's 32; a 16x16 grid at 32 px
+    tc.save_model(tc.build_model(cfg), tmp_path / "faces")
+    app = A.App(A.ModelBank({"unconditional": (str(tmp_path / "faces"), None)}))
+    model, seen = app.bank.get("unconditional"), []
+    encode = model.encode_cond
+    model.encode_cond = lambda cond: seen.append(cond) or encode(cond)
+    image, status, _ = final(app.generate_unconditional(seed=2))
+    assert status.startswith("Done: 256 tokens") and image.shape == (32, 32, 3)
+    ramp = (torch.arange(32 * 32) / (32 * 32)).view(1, 1, 32, 32)  # the original's coord map: raster position
+    assert len(seen) == 1 and torch.equal(seen[0], ramp)
 
 
 def test_a_model_of_another_kind_ends_the_app_at_start_naming_its_flag(tmp_path):
