@@ -373,6 +373,17 @@ def tiled(x: torch.Tensor, gap: int = 2) -> np.ndarray:
     return out
 
 
+def untiled(image: np.ndarray, n: int, gap: int = 2) -> list[np.ndarray]:
+    """The inverse of `tiled`: one (H', W', 3) grid of n images -> the n images (H, W, 3)."""
+    if n == 1:
+        return [image]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    h, w = (image.shape[0] - (rows - 1) * gap) // rows, (image.shape[1] - (cols - 1) * gap) // cols
+    return [image[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w]
+            for r, c in (divmod(i, cols) for i in range(n))]
+
+
 def to_image(x: torch.Tensor) -> np.ndarray:
     """(1, C, H, W) in [-1, 1] -> (H, W, 3) uint8."""
     x = ((x[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
@@ -755,43 +766,57 @@ def swatch_script(space: tc.labels.LabelSpace = tc.labels.COCO_STUFF_UNLABELLED)
 </script>""" % json.dumps(names)
 
 
-def for_page(mode: str, seed, stream: Iterator[tuple], with_view: bool = True) -> Iterator[tuple]:
+def for_page(mode: str, seed, images, stream: Iterator[tuple], with_view: bool = True) -> Iterator[tuple]:
     """A handler's stream, made for a tab: each image saved as `taming-<mode>-seed<seed>.png` (the name its
     download keeps), and Stop styled as active while the job runs (an event after the job styles it back).
+    With several images per run, the last grid is also cut into its images, `...-seed<seed>-<i>.png`, shown
+    in the tab's gallery (each its own download) once the run ends; the gallery hides for single images.
     Each file is deleted once Gradio has copied it to its cache, that is when the next one is asked for.
     The condition view is sent once: Gradio rewrites an array's cache file in place each time it is sent,
     which cuts short a browser still reading it (a broken image, "Too little data for declared Content-Length");
     copies of files, as the images here, are written once under a new name."""
-    folder, view_sent = None, False
+    folder, view_sent, last, first = None, False, None, True
     try:
         for image, status, view in stream:
             if view_sent:
                 view = gr.skip()
             view_sent = view_sent or isinstance(view, np.ndarray)
             if isinstance(image, np.ndarray):
-                done, folder = folder, Path(tempfile.mkdtemp(prefix="taming-app-"))
+                done, folder, last = folder, Path(tempfile.mkdtemp(prefix="taming-app-")), image
                 path = folder / f"taming-{mode}-seed{int(seed)}.png"
                 Image.fromarray(image).save(path)
                 image = str(path)
                 if done is not None:
                     shutil.rmtree(done, ignore_errors=True)
-            yield (image, status, *([view] if with_view else []), gr.update(variant="stop"))
+            gallery = gr.update(value=None, visible=False) if first else gr.skip()
+            first = False
+            yield (image, status, *([view] if with_view else []), gr.update(variant="stop"), gallery)
+        if last is not None and int(images) > 1:
+            files = []
+            for i, one in enumerate(untiled(last, int(images)), 1):
+                files.append((str(folder / f"taming-{mode}-seed{int(seed)}-{i}.png"), f"{i}"))
+                Image.fromarray(one).save(files[-1][0])
+            yield (gr.skip(), gr.skip(), *([gr.skip()] if with_view else []), gr.skip(),
+                   gr.update(value=files, visible=True))
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
 def result_column(key: str, with_view: bool = True) -> tuple:
-    """A tab's own result, progress, Stop and (optionally) condition view: switching tabs keeps each tab's."""
+    """A tab's own result, progress, Stop, (optionally) condition view and gallery of the images of one run:
+    switching tabs keeps each tab's."""
     out = gr.Image(label="Result (enlarged; the download is the true size)", format="png", interactive=False,
                    elem_id=f"out_{key}", elem_classes=["result"], height=420, buttons=["download", "fullscreen"])
-    status = gr.Textbox(label="Progress", interactive=False, elem_id=f"status_{key}", lines=1)
+    status = gr.Textbox(label="Progress", interactive=False, elem_id=f"status_{key}", lines=2, max_lines=6)
     stop = gr.Button("Stop", variant="secondary", elem_id=f"stop_{key}")
+    each = gr.Gallery(label="Each image (click one for its download)", format="png", columns=4, height=200,
+                      elem_id=f"each_{key}", visible=False, interactive=False)
     view = None
     if with_view:
         view = gr.Image(label="Condition the model sees", format="png", interactive=False,
                         elem_id=f"cond_{key}", elem_classes=["result"], height=200)
-    return out, status, stop, view
+    return out, status, stop, view, each
 
 
 def build_demo(bank: ModelBank) -> gr.Blocks:
@@ -810,7 +835,7 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
     first_example = next(iter(examples))
     empty = BLANK if BLANK in examples else first_example  # what "Clear canvas" gives
     brush_colour = space.colours[space.id("tree") if "tree" in names else space.id(names[0])]
-    results = {}  # tab key -> (out, status, stop, view)
+    results = {}  # tab key -> (out, status, stop, view, gallery)
 
     with gr.Blocks(title="Taming Transformers", delete_cache=CACHE_CLEANUP) as demo:
         demo.page_head = swatch_script(space)  # launch() puts it in the page's head
@@ -928,27 +953,27 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
 
         def from_canvas(value, seed, temperature, top_k, top_p, width, height, frames, guidance, images, fit,
                         request: gr.Request):
-            yield from for_page("segmentation", seed, app.generate_segmentation(
+            yield from for_page("segmentation", seed, images, app.generate_segmentation(
                 flatten_editor(value, UNLABELLED_RGB), seed, temperature, top_k, top_p, width, height, frames,
                 guidance, images, fit, "0-based", request))
 
         def from_sketch(value, seed, temperature, top_k, top_p, width, height, frames, guidance, images, fit,
                         request: gr.Request):
-            yield from for_page("edges", seed, app.generate_edges(
+            yield from for_page("edges", seed, images, app.generate_edges(
                 flatten_editor(value), "sketch", seed, temperature, top_k, top_p, width, height, frames, guidance,
                 images, fit, request))
 
         def from_depth(path, seed, temperature, top_k, top_p, width, height, frames, guidance, images, fit,
                        request: gr.Request):
-            yield from for_page("depth", seed, app.generate_depth(
+            yield from for_page("depth", seed, images, app.generate_depth(
                 path, seed, temperature, top_k, top_p, width, height, frames, guidance, images, fit, request))
 
         def from_nothing(seed, temperature, top_k, top_p, frames, images, request: gr.Request):
-            yield from for_page("unconditional", seed, app.generate_unconditional(
+            yield from for_page("unconditional", seed, images, app.generate_unconditional(
                 seed, temperature, top_k, top_p, frames, images, request), with_view=False)
 
         def from_class(class_id, seed, temperature, top_k, top_p, frames, images, guidance, request: gr.Request):
-            yield from for_page("class", seed, app.generate_class(
+            yield from for_page("class", seed, images, app.generate_class(
                 class_id, seed, temperature, top_k, top_p, frames, images, guidance, request), with_view=False)
 
         idle = dict(fn=lambda: gr.update(variant="secondary"), inputs=None, queue=False, show_progress="hidden",
@@ -960,8 +985,8 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                                          [seed, temperature, top_k, top_p, frames, images]),
                                         ("class", go_class, from_class,
                                          [class_id, seed, temperature, top_k, top_p, frames, images, guidance])):
-            out, status, stop, view = results[key]
-            outputs = [out, status, *([view] if view is not None else []), stop]
+            out, status, stop, view, each = results[key]
+            outputs = [out, status, *([view] if view is not None else []), stop, each]
             # named apart, so the API's names stay free
             button.click(fn, inputs, outputs, api_name=f"ui_{key}", api_visibility="private",
                          show_progress_on=[status], **common).then(outputs=stop, **idle)

@@ -227,16 +227,41 @@ def test_page_stream_names_its_files_and_styles_stop(bank, files):
     the files are gone once the run is over (Gradio keeps its own copies)."""
     app = A.App(bank)
     folders = []
-    for path, status, view, stop in A.for_page("segmentation", 123, app.generate_segmentation(
+    for path, status, view, stop, each in A.for_page("segmentation", 123, 1, app.generate_segmentation(
             str(files / "labels.png"), seed=123, width=48, height=32, frames=4)):
         assert Path(path).name == "taming-segmentation-seed123.png" and Path(path).is_file()
         assert Image.open(path).size == (48, 32) and stop == gr.update(variant="stop")
         # the condition view goes once (Gradio rewrites an array's cache file in place on every send)
         assert view.shape == (32, 48, 3) if not folders else view == gr.skip()
+        # the gallery of single images is hidden (emptied at the start), then left alone
+        assert each == (gr.update(value=None, visible=False) if not folders else gr.skip())
         folders.append(Path(path).parent)
     assert status.startswith("Done") and len(folders) >= 2 and not any(f.exists() for f in folders)
-    outs = list(A.for_page("unconditional", 4, app.generate_unconditional(seed=4), with_view=False))
-    assert Path(outs[-1][0]).name == "taming-unconditional-seed4.png" and len(outs[-1]) == 3
+    outs = list(A.for_page("unconditional", 4, 1, app.generate_unconditional(seed=4), with_view=False))
+    assert Path(outs[-1][0]).name == "taming-unconditional-seed4.png" and len(outs[-1]) == 4
+
+
+def test_variations_also_come_one_by_one_for_their_downloads(bank, files):
+    """Several images per run: after the run, each image of the last grid as its own file in the gallery."""
+    app = A.App(bank)
+    outs = []
+    for out in A.for_page("segmentation", 7, 3, app.generate_segmentation(str(files / "labels.png"), seed=7, images=3)):
+        # read the files while they exist (Gradio copies them before asking for the next update)
+        outs.append([np.asarray(Image.open(f)) if isinstance(f, str) else f for f in out[:1]] + list(out[1:]))
+        if isinstance(out[-1], dict) and out[-1].get("visible"):
+            each = [(Path(f).name, np.asarray(Image.open(f)), caption) for f, caption in out[-1]["value"]]
+    grid = outs[-2][0]  # the last grid; the last update carries the gallery alone
+    assert outs[-1][:4] == [gr.skip()] * 4 and grid.shape == (66, 66, 3)
+    assert [(name, caption) for name, _, caption in each] == [
+        (f"taming-segmentation-seed7-{i}.png", str(i)) for i in (1, 2, 3)]
+    assert all(np.array_equal(im, A.untiled(grid, 3)[i]) for i, (_, im, _) in enumerate(each))
+    assert np.array_equal(each[1][1], grid[:32, 34:]) and each[2][1].shape == (32, 32, 3)
+
+
+def test_untiled_inverts_tiled():
+    x = torch.rand(5, 3, 8, 12) * 2 - 1
+    parts = A.untiled(A.tiled(x), 5)
+    assert len(parts) == 5 and all(np.array_equal(p, A.to_image(x[i:i + 1])) for i, p in enumerate(parts))
 
 
 def test_a_model_that_cannot_load_ends_the_app_at_start(tmp_path):

@@ -193,7 +193,16 @@ def test_browser_ade20k_palette_and_the_class_tab(served):
         search.press("Control+a")
         search.press_sequentially("volca")
         page.get_by_role("option", name="980: volcano").click()
+        images = page.locator("#images input[type=number]")
+        images.fill("2")
+        images.press("Enter")
         page.click("#go_class")
         expect(page.locator("#status_class textarea")).to_have_value(
-            re.compile("^Done.*Class 980: volcano"), timeout=60000)
+            re.compile("^Done: 2 images.*Class 980: volcano"), timeout=60000)
         assert page.locator("#out_class img").get_attribute("src").endswith("/taming-class-seed0.png")
+        expect(page.locator("#each_class img")).to_have_count(2, timeout=10000)  # each its own download
+        assert page.locator("#each_class img").nth(1).get_attribute("src").endswith("taming-class-seed0-2.png")
+        page.set_viewport_size({"width": 800, "height": 900})  # a narrow window: no tab hides behind a menu
+        page.wait_for_timeout(500)
+        assert all(tab.is_visible() for tab in page.get_by_role("tab").all())
+        assert page.get_by_role("tab").count() == 5
