@@ -676,7 +676,7 @@ def test_browser_blank_canvas_and_clear_give_an_unlabelled_map(served, files):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_browser_swatches_are_named_and_picking_one_closes_the_popup(served):
+def test_browser_swatches_are_named_picking_one_closes_the_popup_and_a_stroke_paints_it(served):
     from playwright.sync_api import expect
 
     with browser_page(served) as page:
@@ -691,3 +691,25 @@ def test_browser_swatches_are_named_and_picking_one_closes_the_popup(served):
         assert set(named) >= {"sky-other", "tree", "unlabelled"}, named
         grass.click()
         expect(page.locator("#seg button.color").first).to_be_hidden(timeout=5000)  # the popup closed on pick
+        # a stroke from the middle of the (blank) canvas then paints grass, and Generate conditions on it
+        page.locator("#seg_example input").click()
+        page.get_by_role("option", name=A.BLANK).click()
+        page.wait_for_timeout(1500)  # the server sends the blank canvas
+        box = page.locator("#seg canvas").first.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2  # the image is centred in the canvas
+        page.mouse.move(x - 30, y)
+        page.mouse.down()
+        for dx in range(-25, 35, 5):
+            page.mouse.move(x + dx, y)
+        page.mouse.up()
+        page.wait_for_timeout(500)
+        page.click("#go_seg")
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Done.*Labels: unlabelled"),
+                                                                     timeout=60000)
+        view = np.asarray(Image.open(io.BytesIO(page.request.get(
+            page.locator("#cond_seg img").get_attribute("src")).body())).convert("RGB"))
+        grass_rgb = tc.labels.coco_stuff_colours()[tc.labels.label_id("grass")]
+        painted = (view == grass_rgb).all(-1)
+        assert painted.any() and ((view == 0).all(-1) | painted).all()  # grass where stroked, the rest blank
+        rows = np.nonzero(painted.any(1))[0]
+        assert rows.min() >= 8 and rows.max() <= 24  # a horizontal stroke through the middle
