@@ -429,6 +429,24 @@ def test_api_endpoints_stream_images_of_requested_size(served, files):
     assert np.asarray(Image.open(image)).shape[:2] == (32, 66) and status.startswith("Done: 2 images")
 
 
+def test_api_reads_official_one_based_grey_ids_when_asked(served, tmp_path):
+    from gradio_client import Client, handle_file
+
+    official = np.full((32, 32), 157, np.uint8)  # the official COCO-Stuff PNGs: category id, 157 = sky-other
+    official[16:] = 0  # unlabelled
+    Image.fromarray(official).save(tmp_path / "official.png")
+    client = Client(served, verbose=False)
+    # label map, seed, temperature, top_k, top_p, width, height, previews, guidance, images, fit, grey_ids
+    _, status, view = client.predict(handle_file(str(tmp_path / "official.png")), 1, 1.0, 100, 1.0, 0, 0, 8, 1.0, 1,
+                                     "crop", "1-based", api_name="/generate_segmentation")
+    assert status.endswith("Labels: sky-other 50%, unlabelled 50%."), status
+    assert (np.asarray(Image.open(view).convert("RGB"))[:16] == tc.labels.coco_stuff_colours()[156]).all()
+    # read as 0-based, the same file means other labels: the status line names them
+    _, status, _ = client.predict(handle_file(str(tmp_path / "official.png")), 1, 1.0, 100, 1.0, 0, 0, 8,
+                                  api_name="/generate_segmentation")
+    assert status.endswith("Labels: person 50%, skyscraper 50%."), status  # 0 = person, 157 = skyscraper
+
+
 def test_api_label_map_from_photo(served, files):
     from gradio_client import Client, handle_file
 
