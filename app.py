@@ -17,6 +17,7 @@ Every model is loaded at start: one that cannot be loaded ends the app with the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -75,7 +76,9 @@ class ModelBank:
 
     paths: dict[str, tuple[str | None, str | None]]  # mode -> (checkpoint, optional original yaml)
     device: torch.device = torch.device("cpu")
+    precision: str = "auto"  # how to sample (tc.sampling_precision): auto = the fastest faithful path here
     _models: dict[str, tc.Net2Net] = field(default_factory=dict)
+    plans: dict[str, str] = field(default_factory=dict)  # mode -> how its model samples, in words
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def available(self, mode: str) -> bool:
@@ -94,6 +97,15 @@ class ModelBank:
                                                                                     f"pass --{mode}-config YAML")
                     raise SystemExit(f"app.py: cannot load the {mode} model from {path}"
                                      f"{f' with {config}' if config else ''}: {cause}") from None
+
+    @property
+    def sampling(self) -> tc.SamplingPrecision:
+        return tc.sampling_precision(self.precision, self.device)
+
+    def decoding(self):
+        """The context of first-stage decodes outside tc.stream (its decode_dtype)."""
+        dtype = self.sampling.decode_dtype
+        return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     def get(self, mode: str) -> tc.Net2Net | tc.Segmenter:
         with self._lock:
@@ -114,7 +126,12 @@ class ModelBank:
                                             ": the app has no tab for this condition (use the library)."))
                 model = model.to(self.device).eval()
                 if isinstance(model, tc.Net2Net):
-                    with torch.no_grad():  # warm up the decoder, so the first previews are not late
+                    params = sum(p.numel() for p in model.transformer.parameters())
+                    plan = tc.sampling_precision(self.precision, self.device, params)
+                    if plan.weights == "int8":
+                        model = tc.quantize_gpt(model, torch.int8)  # the fp32 GPT is let go
+                    self.plans[mode] = f"{params / 1e6:.1f}M GPT parameters, {plan.describe()}"
+                    with torch.no_grad(), self.decoding():  # warm up the decoder: the first previews are not late
                         model.decode_indices(torch.zeros(1, model.grid[0] * model.grid[1], dtype=torch.long,
                                                          device=self.device))
                 self._models[mode] = model
@@ -495,7 +512,7 @@ class App:
         events = tc.stream(model, c, grid=grid, window=model.grid, mode="fast", temperature=s.temperature,
                            top_k=s.top_k or None, top_p=s.top_p if s.top_p < 1 else None,
                            generator=gen, fill=fill, guidance=s.guidance if guided else 1.0,
-                           dtype=torch.bfloat16 if device.type == "cuda" else None)
+                           dtype=self.bank.sampling.dtype, decode_dtype=self.bank.sampling.decode_dtype)
         every, last, frame, t0 = max(1, (grid[0] * grid[1]) // s.frames), 0, None, time.time()
         try:
             for ev in events:
@@ -1094,6 +1111,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
     ap.add_argument("--port", type=int, default=7860, help="port to serve on (default: %(default)s)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    ap.add_argument("--precision", default="auto", choices=tc.SAMPLING_PRECISIONS,
+                    help="auto: the fastest faithful path on the device (CPU: int8 GPT weights, bf16 decodes "
+                         "where the CPU has bf16 units; CUDA: bf16); fp32: everything in fp32 "
+                         "(default: %(default)s)")
     for mode in MODES:
         ap.add_argument(f"--{mode}", default=None, metavar="PATH",
                         help=f"{mode} model: our folder or an original .ckpt (default: the bundled one, when present)")
@@ -1125,8 +1146,14 @@ def main(argv=None) -> None:
         paths[m] = (path, getattr(args, f"{m}_config"))
     bundled = ROOT / "checkpoints" / SEGMENTER
     paths[SEGMENTER] = (args.segmenter or (str(bundled) if bundled.exists() else None), None)
-    bank = ModelBank(paths, device)
+    try:
+        bank = ModelBank(paths, device, args.precision)
+        tc.sampling_precision(args.precision, device)  # int8 weights on CUDA: refused here, in one line
+    except ValueError as e:
+        raise SystemExit(f"app.py: {e}") from None
     bank.load_all()
+    for mode, plan in bank.plans.items():
+        print(f"{mode} model on {device} (--precision {args.precision}): {plan}", flush=True)
     launch(build_demo(bank), args.queue_size, server_name=args.host, server_port=args.port)
 
 

@@ -1,5 +1,6 @@
-"""Speed of the bundled models on this CPU: decoding a 16x16 token grid, sampling one image per mode, and
-segmenting a 256x256 photo (the app's "Start from a photo").
+"""Speed of the bundled models on this CPU: decoding a 16x16 token grid, sampling one image per mode,
+streaming one as the app does (time to the first preview and to the final image, fp32 and the app's
+default `--precision auto`), and segmenting a 256x256 photo (the app's "Start from a photo").
 
     .venv/bin/python bench/bundled.py [--threads 1 2] [--repeats 5]
 
@@ -35,6 +36,24 @@ def condition(net: tc.Net2Net, size: int) -> torch.Tensor:
     if kind in ("depth", "edges"):
         return net.encode_cond(-torch.ones(1, 1, size, size))
     return net.encode_cond(1)
+
+
+def stream_times(net: tc.Net2Net, cond: torch.Tensor, precision: str, repeats: int) -> tuple[float, float]:
+    """Median seconds to the first preview and to the final image of tc.stream with the app's settings
+    (16 previews at most, top-k 100) and `precision` (tc.sampling_precision on the CPU)."""
+    plan = tc.sampling_precision(precision, "cpu", sum(p.numel() for p in net.transformer.parameters()))
+    model = tc.quantize_gpt(net, torch.int8) if plan.weights == "int8" else net
+    firsts, finals = [], []
+    for i in range(repeats + 1):  # the first run warms up
+        t0, first = time.perf_counter(), None
+        for ev in tc.stream(model, cond, top_k=100, generator=torch.Generator().manual_seed(i),
+                            dtype=plan.dtype, decode_dtype=plan.decode_dtype):
+            if ev.preview is not None and first is None:
+                first = time.perf_counter() - t0
+        if i:
+            firsts.append(first)
+            finals.append(time.perf_counter() - t0)
+    return statistics.median(firsts), statistics.median(finals)
 
 
 def median_time(fn, repeats: int) -> float:
@@ -77,12 +96,20 @@ def main(argv=None) -> list[dict]:
             t = median_time(lambda: net.decode_indices(tc.sample(net, cond, steps=n, top_k=100)),
                             max(1, args.repeats // 2))
             rows.append({"figure": f"{mode}: sample {n} tokens + decode", "threads": threads, "seconds": t})
+        if "segmentation" in nets:
+            net = nets["segmentation"]
+            cond = condition(net, side * vq.downsample_factor)
+            for precision in ("fp32", "auto"):
+                first, final = stream_times(net, cond, precision, max(1, args.repeats // 2))
+                what = f"app stream, --precision {precision}"
+                rows.append({"figure": f"{what}: first preview", "threads": threads, "seconds": first})
+                rows.append({"figure": f"{what}: final image", "threads": threads, "seconds": final})
         if segmenter is not None:
             t = median_time(lambda: segmenter.segment(photo), args.repeats)
             rows.append({"figure": f"segmenter: {photo.shape[1]}x{photo.shape[0]} photo -> label map",
                          "threads": threads, "seconds": t})
     for r in rows:
-        print(f"{r['figure']:<44} threads {r['threads']}  {r['seconds'] * 1000:8.1f} ms")
+        print(f"{r['figure']:<64} threads {r['threads']}  {r['seconds'] * 1000:8.1f} ms")
     out = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -13,7 +13,8 @@ from .conditioners import ConditionerConfig, Conditioner
 from .gpt import GPT, GPTConfig, KVCache, LowBitLinear
 from .net2net import Net2Net, Net2NetConfig
 from .permuter import Permuter, PermuterConfig
-from .precision import PRECISIONS, autocast_for, cpu_has_bf16, resolve_precision
+from .precision import (PRECISIONS, SAMPLING_PRECISIONS, SamplingPrecision, autocast_for, cpu_has_bf16,
+                        resolve_precision, sampling_precision)
 from .quantizer import (CodebookUsage, EMAVectorQuantizer, GumbelQuantizer, Quantized, VectorQuantizer,
                         codebook_usage)
 from .safe_unpickle import CheckpointError, UnsafeCheckpointError, safe_load
@@ -31,7 +32,8 @@ __all__ = [
     "load_state_dict_strict", "ConfigError", "CheckpointError", "UnsafeCheckpointError", "safe_load",
     "sample", "filter_logits", "pick_token", "sample_sliding_window", "window_plan", "WindowPlan", "stream",
     "StreamEvent", "quantize_gpt", "LowBitLinear", "PRECISIONS", "autocast_for", "cpu_has_bf16",
-    "resolve_precision", "Segmenter", "SegmenterConfig",
+    "resolve_precision", "SAMPLING_PRECISIONS", "SamplingPrecision", "sampling_precision", "Segmenter",
+    "SegmenterConfig",
 ]
 
 # Training-only parts (data, losses, discriminator, perceptual distances, evaluation, resume) live in

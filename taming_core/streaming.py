@@ -13,6 +13,7 @@ stops all work at once: nothing runs between two events except the consumer's ow
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -48,9 +49,12 @@ def _finished_rows(known: torch.Tensor) -> int:
     return int(known.all(dim=1).int().cumprod(dim=0).sum())
 
 
-def _preview(model: Net2Net, tokens: torch.Tensor, rows: int, fill: torch.Tensor | None) -> torch.Tensor:
+def _preview(model: Net2Net, tokens: torch.Tensor, rows: int, fill: torch.Tensor | None,
+             decode_dtype: torch.dtype | None = None) -> torch.Tensor:
     """tokens (B, h, w), the first `rows` finished -> image (B, 3, H, W): decoded rows above the fill."""
-    decoded = model.first_stage_model.decode_indices(tokens[:, :rows]).float()  # (B, 3, rows * f, W)
+    device = tokens.device.type
+    with torch.autocast(device, dtype=decode_dtype) if decode_dtype is not None else nullcontext():
+        decoded = model.first_stage_model.decode_indices(tokens[:, :rows]).float()  # (B, 3, rows * f, W)
     B, h, w = tokens.shape
     f = decoded.shape[-2] // rows
     size = (h * f, decoded.shape[-1])
@@ -69,7 +73,7 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
            top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
            generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
            fill: torch.Tensor | None = None, preview_budget: float = 0.2,
-           guidance: float = 1.0) -> Iterator[StreamEvent]:
+           guidance: float = 1.0, decode_dtype: torch.dtype | None = None) -> Iterator[StreamEvent]:
     """Sample token by token, yielding a StreamEvent after each; the same tokens as the batch samplers.
 
     c (B, L_c): plain cached sampling of a grid (h, w) = `grid` (default the model's training grid), as
@@ -81,6 +85,8 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
     guidance: classifier-free guidance scale (1 = off), on both paths, as in the batch samplers.
     preview_budget: the share of the time (sampling + previews) that previews may take. The last event
     (done == total) always carries the full decoded image, outside the budget: it is the result.
+    decode_dtype: autocast dtype of the previews' and the result's decodes (torch.bfloat16 on CUDA or on
+    CPUs with bf16 units, see sampling_precision); None decodes in fp32.
     """
     if not 0 < preview_budget <= 1:
         raise ValueError(f"preview_budget is a fraction of the time in (0, 1], got {preview_budget}")
@@ -125,7 +131,7 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
         due = (preview_s + last_cost_s) * (1 - preview_budget) <= preview_budget * sampling_s
         if done == total or (rows > last_rows and due):
             t0 = time.perf_counter()
-            preview = _preview(model, snapshot, h if done == total else rows, fill)
+            preview = _preview(model, snapshot, h if done == total else rows, fill, decode_dtype)
             last_cost_s, last_rows = time.perf_counter() - t0, rows
             preview_s += last_cost_s
         speed = done / max(sampling_s, 1e-9)

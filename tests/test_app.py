@@ -264,6 +264,24 @@ def test_untiled_inverts_tiled():
     assert len(parts) == 5 and all(np.array_equal(p, A.to_image(x[i:i + 1])) for i, p in enumerate(parts))
 
 
+def test_precision_chooses_the_gpt_weights_and_the_app_says_how_each_model_samples(bank, files):
+    """--precision int8 samples with int8 GPT matrices, fp32 with the plain ones; 'auto' keeps a small GPT in
+    fp32 (int8 pays from 10M parameters on); every loaded model's plan is stated."""
+    paths = {"segmentation": bank.paths["segmentation"]}
+    auto_decode = "bf16" if tc.cpu_has_bf16() else "fp32"
+    for precision, layer, plan in (("int8", tc.LowBitLinear, "GPT int8 weights, decode fp32"),
+                                   ("fp32", torch.nn.Linear, "GPT fp32, decode fp32"),
+                                   ("auto", torch.nn.Linear, f"GPT fp32, decode {auto_decode}")):
+        low = A.ModelBank(paths, precision=precision)
+        model = low.get("segmentation")
+        assert type(model.transformer.blocks[0].mlp[0]) is layer, precision
+        runs = [list(A.App(low).generate_segmentation(str(files / "labels.png"), seed=2))[-1][0] for _ in range(2)]
+        assert np.array_equal(*runs) and runs[0].shape == (32, 32, 3)
+        assert low.plans["segmentation"].endswith(f"M GPT parameters, {plan}"), low.plans
+    with pytest.raises(SystemExit, match="int8 weights need a CPU"):
+        A.main(["--precision", "int8", "--device", "cuda", "--segmentation", paths["segmentation"][0]])
+
+
 def test_a_model_that_cannot_load_ends_the_app_at_start(tmp_path):
     ckpt = tmp_path / "run" / "last.ckpt"  # an original checkpoint with no yaml beside it
     ckpt.parent.mkdir()

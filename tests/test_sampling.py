@@ -232,3 +232,29 @@ def test_quantized_gpt_is_a_close_copy(dtype):
         full = model.transformer(seq)[:, 16:36]
     assert (stepped - full).abs().max() / full.abs().max() < 0.03
     assert tc.sample(low, c, 10, greedy=True).shape == (2, 10)
+
+
+def test_stream_decodes_in_the_given_dtype_with_the_same_tokens():
+    model = tiny_model(block_size=512)
+    c = tokens(1, 256)
+    plain = list(tc.stream(model, c, grid=(16, 16), generator=gen(3)))
+    low = list(tc.stream(model, c, grid=(16, 16), generator=gen(3), decode_dtype=torch.bfloat16))
+    assert torch.equal(plain[-1].tokens, low[-1].tokens)  # decoding never changes what is sampled
+    assert low[-1].preview.dtype == torch.float32
+    err = (low[-1].preview - plain[-1].preview).abs()
+    assert 0 < err.max() < 0.1 and err.mean() < 0.02  # bf16 (not fp32) arithmetic, close to it
+
+
+def test_sampling_precision_picks_the_measured_fastest_path():
+    auto_small = tc.sampling_precision("auto", "cpu", 1_000_000)
+    auto_large = tc.sampling_precision("auto", "cpu", 40_000_000)
+    assert auto_small.weights == "fp32" and auto_large.weights == "int8"  # int8 pays for large GPTs only
+    assert auto_small.dtype is None  # no per-step autocast of the GPT on a CPU
+    assert auto_small.decode_dtype == (torch.bfloat16 if tc.cpu_has_bf16() else None)
+    assert tc.sampling_precision("auto", "cuda") == tc.SamplingPrecision("fp32", torch.bfloat16, torch.bfloat16)
+    assert tc.sampling_precision("fp32", "cpu", 40_000_000) == tc.SamplingPrecision()
+    assert tc.sampling_precision("int8", "cpu").weights == "int8"
+    with pytest.raises(ValueError, match="int8 weights need a CPU"):
+        tc.sampling_precision("int8", "cuda")
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, int8"):
+        tc.sampling_precision("fp16", "cpu")
