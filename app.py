@@ -129,7 +129,7 @@ class ModelBank:
                     params = sum(p.numel() for p in model.transformer.parameters())
                     plan = tc.sampling_precision(self.precision, self.device, params)
                     if plan.weights == "int8":
-                        model = tc.quantize_gpt(model, torch.int8)  # the fp32 GPT is let go
+                        model = tc.quantize_gpt(model, torch.int8, plan.prefill_dtype)  # the fp32 GPT is let go
                     self.plans[mode] = f"{params / 1e6:.1f}M GPT parameters, {plan.describe()}"
                     with torch.no_grad(), self.decoding():  # warm up the decoder: the first previews are not late
                         model.decode_indices(torch.zeros(1, model.grid[0] * model.grid[1], dtype=torch.long,

@@ -42,7 +42,7 @@ def stream_times(net: tc.Net2Net, cond: torch.Tensor, precision: str, repeats: i
     """Median seconds to the first preview and to the final image of tc.stream with the app's settings
     (16 previews at most, top-k 100) and `precision` (tc.sampling_precision on the CPU)."""
     plan = tc.sampling_precision(precision, "cpu", sum(p.numel() for p in net.transformer.parameters()))
-    model = tc.quantize_gpt(net, torch.int8) if plan.weights == "int8" else net
+    model = tc.quantize_gpt(net, torch.int8, plan.prefill_dtype) if plan.weights == "int8" else net
     firsts, finals = [], []
     for i in range(repeats + 1):  # the first run warms up
         t0, first = time.perf_counter(), None

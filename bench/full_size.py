@@ -68,7 +68,7 @@ def main(argv=None) -> list[dict]:
     rows = []
     for precision in args.precision:
         plan = tc.sampling_precision(precision, "cpu", gpt_params)
-        model = tc.quantize_gpt(net, torch.int8) if plan.weights == "int8" else net
+        model = tc.quantize_gpt(net, torch.int8, plan.prefill_dtype) if plan.weights == "int8" else net
         firsts, finals = [], []
         for i in range(args.repeats):
             t0, first = time.perf_counter(), None

@@ -239,14 +239,18 @@ class LowBitLinear(nn.Module):
     bytes per weight: int8 keeps 1/4 of the fp32 bytes (one scale per output row, symmetric, max-abs / 127),
     bf16 1/2. Inputs and outputs stay in the caller's dtype. Not a training layer: no gradients, and its
     state_dict (int8 `weight` + `scale`) is not a checkpoint format.
+    Many rows at once (a prefill) are compute-bound instead: int8 weights are then dequantized for one GEMM in
+    `gemm_dtype`, fp32 by default, bf16 on CPUs with bf16 units (sampling_precision's prefill_dtype).
     """
 
-    ROWS_FOR_GEMM = 16  # above this many rows (prefill), dequantize and use the fp32 GEMM instead
+    ROWS_FOR_GEMM = 16  # above this many rows (prefill), dequantize and use a GEMM in gemm_dtype instead
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype = torch.int8):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype = torch.int8,
+                 gemm_dtype: torch.dtype = torch.float32):
         super().__init__()
         if dtype not in (torch.int8, torch.bfloat16):
             raise ValueError(f"low-bit weights are torch.int8 or torch.bfloat16, got {dtype}")
+        self.gemm_dtype = gemm_dtype
         w = weight.detach().float()  # (out, in)
         scale = None
         if dtype == torch.int8:
@@ -266,7 +270,8 @@ class LowBitLinear(nn.Module):
         elif rows.shape[0] <= self.ROWS_FOR_GEMM and rows.is_cpu:
             # int8 x bf16 matrix-vector kernel: reads the int8 bytes once, scales the output rows
             y = torch._weight_int8pack_mm(rows.to(torch.bfloat16), w, self.scale)  # (N, out) bf16
-        else:
-            y = F.linear(rows, w.to(x.dtype) * self.scale.to(x.dtype)[:, None])
+        else:  # a prefill: one GEMM on the dequantized weights
+            g = self.gemm_dtype
+            y = F.linear(rows.to(g), w.to(g) * self.scale.to(g)[:, None])
         y = y.to(x.dtype) if bias is None else bias + y  # one op: the add promotes bf16 to fp32
         return y.view(*x.shape[:-1], -1)

@@ -45,17 +45,18 @@ INT8_MIN_PARAMS = 10_000_000
 
 @dataclass(frozen=True)
 class SamplingPrecision:
-    """How to sample: the GPT's weights ("fp32", or "int8" through quantize_gpt), the autocast dtype of its
-    forward passes (None: the weights' own), and the autocast dtype of the first stage's decodes (previews and
-    the final image; None: fp32)."""
+    """How to sample: the GPT's weights ("fp32", or "int8" through quantize_gpt, whose prefill products run in
+    `prefill_dtype`), the autocast dtype of its forward passes (None: the weights' own), and the autocast dtype
+    of the first stage's decodes (previews and the final image; None: fp32)."""
 
     weights: str = "fp32"
     dtype: torch.dtype | None = None
     decode_dtype: torch.dtype | None = None
+    prefill_dtype: torch.dtype = torch.float32  # int8 weights only
 
     def describe(self) -> str:
-        name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-        gpt = "int8 weights" if self.weights == "int8" else f"{name[self.dtype]}"
+        name = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+        gpt = f"int8 weights ({name[self.prefill_dtype]} prefill)" if self.weights == "int8" else name[self.dtype]
         return f"GPT {gpt}, decode {name[self.decode_dtype]}"
 
 
@@ -66,7 +67,8 @@ def sampling_precision(precision: str, device: torch.device | str, gpt_params: i
     decoder; on a CPU, int8 GPT weights from INT8_MIN_PARAMS parameters on (a decode step reads every weight
     once: 1/4 of the fp32 bytes; on this repo's 2-core AVX-512 machine the paper-size GPT's step went from
     19.0 to 9.7 ms with 99% of sampled tokens unchanged, bench/sampling.py) and, on CPUs with bf16 units, bf16
-    decodes (the bundled VQGAN's 16x16 decode 68 -> 37 ms, 56 dB from fp32). bf16 autocast of the GPT is not
+    decodes (the bundled VQGAN's 16x16 decode 68 -> 37 ms, 56 dB from fp32) and bf16 prefills of int8 GPTs
+    (a 305M-parameter GPT's 256-token prefill 0.99 -> 0.31 s, the same KL to fp32). bf16 autocast of the GPT is not
     chosen on a CPU: it casts the weights every step (2-4x slower there). 'fp32' samples and decodes in fp32
     everywhere; 'int8' and 'bf16' force those paths."""
     if precision not in SAMPLING_PRECISIONS:
@@ -80,8 +82,9 @@ def sampling_precision(precision: str, device: torch.device | str, gpt_params: i
     if precision == "int8" and not int8:
         raise ValueError(f"int8 weights need a CPU with torch's int8 kernel; this is {kind}")
     int8 = int8 and (precision == "int8" or gpt_params >= INT8_MIN_PARAMS)
-    decode = torch.bfloat16 if precision == "auto" and kind == "cpu" and cpu_has_bf16() else None
-    return SamplingPrecision("int8" if int8 else "fp32", None, decode)
+    bf16 = precision == "auto" and kind == "cpu" and cpu_has_bf16()
+    return SamplingPrecision("int8" if int8 else "fp32", None, torch.bfloat16 if bf16 else None,
+                             torch.bfloat16 if bf16 and int8 else torch.float32)
 
 
 def autocast_for(precision: str, device: torch.device | str) -> AbstractContextManager:

@@ -224,14 +224,16 @@ def sample(model: Net2Net | GPT, c: torch.Tensor, steps: int, prefix: torch.Tens
 # Fewer bytes per token
 
 
-def quantize_gpt(model: Net2Net | GPT, dtype: torch.dtype = torch.int8) -> Net2Net | GPT:
+def quantize_gpt(model: Net2Net | GPT, dtype: torch.dtype = torch.int8,
+                 prefill_dtype: torch.dtype = torch.float32) -> Net2Net | GPT:
     """A copy of model whose GPT matrices (attention, MLP, head) are LowBitLinear in int8 or bf16.
 
     For CPU decoding, which reads every weight once per token: int8 reads 1/4 of the fp32 bytes, and the
     samplers keep its keys and values in bf16 (half the cache bytes; attention runs in bf16). Embeddings,
     LayerNorms and the residual stream stay fp32; a Net2Net copy shares its (frozen) first and condition
     stages with the original. The effect on tokens and log-likelihood is measured in
-    bench/sampling.py. Inference only: the copy is not a checkpoint format.
+    bench/sampling.py. Inference only: the copy is not a checkpoint format. prefill_dtype: the dtype of
+    the products of many rows at once (a prefill), torch.bfloat16 on CPUs with bf16 units (sampling_precision).
     """
     _gpt(model)  # a GPT in eval mode
     shared = {}
@@ -242,10 +244,10 @@ def quantize_gpt(model: Net2Net | GPT, dtype: torch.dtype = torch.int8) -> Net2N
         if isinstance(module, CausalSelfAttention):  # one stacked low-bit product for query, key, value
             parts = (module.query, module.key, module.value)
             weight = torch.cat([m.weight for m in parts])  # (3E, E)
-            module.qkv = LowBitLinear(weight, torch.cat([m.bias for m in parts]), dtype)
+            module.qkv = LowBitLinear(weight, torch.cat([m.bias for m in parts]), dtype, prefill_dtype)
             del module.query, module.key, module.value
             module._stacked = None
         for name, child in list(module.named_children()):
             if type(child) is nn.Linear:
-                setattr(module, name, LowBitLinear(child.weight, child.bias, dtype))
+                setattr(module, name, LowBitLinear(child.weight, child.bias, dtype, prefill_dtype))
     return clone

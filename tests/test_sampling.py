@@ -211,6 +211,19 @@ def test_closing_the_stream_stops_within_one_token(windowed):
 # Fewer bytes per token
 
 
+def test_a_bf16_prefill_of_int8_weights_stays_close():
+    model = tiny_model()
+    plain, fast = tc.quantize_gpt(model, torch.int8), tc.quantize_gpt(model, torch.int8, torch.bfloat16)
+    assert fast.transformer.head.gemm_dtype == torch.bfloat16
+    seq = tokens(2, 40)  # 40 rows: the prefill path (more than LowBitLinear.ROWS_FOR_GEMM)
+    with torch.no_grad():
+        ref, low = model.transformer(seq), fast.transformer(seq)
+        mid = plain.transformer(seq)
+    assert low.dtype == torch.float32 and not torch.equal(low, mid)  # bf16 products, not the fp32 ones
+    assert (low - ref).abs().max() / ref.abs().max() < 0.03
+    assert (low.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
+
+
 @pytest.mark.parametrize("dtype", [torch.int8, torch.bfloat16])
 def test_quantized_gpt_is_a_close_copy(dtype):
     model = tiny_model()
@@ -254,6 +267,8 @@ def test_sampling_precision_picks_the_measured_fastest_path():
     assert tc.sampling_precision("auto", "cuda") == tc.SamplingPrecision("fp32", torch.bfloat16, torch.bfloat16)
     assert tc.sampling_precision("fp32", "cpu", 40_000_000) == tc.SamplingPrecision()
     assert tc.sampling_precision("int8", "cpu").weights == "int8"
+    assert auto_large.prefill_dtype == (torch.bfloat16 if tc.cpu_has_bf16() else torch.float32)
+    assert auto_small.prefill_dtype == torch.float32  # fp32 weights: the prefill stays fp32
     with pytest.raises(ValueError, match="int8 weights need a CPU"):
         tc.sampling_precision("int8", "cuda")
     with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, int8"):
