@@ -128,8 +128,8 @@ class ModelBank:
                 if isinstance(model, tc.Net2Net):
                     params = sum(p.numel() for p in model.transformer.parameters())
                     plan = tc.sampling_precision(self.precision, self.device, params)
-                    if plan.weights == "int8":
-                        model = tc.quantize_gpt(model, torch.int8, plan.prefill_dtype)  # the fp32 GPT is let go
+                    if plan.weight_dtype is not None:  # int8 or bf16 weights, kept once; the fp32 GPT is let go
+                        model = tc.quantize_gpt(model, plan.weight_dtype, plan.prefill_dtype)
                     self.plans[mode] = f"{params / 1e6:.1f}M GPT parameters, {plan.describe()}"
                     with torch.no_grad(), self.decoding():  # warm up the decoder: the first previews are not late
                         model.decode_indices(torch.zeros(1, model.grid[0] * model.grid[1], dtype=torch.long,
@@ -512,7 +512,7 @@ class App:
         events = tc.stream(model, c, grid=grid, window=model.grid, mode="fast", temperature=s.temperature,
                            top_k=s.top_k or None, top_p=s.top_p if s.top_p < 1 else None,
                            generator=gen, fill=fill, guidance=s.guidance if guided else 1.0,
-                           dtype=self.bank.sampling.dtype, decode_dtype=self.bank.sampling.decode_dtype)
+                           decode_dtype=self.bank.sampling.decode_dtype)
         every, last, frame, t0 = max(1, (grid[0] * grid[1]) // s.frames), 0, None, time.time()
         try:
             for ev in events:
@@ -1112,9 +1112,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--port", type=int, default=7860, help="port to serve on (default: %(default)s)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     ap.add_argument("--precision", default="auto", choices=tc.SAMPLING_PRECISIONS,
-                    help="auto: the fastest faithful path on the device (CPU: int8 GPT weights, bf16 decodes "
-                         "where the CPU has bf16 units; CUDA: bf16); fp32: everything in fp32 "
-                         "(default: %(default)s)")
+                    help="auto: the fastest faithful path on the device (CPU: int8 weights for GPTs of 10M+ "
+                         "parameters, bf16 decodes where the CPU has bf16 units; CUDA: bf16 weights and "
+                         "decodes); fp32: everything in fp32 (default: %(default)s)")
     for mode in MODES:
         ap.add_argument(f"--{mode}", default=None, metavar="PATH",
                         help=f"{mode} model: our folder or an original .ckpt (default: the bundled one, when present)")

@@ -42,12 +42,12 @@ def stream_times(net: tc.Net2Net, cond: torch.Tensor, precision: str, repeats: i
     """Median seconds to the first preview and to the final image of tc.stream with the app's settings
     (16 previews at most, top-k 100) and `precision` (tc.sampling_precision on the CPU)."""
     plan = tc.sampling_precision(precision, "cpu", sum(p.numel() for p in net.transformer.parameters()))
-    model = tc.quantize_gpt(net, torch.int8, plan.prefill_dtype) if plan.weights == "int8" else net
+    model = net if plan.weight_dtype is None else tc.quantize_gpt(net, plan.weight_dtype, plan.prefill_dtype)
     firsts, finals = [], []
     for i in range(repeats + 1):  # the first run warms up
         t0, first = time.perf_counter(), None
         for ev in tc.stream(model, cond, top_k=100, generator=torch.Generator().manual_seed(i),
-                            dtype=plan.dtype, decode_dtype=plan.decode_dtype):
+                            decode_dtype=plan.decode_dtype):
             if ev.preview is not None and first is None:
                 first = time.perf_counter() - t0
         if i:

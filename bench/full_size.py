@@ -68,12 +68,12 @@ def main(argv=None) -> list[dict]:
     rows = []
     for precision in args.precision:
         plan = tc.sampling_precision(precision, "cpu", gpt_params)
-        model = tc.quantize_gpt(net, torch.int8, plan.prefill_dtype) if plan.weights == "int8" else net
+        model = net if plan.weight_dtype is None else tc.quantize_gpt(net, plan.weight_dtype, plan.prefill_dtype)
         firsts, finals = [], []
         for i in range(args.repeats):
             t0, first = time.perf_counter(), None
             for ev in tc.stream(model, c, top_k=100, generator=torch.Generator().manual_seed(i),
-                                dtype=plan.dtype, decode_dtype=plan.decode_dtype):
+                                decode_dtype=plan.decode_dtype):
                 if ev.preview is not None and first is None:
                     first = time.perf_counter() - t0
             firsts.append(first)

@@ -45,45 +45,52 @@ INT8_MIN_PARAMS = 10_000_000
 
 @dataclass(frozen=True)
 class SamplingPrecision:
-    """How to sample: the GPT's weights ("fp32", or "int8" through quantize_gpt, whose prefill products run in
-    `prefill_dtype`), the autocast dtype of its forward passes (None: the weights' own), and the autocast dtype
-    of the first stage's decodes (previews and the final image; None: fp32)."""
+    """How to sample: the GPT's weights ("fp32", or "int8" / "bf16" kept once through quantize_gpt, whose
+    prefill products run in `prefill_dtype`) and the autocast dtype of the first stage's decodes (previews and
+    the final image; None: fp32)."""
 
     weights: str = "fp32"
-    dtype: torch.dtype | None = None
     decode_dtype: torch.dtype | None = None
-    prefill_dtype: torch.dtype = torch.float32  # int8 weights only
+    prefill_dtype: torch.dtype = torch.float32  # int8 weights only: bf16 weights multiply in bf16
+
+    @property
+    def weight_dtype(self) -> torch.dtype | None:
+        """The dtype to give quantize_gpt, None for the plain fp32 GPT."""
+        return {"fp32": None, "int8": torch.int8, "bf16": torch.bfloat16}[self.weights]
 
     def describe(self) -> str:
-        name = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-        gpt = f"int8 weights ({name[self.prefill_dtype]} prefill)" if self.weights == "int8" else name[self.dtype]
+        name = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16"}
+        gpt = f"int8 weights ({name[self.prefill_dtype]} prefill)" if self.weights == "int8" else \
+            f"{self.weights} weights"
         return f"GPT {gpt}, decode {name[self.decode_dtype]}"
 
 
 def sampling_precision(precision: str, device: torch.device | str, gpt_params: int = 0) -> SamplingPrecision:
     """'auto' | 'fp32' | 'bf16' | 'int8' -> how to sample a GPT of `gpt_params` parameters on `device`.
 
-    'auto' is the fastest measured path that keeps samples faithful: on CUDA, bf16 autocast for the GPT and the
-    decoder; on a CPU, int8 GPT weights from INT8_MIN_PARAMS parameters on (a decode step reads every weight
-    once: 1/4 of the fp32 bytes; on this repo's 2-core AVX-512 machine the paper-size GPT's step went from
-    19.0 to 9.7 ms with 99% of sampled tokens unchanged, bench/sampling.py) and, on CPUs with bf16 units, bf16
-    decodes (the bundled VQGAN's 16x16 decode 68 -> 37 ms, 56 dB from fp32) and bf16 prefills of int8 GPTs
-    (a 305M-parameter GPT's 256-token prefill 0.99 -> 0.31 s, the same KL to fp32). bf16 autocast of the GPT is not
-    chosen on a CPU: it casts the weights every step (2-4x slower there). 'fp32' samples and decodes in fp32
-    everywhere; 'int8' and 'bf16' force those paths."""
+    'auto' is the fastest measured path that keeps samples faithful:
+    - on a CPU, int8 GPT weights from INT8_MIN_PARAMS parameters on (a decode step reads every weight once:
+      1/4 of the fp32 bytes; on this repo's 2-core AVX-512 machine the paper-size GPT's step went from 19.0 to
+      9.7 ms with 99% of sampled tokens unchanged, bench/sampling.py), and on CPUs with bf16 units bf16 decodes
+      (the bundled VQGAN's 16x16 decode 68 -> 37 ms, 56 dB from fp32) and bf16 prefill products of int8 GPTs
+      (a 305M-parameter GPT's 256-token prefill 0.99 -> 0.31 s, the same KL to fp32);
+    - on CUDA, bf16 GPT weights converted once (bf16 autocast casts every weight at every step: 12x slower
+      than fp32 per token on an H200) and bf16 decodes.
+    'fp32' samples and decodes in fp32 everywhere; 'bf16' (bf16 weights and decodes) and 'int8' (int8 weights,
+    CPU only) force those paths."""
     if precision not in SAMPLING_PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(SAMPLING_PRECISIONS)}, got {precision!r}")
     kind = torch.device(device).type
     if precision == "fp32":
         return SamplingPrecision()
     if precision == "bf16" or (precision == "auto" and kind == "cuda"):
-        return SamplingPrecision("fp32", torch.bfloat16, torch.bfloat16)
+        return SamplingPrecision("bf16", torch.bfloat16)
     int8 = kind == "cpu" and hasattr(torch, "_weight_int8pack_mm")  # the int8 kernel is a CPU one
     if precision == "int8" and not int8:
         raise ValueError(f"int8 weights need a CPU with torch's int8 kernel; this is {kind}")
     int8 = int8 and (precision == "int8" or gpt_params >= INT8_MIN_PARAMS)
     bf16 = precision == "auto" and kind == "cpu" and cpu_has_bf16()
-    return SamplingPrecision("int8" if int8 else "fp32", None, torch.bfloat16 if bf16 else None,
+    return SamplingPrecision("int8" if int8 else "fp32", torch.bfloat16 if bf16 else None,
                              torch.bfloat16 if bf16 and int8 else torch.float32)
 
 

@@ -262,9 +262,9 @@ def test_sampling_precision_picks_the_measured_fastest_path():
     auto_small = tc.sampling_precision("auto", "cpu", 1_000_000)
     auto_large = tc.sampling_precision("auto", "cpu", 40_000_000)
     assert auto_small.weights == "fp32" and auto_large.weights == "int8"  # int8 pays for large GPTs only
-    assert auto_small.dtype is None  # no per-step autocast of the GPT on a CPU
     assert auto_small.decode_dtype == (torch.bfloat16 if tc.cpu_has_bf16() else None)
-    assert tc.sampling_precision("auto", "cuda") == tc.SamplingPrecision("fp32", torch.bfloat16, torch.bfloat16)
+    cuda = tc.sampling_precision("auto", "cuda")  # bf16 weights kept once, not autocast at every step
+    assert cuda == tc.SamplingPrecision("bf16", torch.bfloat16) and cuda.weight_dtype == torch.bfloat16
     assert tc.sampling_precision("fp32", "cpu", 40_000_000) == tc.SamplingPrecision()
     assert tc.sampling_precision("int8", "cpu").weights == "int8"
     assert auto_large.prefill_dtype == (torch.bfloat16 if tc.cpu_has_bf16() else torch.float32)
