@@ -41,6 +41,10 @@ GRID = (32, 32)
 WINDOW = (16, 16)
 
 
+# int8 rows prefill as the app's --precision auto does: bf16 products on CPUs with bf16 units, else fp32
+INT8_PREFILL = tc.sampling_precision("auto", "cpu", 10**9).prefill_dtype
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="about a minute: fewer steps and rows, estimates")
@@ -198,11 +202,11 @@ def bench_plain(table, name, gpt, steps, quick, device, seed, dtype=None):
         results["recompute_s"] = base * steps
     variants = [("fp32", gpt, None)]
     if device == "cpu":
-        variants.append(("int8 weights", tc.quantize_gpt(gpt, torch.int8), None))
+        variants.append(("int8 weights", tc.quantize_gpt(gpt, torch.int8, INT8_PREFILL), None))
         if not quick:
             variants.append(("bf16 weights", tc.quantize_gpt(gpt, torch.bfloat16), None))
-    else:
-        variants += [("bf16 autocast", gpt, torch.bfloat16)]
+    else:  # the app's CUDA path: bf16 weights kept once (autocast would cast them at every step)
+        variants += [("bf16 weights", tc.quantize_gpt(gpt, torch.bfloat16), None)]
     for label, model, autocast in variants:
         batches = (1,) if label == "bf16 weights" else (1, 4) if device == "cpu" else (1, 8)
         gen = torch.Generator(device)
@@ -272,7 +276,8 @@ def bench_window(table, name, gpt, quick, device, seed):
     if not quick:
         modes.append(("fast stride 4x4", gpt, {"mode": "fast", "stride": (4, 4)}))
     if device == "cpu":
-        modes.append(("fast stride 8x8, int8 weights", tc.quantize_gpt(gpt, torch.int8), {"mode": "fast"}))
+        modes.append(("fast stride 8x8, int8 weights", tc.quantize_gpt(gpt, torch.int8, INT8_PREFILL),
+                      {"mode": "fast"}))
     for label, model, kw in modes:
         gen = torch.Generator(device).manual_seed(seed)
         samples[label], t = timed(lambda: tc.sample_sliding_window(model, c_grid, top_k=100, generator=gen, **kw),
