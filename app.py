@@ -54,6 +54,9 @@ Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS  # PIL refuses decompression bombs be
 # How grey COCO-Stuff label maps count: "0-based" = the data's ids (COCO category id - 1, 255 = unlabelled),
 # "1-based" = the official COCO-Stuff PNGs (category id itself, 0 = unlabelled)
 GREY_BASES = ("0-based", "1-based")
+# the label spaces COCO-Stuff maps translate into (tc.labels.from_coco_stuff): the segmenter's photo maps and
+# the ready-made scenes exist for these
+SCENE_SPACES = (*tc.labels.COCO_SPACES, tc.labels.ADE20K_151)
 log = logging.getLogger("app")
 
 
@@ -323,7 +326,7 @@ def grey_labels(values: np.ndarray, space: tc.labels.LabelSpace, grey_ids: str) 
     """Grey values of an uploaded map (H, W) int64 -> the space's raw ids. COCO-Stuff maps count from 0
     (the data's ids) or from 1 (the official PNGs: 0 = unlabelled); a 0-based map holding ids that no
     COCO-Stuff label has is refused, naming what those values mean in the official ids."""
-    coco = space in (tc.labels.COCO_STUFF_UNLABELLED, tc.labels.COCO_STUFF_182)
+    coco = space in tc.labels.COCO_SPACES
     if grey_ids == "1-based":
         if not coco:
             raise Refused(f"1-based grey ids are the official COCO-Stuff encoding; this model reads {space.name} "
@@ -661,8 +664,7 @@ class App:
 
     def can_segment(self) -> bool:
         """Whether "Start from a photo" works: a segmenter, and a model whose labels its COCO-Stuff maps fit."""
-        return self.bank.available(SEGMENTER) and self.label_space() in (
-            tc.labels.COCO_STUFF_UNLABELLED, tc.labels.COCO_STUFF_182, tc.labels.ADE20K_151)
+        return self.bank.available(SEGMENTER) and self.label_space() in SCENE_SPACES
 
     def native_size(self, mode: str) -> int:
         """The side in pixels of the images a mode's model makes (256 when no model is loaded)."""
@@ -683,7 +685,7 @@ def _hex(rgb) -> str:
 def example_maps(size: int, space: tc.labels.LabelSpace = tc.labels.COCO_STUFF_UNLABELLED) -> dict[str, np.ndarray]:
     """A few scenes as label maps (size, size) uint8 of `space`, drawn from simple shapes: COCO-Stuff ids,
     ADE20K's labels of the same things (snow as mountain, fog as sky); none for other spaces."""
-    if space not in (tc.labels.COCO_STUFF_UNLABELLED, tc.labels.COCO_STUFF_182, tc.labels.ADE20K_151):
+    if space not in SCENE_SPACES:
         return {}
     maps = coco_example_maps(size)
     if space is tc.labels.ADE20K_151:
@@ -887,7 +889,7 @@ def build_demo(bank: ModelBank) -> gr.Blocks:
                                                 visible=app.can_segment())
                             seg_upload = gr.File(label="Or upload a label map (legend colours or grey ids)",
                                                  file_types=["image"], elem_id="seg_upload", height=150)
-                        coco = space in (tc.labels.COCO_STUFF_UNLABELLED, tc.labels.COCO_STUFF_182)
+                        coco = space in tc.labels.COCO_SPACES
                         grey_ids = gr.Radio(list(GREY_BASES), value=GREY_BASES[0], label="Grey ids count from",
                                             info="0-based: the data's ids; 1-based: the official COCO-Stuff PNGs "
                                                  "(0 = unlabelled)", elem_id="grey_ids_base", visible=coco)

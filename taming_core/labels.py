@@ -182,6 +182,7 @@ ADE20K_151 = LabelSpace(
     {n: SCENE_COLOURS[c] if c else None for n, c in ADE20K_SCENE.items()},
     "Grey label maps hold ADE20K ids: 0 = other, 1 = wall, 3 = sky, 5 = tree, ..., 150 = flag.")
 COCO_UNUSED = [i for i, n in enumerate(COCO_STUFF) if n.startswith("unused-")]  # 0-based ids with no label
+COCO_SPACES = (COCO_STUFF_UNLABELLED, COCO_STUFF_182)  # the spaces that read COCO-Stuff ids as they are
 
 
 def label_space(n_labels: int, label_offset: int = 0) -> LabelSpace:
@@ -204,6 +205,7 @@ def label_space(n_labels: int, label_offset: int = 0) -> LabelSpace:
 
 
 # COCO-Stuff labels (the segmenter's) -> ADE20K labels of the same thing; the rest become "other"
+# (COCO_SPACES + ADE20K_151: the spaces from_coco_stuff translates into)
 COCO_TO_ADE20K = {**{c: a for a, c in ADE20K_SCENE.items() if c}, "clouds": "sky", "leaves": "tree",
                   "stone": "rock", "horse": "animal", "dog": "animal", "cow": "animal", "sheep": "animal",
                   "skyscraper": "skyscraper", "flower": "flower", "field": "field"}
@@ -213,7 +215,7 @@ def from_coco_stuff(ids: np.ndarray, space: LabelSpace) -> np.ndarray:
     """COCO-Stuff ids (H, W) (255 = unlabelled) -> the raw ids of `space` that mean the same: unchanged for
     the COCO-Stuff spaces (255 stays, also where the space has no unlabelled id), ADE20K through
     COCO_TO_ADE20K with everything else "other" (0); other spaces: ValueError."""
-    if space in (COCO_STUFF_UNLABELLED, COCO_STUFF_182):
+    if space in COCO_SPACES:
         return np.asarray(ids).astype(np.int64)
     if space is not ADE20K_151:
         raise ValueError(f"COCO-Stuff labels have no counterparts in {space.name}")
