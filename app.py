@@ -130,7 +130,7 @@ class ModelBank:
                 model = model.to(self.device).eval()
                 if isinstance(model, tc.Net2Net):
                     params = sum(p.numel() for p in model.transformer.parameters())
-                    plan = tc.sampling_precision(self.precision, self.device, params)
+                    plan = self.sampling
                     if plan.weight_dtype is not None:  # int8 or bf16 weights, kept once; the fp32 GPT is let go
                         model = tc.quantize_gpt(model, plan.weight_dtype, plan.prefill_dtype)
                     self.plans[mode] = f"{params / 1e6:.1f}M GPT parameters, {plan.describe()}"
@@ -1114,9 +1114,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--port", type=int, default=7860, help="port to serve on (default: %(default)s)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     ap.add_argument("--precision", default="auto", choices=tc.SAMPLING_PRECISIONS,
-                    help="auto: the fastest faithful path on the device (CPU: int8 weights for GPTs of 10M+ "
-                         "parameters, bf16 decodes where the CPU has bf16 units; CUDA: bf16 weights and "
-                         "decodes); fp32: everything in fp32 (default: %(default)s)")
+                    help="auto: the fastest faithful path on the device (CPU: int8 GPT weights, bf16 decodes "
+                         "where the CPU has bf16 units; CUDA: bf16 weights and decodes); fp32: everything in "
+                         "fp32 (default: %(default)s)")
     for mode in MODES:
         ap.add_argument(f"--{mode}", default=None, metavar="PATH",
                         help=f"{mode} model: our folder or an original .ckpt (default: the bundled one, when present)")

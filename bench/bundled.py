@@ -41,7 +41,7 @@ def condition(net: tc.Net2Net, size: int) -> torch.Tensor:
 def stream_times(net: tc.Net2Net, cond: torch.Tensor, precision: str, repeats: int) -> tuple[float, float]:
     """Median seconds to the first preview and to the final image of tc.stream with the app's settings
     (16 previews at most, top-k 100) and `precision` (tc.sampling_precision on the CPU)."""
-    plan = tc.sampling_precision(precision, "cpu", sum(p.numel() for p in net.transformer.parameters()))
+    plan = tc.sampling_precision(precision, "cpu")
     model = net if plan.weight_dtype is None else tc.quantize_gpt(net, plan.weight_dtype, plan.prefill_dtype)
     firsts, finals = [], []
     for i in range(repeats + 1):  # the first run warms up

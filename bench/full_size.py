@@ -67,7 +67,7 @@ def main(argv=None) -> list[dict]:
     c = net.encode_cond(torch.from_numpy(labels)[None])  # (1, 256)
     rows = []
     for precision in args.precision:
-        plan = tc.sampling_precision(precision, "cpu", gpt_params)
+        plan = tc.sampling_precision(precision, "cpu")
         model = net if plan.weight_dtype is None else tc.quantize_gpt(net, plan.weight_dtype, plan.prefill_dtype)
         firsts, finals = [], []
         for i in range(args.repeats):

@@ -42,7 +42,7 @@ WINDOW = (16, 16)
 
 
 # int8 rows prefill as the app's --precision auto does: bf16 products on CPUs with bf16 units, else fp32
-INT8_PREFILL = tc.sampling_precision("auto", "cpu", 10**9).prefill_dtype
+INT8_PREFILL = tc.sampling_precision("auto", "cpu").prefill_dtype
 
 
 def parse_args(argv=None):

@@ -38,9 +38,6 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 
 
 SAMPLING_PRECISIONS = ("auto", "fp32", "bf16", "int8")
-# 'auto' gives a CPU int8 GPT weights from this size on: a smaller GPT's step is bound by per-token overheads,
-# not by reading its weights (the bundled 3.6M-parameter GPT: no gain; the 40M paper-size one: 2x)
-INT8_MIN_PARAMS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -65,15 +62,16 @@ class SamplingPrecision:
         return f"GPT {gpt}, decode {name[self.decode_dtype]}"
 
 
-def sampling_precision(precision: str, device: torch.device | str, gpt_params: int = 0) -> SamplingPrecision:
-    """'auto' | 'fp32' | 'bf16' | 'int8' -> how to sample a GPT of `gpt_params` parameters on `device`.
+def sampling_precision(precision: str, device: torch.device | str) -> SamplingPrecision:
+    """'auto' | 'fp32' | 'bf16' | 'int8' -> how to sample on `device`.
 
     'auto' is the fastest measured path that keeps samples faithful:
-    - on a CPU, int8 GPT weights from INT8_MIN_PARAMS parameters on (a decode step reads every weight once:
-      1/4 of the fp32 bytes; on this repo's 2-core AVX-512 machine the paper-size GPT's step went from 19.0 to
-      9.7 ms with 99% of sampled tokens unchanged, bench/sampling.py), and on CPUs with bf16 units bf16 decodes
-      (the bundled VQGAN's 16x16 decode 68 -> 37 ms, 56 dB from fp32) and bf16 prefill products of int8 GPTs
-      (a 305M-parameter GPT's 256-token prefill 0.99 -> 0.31 s, the same KL to fp32);
+    - on a CPU, int8 GPT weights (a decode step reads every weight once: 1/4 of the fp32 bytes; on this repo's
+      2-core AVX-512 machine, 2 threads, a step of the paper-size GPT went from 10.8 to 4.0 ms and one of the
+      bundled 3.6M-parameter GPT's from 2.6 to 1.2 ms; next-token distributions within KL 0.00005-0.00015
+      nats of fp32, bench/sampling.py and README), and on CPUs with bf16 units bf16 decodes (the bundled
+      VQGAN's 16x16 decode 68 -> 37 ms, 56 dB from fp32) and bf16 prefill products of int8 GPTs (a
+      305M-parameter GPT's 256-token prefill 0.99 -> 0.31 s, the same KL to fp32);
     - on CUDA, bf16 GPT weights converted once (bf16 autocast casts every weight at every step: 12x slower
       than fp32 per token on an H200) and bf16 decodes.
     'fp32' samples and decodes in fp32 everywhere; 'bf16' (bf16 weights and decodes) and 'int8' (int8 weights,
@@ -88,7 +86,6 @@ def sampling_precision(precision: str, device: torch.device | str, gpt_params: i
     int8 = kind == "cpu" and hasattr(torch, "_weight_int8pack_mm")  # the int8 kernel is a CPU one
     if precision == "int8" and not int8:
         raise ValueError(f"int8 weights need a CPU with torch's int8 kernel; this is {kind}")
-    int8 = int8 and (precision == "int8" or gpt_params >= INT8_MIN_PARAMS)
     bf16 = precision == "auto" and kind == "cpu" and cpu_has_bf16()
     return SamplingPrecision("int8" if int8 else "fp32", torch.bfloat16 if bf16 else None,
                              torch.bfloat16 if bf16 and int8 else torch.float32)

@@ -259,16 +259,15 @@ def test_stream_decodes_in_the_given_dtype_with_the_same_tokens():
 
 
 def test_sampling_precision_picks_the_measured_fastest_path():
-    auto_small = tc.sampling_precision("auto", "cpu", 1_000_000)
-    auto_large = tc.sampling_precision("auto", "cpu", 40_000_000)
-    assert auto_small.weights == "fp32" and auto_large.weights == "int8"  # int8 pays for large GPTs only
-    assert auto_small.decode_dtype == (torch.bfloat16 if tc.cpu_has_bf16() else None)
+    auto = tc.sampling_precision("auto", "cpu")
+    assert auto.weights == "int8" and auto.weight_dtype == torch.int8
+    assert auto.decode_dtype == (torch.bfloat16 if tc.cpu_has_bf16() else None)
     cuda = tc.sampling_precision("auto", "cuda")  # bf16 weights kept once, not autocast at every step
     assert cuda == tc.SamplingPrecision("bf16", torch.bfloat16) and cuda.weight_dtype == torch.bfloat16
-    assert tc.sampling_precision("fp32", "cpu", 40_000_000) == tc.SamplingPrecision()
+    assert tc.sampling_precision("fp32", "cpu") == tc.SamplingPrecision()
     assert tc.sampling_precision("int8", "cpu").weights == "int8"
-    assert auto_large.prefill_dtype == (torch.bfloat16 if tc.cpu_has_bf16() else torch.float32)
-    assert auto_small.prefill_dtype == torch.float32  # fp32 weights: the prefill stays fp32
+    assert auto.prefill_dtype == (torch.bfloat16 if tc.cpu_has_bf16() else torch.float32)
+    assert tc.sampling_precision("int8", "cpu").prefill_dtype == torch.float32  # forced int8: plain prefill
     with pytest.raises(ValueError, match="int8 weights need a CPU"):
         tc.sampling_precision("int8", "cuda")
     with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, int8"):
