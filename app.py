@@ -122,7 +122,7 @@ class ModelBank:
                 if mode != SEGMENTER and not isinstance(model, tc.Net2Net):
                     raise tc.ConfigError(f"{path} is a {type(model).__name__}, not a transformer.")
                 kind = model.config.cond_stage.kind if mode != SEGMENTER else None
-                if mode != SEGMENTER and kind not in KINDS[mode]:
+                if kind is not None and kind not in KINDS[mode]:
                     flag = [f"--{m}" for m, k in KINDS.items() if kind in k]
                     raise tc.ConfigError(f"{path} is conditioned on {kind}, not {' or '.join(KINDS[mode])}"
                                          + (f": pass it with {flag[0]}." if flag else
@@ -355,12 +355,12 @@ def labels_found(labels: np.ndarray, space: tc.labels.LabelSpace, skip: int | No
     return ", ".join(f"{space.names.get(i, f'id {i}')} {share[i]:.0%}" for i in top)
 
 
-def class_names(n_classes: int) -> list[str]:
+def class_names(n_classes: int) -> tuple[str, ...]:
     """The names of a class-conditional model's classes: ImageNet's for 1000 classes, else "class i"."""
-    return tc.labels.imagenet_classes() if n_classes == 1000 else [f"class {i}" for i in range(n_classes)]
+    return tc.labels.imagenet_classes() if n_classes == 1000 else tuple(f"class {i}" for i in range(n_classes))
 
 
-def class_index(value, names: list[str]) -> int:
+def class_index(value, names: tuple[str, ...]) -> int:
     """A class id (a whole number, or its digits) or a class name -> its index in `names`, else a refusal."""
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())

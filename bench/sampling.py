@@ -162,9 +162,9 @@ def floors(gpt, device, rounds=15, context=384):
     dst = torch.empty_like(src)
     low = tc.quantize_gpt(gpt, torch.int8)
     jobs = {"stream": lambda: [F.linear(xs[w.shape[1]], w) for w in mats], "copy": lambda: dst.copy_(src)}
-    for label, model, cache_dtype in (("fp32", gpt, torch.float32), ("int8", low, torch.bfloat16)):
-        for B in (1, 4):  # the samplers keep an int8 model's cache in bf16
-            cache = tc.KVCache(gpt.config, B, 512, device, cache_dtype)
+    for label, model in (("fp32", gpt), ("int8", low)):
+        for B in (1, 4):
+            cache = tc.sampling._new_cache(model, B, 512, None)  # the cache the samplers give this model
             model(torch.randint(0, 1024, (B, context), device=device), cache)
             tok = torch.zeros(B, 1, dtype=torch.long, device=device)
 

@@ -108,7 +108,7 @@ class CausalSelfAttention(nn.Module):
                        for f in (self.query, self.key, self.value))  # (B, nh, T, hs)
         start = 0
         if cache is not None:
-            q = q.to(cache.k.dtype)  # a bf16 cache (low-bit weights) attends in bf16; k, v are cast on writing
+            q = q.to(cache.k.dtype)  # a bf16 cache (low-bit weights on a GPU) attends in bf16; k, v cast on writing
             start = cache.length
             cache.k[layer, :, :, start:start + T] = k
             cache.v[layer, :, :, start:start + T] = v

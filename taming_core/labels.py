@@ -12,7 +12,7 @@ Any other label count gets a generic space, ids 0..n-1 named "label i".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -208,7 +208,17 @@ def label_space(n_labels: int, label_offset: int = 0) -> LabelSpace:
 # (COCO_SPACES + ADE20K_151: the spaces from_coco_stuff translates into)
 COCO_TO_ADE20K = {**{c: a for a, c in ADE20K_SCENE.items() if c}, "clouds": "sky", "leaves": "tree",
                   "stone": "rock", "horse": "animal", "dog": "animal", "cow": "animal", "sheep": "animal",
-                  "skyscraper": "skyscraper", "flower": "flower", "field": "field"}
+                  "skyscraper": "skyscraper"}
+
+
+@cache
+def _coco_to_ade20k_table() -> np.ndarray:
+    """(256,) int64: the ADE20K id of every COCO-Stuff id (0 = other where ADE20K has no such label)."""
+    table = np.zeros(256, np.int64)
+    for coco, ade in COCO_TO_ADE20K.items():
+        table[label_id(coco)] = ADE20K.index(ade)
+    table.flags.writeable = False
+    return table
 
 
 def from_coco_stuff(ids: np.ndarray, space: LabelSpace) -> np.ndarray:
@@ -219,17 +229,16 @@ def from_coco_stuff(ids: np.ndarray, space: LabelSpace) -> np.ndarray:
         return np.asarray(ids).astype(np.int64)
     if space is not ADE20K_151:
         raise ValueError(f"COCO-Stuff labels have no counterparts in {space.name}")
-    table = np.zeros(256, np.int64)  # other
-    for coco, ade in COCO_TO_ADE20K.items():
-        if coco in COCO_STUFF:
-            table[label_id(coco)] = ADE20K.index(ade)
-    return table[np.asarray(ids).astype(np.int64) & 255]
+    return _coco_to_ade20k_table()[np.asarray(ids).astype(np.int64) & 255]
 
 
-def imagenet_classes() -> list[str]:
-    """The 1000 ImageNet class names in the standard 0..999 order (the class ids of the original cIN model)."""
-    names = (Path(__file__).with_name("imagenet_classes.txt")).read_text().splitlines()
-    assert len(names) == 1000, len(names)
+@cache
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet class names in the standard 0..999 order (the class ids of the original cIN model);
+    read once."""
+    names = tuple(Path(__file__).with_name("imagenet_classes.txt").read_text().splitlines())
+    if len(names) != 1000:
+        raise ValueError(f"imagenet_classes.txt holds {len(names)} names, not 1000")
     return names
 
 

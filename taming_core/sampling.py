@@ -231,8 +231,8 @@ def quantize_gpt(model: Net2Net | GPT, dtype: torch.dtype = torch.int8,
                  prefill_dtype: torch.dtype = torch.float32) -> Net2Net | GPT:
     """A copy of model whose GPT matrices (attention, MLP, head) are LowBitLinear in int8 or bf16.
 
-    For CPU decoding, which reads every weight once per token: int8 reads 1/4 of the fp32 bytes, and the
-    samplers keep its keys and values in bf16 (half the cache bytes; attention runs in bf16). Embeddings,
+    For CPU decoding, which reads every weight once per token: int8 reads 1/4 of the fp32 bytes (the samplers
+    keep keys and values in bf16 on a GPU, in fp32 on a CPU: see _new_cache). Embeddings,
     LayerNorms and the residual stream stay fp32; a Net2Net copy shares its (frozen) first and condition
     stages with the original. The effect on tokens and log-likelihood is measured in
     bench/sampling.py. Inference only: the copy is not a checkpoint format. prefill_dtype: the dtype of

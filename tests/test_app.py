@@ -23,6 +23,9 @@ from conftest import tiny_net2net_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
+# browser tests skip themselves where Debian's chromium is missing (.ci/run installs it)
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(),
+                                    reason="Debian's chromium is not installed (.ci/run installs it)")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -557,7 +560,7 @@ def test_stop_cancels_the_sessions_queued_jobs_only(served, files):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+@needs_chromium
 def test_browser_paint_generate_stop_and_errors(served, files, tmp_path):
     from playwright.sync_api import expect
 
@@ -609,7 +612,7 @@ def test_browser_paint_generate_stop_and_errors(served, files, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+@needs_chromium
 def test_browser_tabs_keep_their_results_and_refused_uploads_clear(served, files):
     from playwright.sync_api import expect
 
@@ -653,7 +656,7 @@ def test_browser_tabs_keep_their_results_and_refused_uploads_clear(served, files
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+@needs_chromium
 def test_browser_start_from_a_photo(served, bank, files, tmp_path):
     """A photo uploaded under "Start from a photo" becomes the canvas (its label map in the palette colours), the
     status names what was found, and Generate then uses that map."""
@@ -676,7 +679,7 @@ def test_browser_start_from_a_photo(served, bank, files, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+@needs_chromium
 def test_browser_blank_canvas_and_clear_give_an_unlabelled_map(served, files):
     """"Blank (unlabelled)" in the scene list and the editor's "Clear canvas" both give an all-unlabelled map
     (black), and Generate then conditions on exactly that; the legend names the unlabelled colour."""
@@ -712,7 +715,7 @@ def test_browser_blank_canvas_and_clear_give_an_unlabelled_map(served, files):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+@needs_chromium
 def test_browser_swatches_are_named_picking_one_closes_the_popup_and_a_stroke_paints_it(served):
     from playwright.sync_api import expect
 

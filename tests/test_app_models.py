@@ -14,7 +14,7 @@ gr = pytest.importorskip("gradio")
 
 import app as A  # noqa: E402
 import taming_core as tc  # noqa: E402
-from test_app import CHROMIUM, browser_page, free_port, small_model  # noqa: E402
+from test_app import browser_page, free_port, needs_chromium, small_model  # noqa: E402
 
 L = tc.labels
 
@@ -167,7 +167,7 @@ def test_api_generate_class(served):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+@needs_chromium
 def test_browser_ade20k_palette_and_the_class_tab(served):
     from playwright.sync_api import expect
 
