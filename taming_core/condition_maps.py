@@ -45,9 +45,10 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY) if a.shape[2] == 3 else a[..., 0]
 
 
-def edges_from_photo(image: np.ndarray) -> np.ndarray:
-    """A photo (H, W[, C]) -> edge map (H, W) float32: +1 on Canny edges, -1 elsewhere."""
-    edges = cv2.Canny(to_grey(image), CANNY_LOW, CANNY_HIGH)  # (H, W) uint8 in {0, 255}
+def edges_from_photo(image: np.ndarray, low: float = CANNY_LOW, high: float = CANNY_HIGH) -> np.ndarray:
+    """A photo (H, W[, C]) -> edge map (H, W) float32: +1 on Canny edges (hysteresis thresholds low/high),
+    -1 elsewhere."""
+    edges = cv2.Canny(to_grey(image), low, high)  # (H, W) uint8 in {0, 255}
     return edges.astype(np.float32) / 127.5 - 1.0
 
 

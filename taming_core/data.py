@@ -54,6 +54,10 @@ class DataConfig:
     # "canny": computed from each crop (condition_maps.edges_from_photo, as the app does); "given": edge or
     # boundary PNGs from `maps`, turned into one-pixel strokes by condition_maps.edges_from_sketch
     edges: str = "canny"
+    # Training crops with edges="canny": the low Canny threshold is drawn from [low, high] of this range
+    # (the high one is twice the low), so maps as sparse as sketches and as busy as textures are seen;
+    # None: the app's fixed thresholds. Centre crops (encoding, evaluation) always use the app's.
+    canny_range: Optional[tuple[float, float]] = None
     resize: str = "short_side"  # "short_side": short side scaled to S (original); "upscale": only if < S
     flip: bool = True  # random horizontal flips in training crops
     # Training crops only: the resized image is scaled again by a random factor in [1, scale_max] (a zoom-in
@@ -239,7 +243,11 @@ class ImageFolder(torch.utils.data.Dataset):
             if cfg.with_image:
                 ex["image"] = torch.from_numpy(img).permute(2, 0, 1).contiguous().float() / 127.5 - 1.0  # (3, S, S)
             if cfg.kind == "edges" and cfg.edges == "canny":
-                ex["edges"] = torch.from_numpy(edges_from_photo(img))[None]  # (1, S, S) in {-1, 1}
+                thresholds = ()
+                if rng is not None and cfg.canny_range:  # drawn after the crop: other runs keep their crops
+                    low = float(rng.uniform(*cfg.canny_range))
+                    thresholds = (low, 2 * low)
+                ex["edges"] = torch.from_numpy(edges_from_photo(img, *thresholds))[None]  # (1, S, S) in {-1, 1}
         if self.maps:
             ex.update(self._load_map(i, (w, h), (H, W), fit))
         if cfg.kind == "class":

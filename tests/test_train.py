@@ -275,6 +275,51 @@ def test_transformer_aligned_condition_with_condition_dropout(tmp_path, vq_run):
     assert proc.returncode != 0 and "spatial condition" in proc.stderr
 
 
+def test_transformer_random_crops_codes_alone_best_weights_and_release_from_a_pack(tmp_path, vq_run):
+    """crops=N encodes N random crops per image besides the centre crop and its mirror; a run with cache=FILE
+    and no --data trains from those codes alone; model-best holds the lowest validation loss; release.py puts
+    one run's GPT from a pack of several into a Net2Net."""
+    from safetensors.torch import save_file
+    data = make_segmentation_data(tmp_path / "seg", n=8)
+    seg = tmp_path / "seg_vq"
+    run(VQGAN, "--preset", "tiny", "--data", data, "--kind", "segmentation", "data.n_labels=5", "--out", seg,
+        "--steps", 2)
+    stages = ["--first-stage", vq_run / "model", "--cond", "segmentation", "--cond-stage", seg / "model",
+              "cond_mode=aligned"]
+    enc = tmp_path / "enc"
+    proc = run(TRANSFORMER, "--preset", "tiny", "--data", data, *stages, "--out", enc, "--steps", 0, "crops=3",
+               "data.scale_max=1.3")
+    assert "x 5 variant(s)" in proc.stdout
+    codes = tc.load_checkpoint(enc / "codes.pt")
+    assert codes["z"].shape[:2] == codes["c"].shape[:2] == (8, 5) and codes["z"].dtype == torch.int16
+    assert any(not torch.equal(codes["c"][:, 0], codes["c"][:, v]) for v in (2, 3, 4))  # crops are not the centre
+
+    out = tmp_path / "from_codes"
+    proc = run(TRANSFORMER, "--preset", "tiny", *stages, "--out", out, f"cache={enc / 'codes.pt'}", "eval_every=1",
+               "--steps", 4)
+    assert f"training from the codes in {enc / 'codes.pt'} alone (made from {data})" in proc.stdout
+    vals = {e["step"]: e["val_bits_per_token"] for e in log(out) if "val_bits_per_token" in e}
+    best = json.loads((out / "model-best" / "best.json").read_text())
+    assert len(vals) == 4 and best == {"step": min(vals, key=vals.get), "val_bits_per_token": min(vals.values())}
+    missing = run(TRANSFORMER, "--preset", "tiny", *stages, "--out", tmp_path / "none", check=False)
+    assert one_line_error(missing).startswith("error: pass the training images (--data) or a codes file")
+
+    gpt = tc.load_model(out / "model-best").transformer.state_dict()
+    other = {k: torch.zeros_like(v) for k, v in gpt.items()}
+    save_file({**{f"best/{k}": v.half().contiguous() for k, v in gpt.items()},
+               **{f"zero/{k}": v.half().contiguous() for k, v in other.items()}},
+              str(tmp_path / "pack.safetensors"))
+    release = ROOT / "train" / "release.py"
+    run(release, out / "model", tmp_path / "rel", "--transformer", tmp_path / "pack.safetensors", "--run", "best",
+        "--dtype", "float32")
+    got = tc.load_model(tmp_path / "rel").transformer.state_dict()
+    assert all(torch.equal(got[k], gpt[k].half().float()) for k in gpt)
+    refused = run(release, out / "model", tmp_path / "rel2", "--transformer", tmp_path / "pack.safetensors",
+                  "--run", "nosuchrun", check=False)
+    assert refused.returncode != 0 and "does not fit the source's GPT" in refused.stderr
+    assert not (tmp_path / "rel2").exists()
+
+
 def test_transformer_encodes_a_truncated_cache_again_and_says_it_resumed(tmp_path, images, vq_run):
     args = ["--preset", "tiny", "--data", images, "--first-stage", vq_run / "model", "--out", tmp_path,
             "eval_every=100", "sample_every=100"]

@@ -247,6 +247,22 @@ def test_canny_edges_are_binary_maps(tmp_path):
     assert e.shape == (1, 32, 32) and set(e.unique().tolist()) == {-1.0, 1.0}
 
 
+def test_canny_range_varies_training_edges_only(tmp_path):
+    """data.canny_range draws the Canny thresholds of training crops (after the crop: same window and flip);
+    centre crops keep the app's thresholds."""
+    x = np.arange(48)[None, :].repeat(40, 0)
+    steps = ((x // 6) % 2 * 24 + (x // 24) * 150).astype(np.uint8)  # weak (24) and strong (150) grey steps
+    Image.fromarray(np.dstack([steps] * 3)).save(tmp_path / "steps.png")
+    plain = tc.ImageFolder(tc.DataConfig(root=str(tmp_path), size=32, kind="edges", with_image=True))
+    varied = tc.ImageFolder(tc.DataConfig(root=str(tmp_path), size=32, kind="edges", with_image=True,
+                                          canny_range=(5, 10)))
+    assert torch.equal(plain[0]["edges"], varied[0]["edges"]) and torch.equal(plain[0]["image"], varied[0]["image"])
+    for seed in range(3):
+        a, b = plain[(0, seed)], varied[(0, seed)]
+        assert torch.equal(a["image"], b["image"])  # the same crop and flip
+        assert int((b["edges"] > 0).sum()) > int((a["edges"] > 0).sum())  # weak steps are edges at low thresholds
+
+
 def test_sampler_resumes_mid_stream_and_shards_ranks():
     full = iter(tc.ResumableSampler(10, seed=3))
     keys = [next(full) for _ in range(25)]

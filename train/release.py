@@ -2,6 +2,10 @@
 
     python train/release.py runs/vq/model checkpoints/vqgan --resolution 128 --dtype float16
 
+`--transformer gpt.safetensors` puts a GPT's weights (a transformer state dict, e.g. brought back from another
+machine by train/gpu_transformers.sh) into the source Net2Net first: the source then gives the stages and the
+config (a run of the same settings, say one of a few steps), the file the weights; shapes must match exactly.
+
 `--resolution` changes only the first stage's nominal resolution (its `ddconfig.resolution`: the size whose
 latent grid a transformer trains on and samples by default). A stage trained on small crops for speed is
 released at the size it will code: allowed only where no attention layer depends on the resolution, so the
@@ -16,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 import taming_core as tc
 
@@ -42,8 +47,23 @@ def main(argv=None) -> Path:
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="stored precision")
     ap.add_argument("--first-stage", help="a Net2Net's first stage as released (a folder): stored by reference, "
                     "not copied (tc.save_model(first_stage=...)); the folders must then stay side by side")
+    ap.add_argument("--transformer", help="GPT weights (safetensors state dict) to put into the source Net2Net")
+    ap.add_argument("--run", help="with --transformer: the run whose weights to take from a pack "
+                    "(keys '<run>/<name>', as train/gpu_transformers.sh writes them)")
     args = ap.parse_args(argv)
     model = tc.load_model(args.source).eval()
+    if args.transformer:
+        if not isinstance(model, tc.Net2Net):
+            raise SystemExit("--transformer applies to a Net2Net (a transformer model) only")
+        weights = load_file(args.transformer)
+        if args.run:  # a pack of several runs' GPTs, keys "<run>/<name>"
+            weights = {k[len(args.run) + 1:]: v for k, v in weights.items() if k.startswith(args.run + "/")}
+        own = model.transformer.state_dict()
+        wrong = sorted(set(own) ^ set(weights)) + [k for k in own if k in weights and own[k].shape != weights[k].shape]
+        if wrong:
+            raise SystemExit(f"{args.transformer} does not fit the source's GPT ({len(wrong)} keys differ in name "
+                             f"or shape, first: {wrong[0]})")
+        model.transformer.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
     if args.resolution:
         if not isinstance(model, tc.VQGAN):
             raise SystemExit("--resolution applies to a VQGAN (first stage) only")

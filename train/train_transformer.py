@@ -10,8 +10,9 @@ depth (16-bit or float-in-RGBA PNGs, ../depth16 or ../depth), edges (OpenCV Cann
 PNGs with data.edges=given). cond_mode=aligned adds each spatial condition token to the step that predicts
 the image token at its grid position (net2net.py); cond_drop=0.1 replaces the condition of a tenth of the
 examples by a learned null condition, for classifier-free guidance at sampling time. The data set is
-encoded to code indices once (centre crops, and their mirror images when data.flip) and cached in
-<out>/codes.pt; training then reads tokens only. Every default is in `TrainConfig`; `--preset tiny`,
+encoded to code indices once (centre crops, their mirror images when data.flip, and `crops` random crops of
+a random zoom) and cached in <out>/codes.pt; training then reads tokens only; with `cache=FILE` and no
+--data it trains from that file alone (e.g. codes made on another machine). Every default is in `TrainConfig`; `--preset tiny`,
 `--config` yaml and key=value overrides merge over it, then the flags.
 Steps: setup, data (encode or load the cache), model, optimizer, loop, save.
 """
@@ -28,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -61,6 +63,12 @@ class TrainConfig:
     init_from: Optional[str] = None
     out: str = "runs/transformer"
     cache: Optional[str] = None  # codes cache file; default <out>/codes.pt
+    # Random crops per image encoded besides the centre crop (and its mirror): each a random window of a
+    # random zoom (data.scale_max) of the pair, flipped at random (data.flip); training draws among all
+    # variants, validation reads the centre crop. Encoded once, like the centre crops.
+    crops: int = 0
+    # Keep the weights of the best validation loss as <out>/model-best (early stopping for small data sets)
+    keep_best: bool = True
     steps: int = 100_000
     batch_size: int = 8  # per process
     lr: float = 4.5e-6 * 8  # peak learning rate (the original: 4.5e-6 * batch size)
@@ -207,7 +215,7 @@ def cache_key(cfg: TrainConfig, files: list[Path], net: tc.Net2Net) -> str:
         st = f.stat()
         h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     h.update(json.dumps(OmegaConf.to_container(OmegaConf.structured(cfg.data)), sort_keys=True).encode())
-    h.update(f"{cfg.condition}|{cfg.permuter}|{cfg.cond_mode}".encode())  # aligned: c in token order
+    h.update(f"{cfg.condition}|{cfg.permuter}|{cfg.cond_mode}|{cfg.crops}|{cfg.seed}".encode())  # aligned: c in token order
     for k, v in sorted(net.state_dict().items()):
         if not k.startswith("transformer."):
             h.update(k.encode())
@@ -215,10 +223,38 @@ def cache_key(cfg: TrainConfig, files: list[Path], net: tc.Net2Net) -> str:
     return h.hexdigest()
 
 
+class _WithCrops(torch.utils.data.Dataset):
+    """Image i -> its centre-crop example with `crops` random-crop examples (keys (i, seed)) stacked on a new
+    dim 1 of every tensor; a random crop that reads another file (i unreadable) repeats the centre crop."""
+
+    def __init__(self, dataset: tc.ImageFolder, crops: int, seed: int):
+        self.dataset, self.crops, self.seed = dataset, crops, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        centre = self.dataset[i]
+        examples = [centre]
+        for j in range(self.crops):
+            ex = self.dataset[(i, int(np.random.SeedSequence([self.seed, i, j]).generate_state(1)[0]))]
+            examples.append(ex if int(ex["index"]) == int(centre["index"]) else centre)
+        out = {k: torch.stack([e[k] for e in examples]) for k in centre if k not in ("index", "class")}
+        return {**out, "index": centre["index"], **({"class": centre["class"]} if "class" in centre else {})}
+
+
+def _small_ints(t: torch.Tensor) -> torch.Tensor:
+    """Code indices in the smallest integer type that holds them (int16 below 32768 codes): a 4x smaller
+    cache with many crops."""
+    return t.to(torch.int16) if t.numel() == 0 or int(t.max()) < 2 ** 15 else t.int()
+
+
 @torch.no_grad()
 def encode_dataset(net: tc.Net2Net, dataset: tc.ImageFolder, cfg: TrainConfig, device) -> dict:
-    """Every image (centre crop; and mirrored when data.flip) -> tokens z (N, V, L) and c (N, V, L_c), int32."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.encode_batch_size, num_workers=cfg.num_workers)
+    """Every image -> tokens z (N, V, L) and c (N, V, L_c): V variants = the centre crop, its mirror image when
+    data.flip, and cfg.crops random crops."""
+    loader = torch.utils.data.DataLoader(_WithCrops(dataset, cfg.crops, cfg.seed), batch_size=cfg.encode_batch_size,
+                                         num_workers=cfg.num_workers)
     n_labels = net.config.cond_stage.n_labels
     net.eval()  # stages in training mode would update their codebooks (EMA, dead-code restarts)
     zs, cs, kept, expected = [], [], [], 0
@@ -227,15 +263,19 @@ def encode_dataset(net: tc.Net2Net, dataset: tc.ImageFolder, cfg: TrainConfig, d
         ok = got == torch.arange(expected, expected + len(got))  # a skipped file returns the next one
         expected += len(got)
         batch = {k: v[ok] for k, v in batch.items()}
-        x, cond = batch["image"].to(device), condition_of(batch, cfg, n_labels)
-        cond = cond.to(device) if isinstance(cond, torch.Tensor) else cond
-        z, c = [net.encode_image(x)], [net.encode_cond(cond)]  # (B, L), (B, L_c)
-        if cfg.data.flip:
-            z.append(net.encode_image(x.flip(-1)))
-            c.append(net.encode_cond(cond.flip(-1)) if isinstance(cond, torch.Tensor) and cond.ndim == 4
-                     else c[0])
-        zs.append(torch.stack(z, 1).int().cpu())  # (B, V, L)
-        cs.append(torch.stack(c, 1).int().cpu())  # (B, V, L_c)
+        z, c = [], []
+        for v in range(1 + cfg.crops):  # the centre crop first, then the random crops
+            one = {k: (t[:, v] if k not in ("index", "class") else t) for k, t in batch.items()}
+            x, cond = one["image"].to(device), condition_of(one, cfg, n_labels)
+            cond = cond.to(device) if isinstance(cond, torch.Tensor) else cond
+            z.append(net.encode_image(x))  # (B, L)
+            c.append(net.encode_cond(cond))  # (B, L_c)
+            if v == 0 and cfg.data.flip:
+                z.append(net.encode_image(x.flip(-1)))
+                c.append(net.encode_cond(cond.flip(-1)) if isinstance(cond, torch.Tensor) and cond.ndim == 4
+                         else c[0])
+        zs.append(_small_ints(torch.stack(z, 1).cpu()))  # (B, V, L)
+        cs.append(_small_ints(torch.stack(c, 1).cpu()))  # (B, V, L_c)
         kept.append(batch["index"])
     skipped = expected - sum(len(k) for k in kept)
     if skipped:
@@ -297,13 +337,24 @@ def main(argv=None) -> Path:
     autocast = tc.autocast_for(precision, device)
 
     # ---- data: encode once, then tokens only --------------------------------------------------------------
-    dataset = tc.ImageFolder(cfg.data)  # unreadable files are dropped (and counted) here
-    net = build_model(cfg, len(dataset.classes)).to(device)
     cache = Path(cfg.cache) if cfg.cache else out / "codes.pt"
-    key = cache_key(cfg, dataset.files, net)
-    codes = cached_codes(cache, key) if main_process else None
+    codes_only = not cfg.data.root  # train from a codes file made elsewhere (its images are not here)
+    if codes_only:
+        if not cfg.cache or not cache.is_file():
+            raise tc.DataError("pass the training images (--data) or a codes file made from them (cache=FILE)")
+        codes = tc.load_checkpoint(cache, required=("key", "z", "c"))
+        dataset, key = None, codes["key"]
+        net = build_model(cfg, int(codes.get("n_classes", 0))).to(device)
+        if main_process:
+            print(f"training from the codes in {cache} alone (made from {codes.get('root', 'unrecorded images')})")
+    else:
+        dataset = tc.ImageFolder(cfg.data)  # unreadable files are dropped (and counted) here
+        net = build_model(cfg, len(dataset.classes)).to(device)
+        key = cache_key(cfg, dataset.files, net)
+        codes = cached_codes(cache, key) if main_process else None
     if main_process and codes is None:
-        codes = {"key": key, **encode_dataset(net, dataset, cfg, device)}
+        codes = {"key": key, "root": str(cfg.data.root), "n_classes": len(dataset.classes),
+                 **encode_dataset(net, dataset, cfg, device)}
         tmp = cache.with_suffix(".tmp")
         torch.save(codes, tmp)
         os.replace(tmp, cache)
@@ -343,7 +394,7 @@ def main(argv=None) -> Path:
     model = DDP(net, device_ids=[local_rank] if cuda else None, broadcast_buffers=False) if distributed else net
     n_first = net.first_stage_model.n_codes
     if main_process:
-        skipped = len(dataset.unreadable) + int(codes.get("skipped", 0))
+        skipped = (len(dataset.unreadable) if dataset else 0) + int(codes.get("skipped", 0))
         notes = ([f"{skipped} unreadable skipped"] if skipped else []) + [f"{n_val} held out"]
         print(f"{n} images ({', '.join(notes)}) x {variants} variant(s), {Z.shape[2]} image + {C.shape[2]} condition "
               f"tokens, {sum(p.numel() for p in gpt.parameters()) / 1e6:.1f}M parameters, {world} process(es) on "
@@ -401,6 +452,9 @@ def main(argv=None) -> Path:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag)
 
+    best_path = out / "model-best"
+    best = json.loads((best_path / "best.json").read_text())["val_bits_per_token"] \
+        if (best_path / "best.json").is_file() else math.inf  # a resumed run keeps its best so far
     step = start
     t_start = t_log = time.perf_counter()
     while step < cfg.steps:
@@ -456,6 +510,10 @@ def main(argv=None) -> Path:
             n_sum = 0
         if n_val and (step % cfg.eval_every == 0 or step == cfg.steps):
             logs.update(step=step, val_bits_per_token=val_bits_per_token())
+            if cfg.keep_best and main_process and logs["val_bits_per_token"] < best:
+                best = logs["val_bits_per_token"]
+                tc.save_model(net, best_path)
+                (best_path / "best.json").write_text(json.dumps({"step": step, "val_bits_per_token": best}))
         if logs and main_process:
             bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "step"})
             with open(out / "log.jsonl", "a") as f:
@@ -469,7 +527,8 @@ def main(argv=None) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     if main_process:
-        print(f"done: {out / 'model'} (load with taming_core.load_model)")
+        print(f"done: {out / 'model'} (load with taming_core.load_model)" if (out / "model").is_dir()
+              else f"done: codes in {cache}, no training steps")
     return out / "model"
 
 
