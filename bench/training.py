@@ -53,8 +53,9 @@ def run(script: str, args: list[str], out: str, threads: int) -> float:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT / "runs" / "photos" / "train"), help="folder of photos")
-    ap.add_argument("--first-stage", default=str(ROOT / "checkpoints" / "vqgan-v1"),
-                    help="VQGAN for the transformer's codes (the 16x16 grid of the bundled transformers)")
+    ap.add_argument("--first-stage", default=str(ROOT / "checkpoints" / "vqgan"),
+                    help="VQGAN for the transformer's codes (the 16x16 grid of the bundled transformers; the "
+                         "figures in train/README.md were taken with the first first stage, now gone)")
     ap.add_argument("--steps", type=int, default=40, help="steps per setting (logged every 10)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "training.json"))

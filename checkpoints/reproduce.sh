@@ -1,7 +1,8 @@
 #!/bin/bash
-# Retrain the bundled models from ../shared/data (about 3 hours of one core each for the stages and 1.5 hours
-# for the transformers on a 2-core CPU; run the independent lines in parallel where you have cores).
-# What actually ran differs in one place, told in checkpoints/README.md (the VQGAN's first 500 steps).
+# Retrain the bundled models from ../shared/data (about 3 hours of one core each for the stages, an hour to encode
+# the transformers' data and 25 minutes for segmentation and depth on a 2-core CPU, 10 minutes on one GPU for the
+# first stage and 6 for the transformers; run the independent lines in parallel where you have cores).
+# Where what ran differs from these lines, checkpoints/README.md says so (as run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -44,39 +45,66 @@ $PY train/train_vqgan.py --data runs/data192/train --out runs/vqgan_gpu/run --re
     loss.disc_start=3750 loss.disc_ramp=80 max_minutes=3.6 save_every=400 image_every=400
 $PY train/release.py runs/vqgan_gpu/run/model-before-gan checkpoints/vqgan --resolution 128
 
-# First stage v1 (checkpoints/vqgan-v1, the transformers' first stage until they are retrained on v2):
-# 64 px crops of the 128 px photos; the original's rate for 1000 steps, then a higher one.
-VQ="--size 64 --batch-size 16 data.resize=upscale model.n_embed=512 model.embed_dim=32 model.ddconfig.z_channels=64
-    model.ddconfig.ch=32 model.ddconfig.ch_mult=[1,2,4,4] model.ddconfig.num_res_blocks=1
-    model.ddconfig.attn_resolutions=[] model.l2_normalize=true model.dead_code_threshold=0.3 loss.disc_ramp=400"
-$PY train/train_vqgan.py --data runs/photos/train --out runs/vqgan --steps 1000 --disc-start 2000 $VQ
-$PY train/train_vqgan.py --out runs/vqgan --resume --steps 2500 --disc-start 2000 base_lr=1.5e-5
-$PY train/release.py runs/vqgan/model checkpoints/vqgan-v1 --resolution 128
-
 # Condition stages: same crops, no perceptual or GAN term.
 COND="--size 64 --batch-size 16 data.resize=upscale model.n_embed=256 model.embed_dim=32 model.ddconfig.z_channels=64
       model.ddconfig.ch=32 model.ddconfig.ch_mult=[1,1,2,4] model.ddconfig.num_res_blocks=1
       model.ddconfig.attn_resolutions=[] model.l2_normalize=true model.dead_code_threshold=0.3
       loss.perceptual_weight=0 loss.disc_factor=0 base_lr=2e-5"
+# (the segmentation stage serves only the ablation rows of the card: the released model reads label grids)
 $PY train/train_vqgan.py --data runs/seg/train/images --kind segmentation --out runs/seg_vq --steps 600 $COND \
     data.n_labels=183 loss.reconstruction=ce
 $PY train/train_vqgan.py --data runs/photos/train --kind edges --out runs/edges_vq --steps 800 $COND \
     loss.reconstruction=bce
 $PY train/train_vqgan.py --data runs/data/train/drin/images --kind depth --out runs/depth_vq --steps 400 $COND
 
-# Transformers: 4 layers, width 256, over 256 condition + 256 image tokens.
-GPT="--size 128 --batch-size 8 transformer.n_layer=4 transformer.n_head=4 transformer.n_embd=256
-     transformer.embd_pdrop=0.1 transformer.resid_pdrop=0.1 transformer.attn_pdrop=0.1 pkeep=0.9 lr=5e-4
-     warmup_steps=50 eval_every=100 save_every=100 sample_every=100000 num_workers=0"
-FIRST="--first-stage checkpoints/vqgan-v1"
-$PY train/train_transformer.py --data runs/photos/train --cond edges --cond-stage runs/edges_vq/model \
-    $FIRST --out runs/edges_gpt --steps 800 $GPT
-# segmentation starts from the edges GPT (same shape; its image prior comes from 720 photos, not 207)
-$PY train/train_transformer.py --data runs/seg/train/images --cond segmentation --cond-stage runs/seg_vq/model \
-    $FIRST --out runs/seg_gpt2 --steps 450 $GPT lr=3e-4 warmup_steps=20 init_from=runs/edges_gpt/model
-$PY train/train_transformer.py --data runs/data/train/drin/images --cond depth --cond-stage runs/depth_vq/model \
-    $FIRST --out runs/depth_gpt --steps 200 $GPT
-$PY train/train_transformer.py --data runs/photos/train --cond none $FIRST --out runs/uncond_gpt --steps 800 $GPT
-for pair in seg_gpt2:segmentation edges_gpt:edges depth_gpt:depth uncond_gpt:unconditional; do
-  $PY train/release.py runs/${pair%%:*}/model checkpoints/${pair##*:} --first-stage checkpoints/vqgan-v1
-done
+# Transformers (on the v2 first stage): 4 layers, width 256, aligned conditioning with condition dropout 0.1.
+# Codes computed once per photo: the centre crop, its mirror and 6 random crops of a 1-1.5x zoom (photos at short
+# side 192); label maps for every photo (the real ones where they exist, else the segmenter's).
+mkdir -p runs/photos192/train runs/seg192/train/images runs/seg192/train/segmentations
+for d in runs/data192/train/*; do ln -sfn "$(realpath "$d/images")" runs/photos192/train/"$(basename "$d")"; done
+for d in coco sflckr; do for f in runs/data192/train/$d/images/*.png; do
+  ln -sf "$(realpath "$f")" runs/seg192/train/images/
+  ln -sf "$(realpath "runs/data192/train/$d/segmentations/$(basename "$f")")" runs/seg192/train/segmentations/; done; done
+$PY train/pseudo_labels.py --data runs/photos192/train --out runs/maps192/train --model checkpoints/segmenter
+ENC="--first-stage checkpoints/vqgan --steps 0 cond_mode=aligned crops=6 data.scale_max=1.5 encode_batch_size=32
+     transformer.n_layer=4 transformer.n_head=4 transformer.n_embd=256"
+$PY train/train_transformer.py --data runs/photos192/train --cond edges --cond-stage runs/edges_vq/model \
+    --out runs/enc/edges $ENC "data.canny_range=[50,150]"
+$PY train/train_transformer.py --data runs/photos192/train --cond segmentation --cond-stage runs/seg_vq/model \
+    --out runs/enc/seg $ENC data.maps=runs/maps192/train
+$PY train/train_transformer.py --data runs/photos192/train --cond segmentation cond_grid=8 data.n_labels=183 \
+    --out runs/enc/seg_grid $ENC data.maps=runs/maps192/train
+$PY train/train_transformer.py --data runs/data192/train/drin/images --cond depth --cond-stage runs/depth_vq/model \
+    --out runs/enc/depth $ENC
+$PY train/train_transformer.py --data runs/photos192/train --cond none --out runs/enc/uncond $ENC cond_mode=prefix
+# One GPU (about 6 minutes, all runs side by side). G: the first stage, the condition stages saved alone, the codes.
+G=runs/gpu; mkdir -p $G/codes && cp -r checkpoints/vqgan $G/vqgan
+for k in segmentation:seg_vq edges:edges_vq depth:depth_vq; do
+  $PY -c "import sys, torch, taming_core as tc; tc.save_model(tc.load_model(sys.argv[1]), sys.argv[2], torch.float16)" \
+      runs/${k##*:}/model $G/stages/${k%%:*}; done
+for k in seg seg_grid edges depth uncond; do cp runs/enc/$k/codes.pt $G/codes/$k.pt; done
+$PY train/train_transformer.py --data runs/seg192/train/images --cond segmentation --cond-stage runs/seg_vq/model \
+    --out runs/enc/seg_real $ENC data.maps=runs/seg192/train/segmentations && cp runs/enc/seg_real/codes.pt $G/codes/
+# there (OUT: what comes back): gpts-*.safetensors (the GPTs, float16) and logs.tar.gz
+# As run: edges and uncond from a second call of 3.6 minutes (RUNS_SPEC: seg, edges, uncond), see the card.
+bash train/gpu_transformers.sh G OUT 5.5
+# Models to put the GPU weights into: the same runs for one step here (no GPU), from the same codes.
+RUNS=runs/gpu_runs bash train/gpu_transformers.sh G runs/gpu_dry 0.02
+$PY train/release.py runs/gpu_runs/edges/model checkpoints/edges --transformer OUT/gpts-0.safetensors --run edges \
+    --first-stage checkpoints/vqgan
+$PY train/release.py runs/gpu_runs/uncond/model checkpoints/unconditional --transformer OUT/gpts-1.safetensors \
+    --run uncond --first-stage checkpoints/vqgan
+$PY train/release.py runs/gpu_runs/seg/model runs/rel/seg --transformer OUT/gpts-0.safetensors --run seg \
+    --first-stage checkpoints/vqgan
+# Segmentation over label grids (2 cores, 22 minutes): from the GPU's VQ-conditioned GPT, its condition table afresh.
+GPT="--batch-size 16 transformer.n_layer=4 transformer.n_head=4 transformer.n_embd=256 transformer.embd_pdrop=0.1
+     transformer.resid_pdrop=0.1 transformer.attn_pdrop=0.1 pkeep=0.9 num_workers=0 sample_every=100000"
+$PY train/train_transformer.py --cond segmentation --first-stage checkpoints/vqgan --out runs/seg_grid \
+    cache=runs/enc/seg_grid/codes.pt cond_grid=8 data.n_labels=183 cond_mode=aligned cond_drop=0.1 \
+    init_from=runs/rel/seg --steps 2000 $GPT lr=3e-4 warmup_steps=50 eval_every=100 save_every=500
+$PY train/release.py runs/seg_grid/model checkpoints/segmentation --first-stage checkpoints/vqgan
+# Depth (23 pairs, 1 core, 2 minutes): from the edges model, the weights of the best of 16 validations.
+$PY train/train_transformer.py --cond depth --cond-stage runs/depth_vq/model --first-stage checkpoints/vqgan \
+    --out runs/depth_ft cache=runs/enc/depth/codes.pt cond_mode=aligned cond_drop=0.1 init_from=checkpoints/edges \
+    --batch-size 8 --steps 400 $GPT lr=2e-4 warmup_steps=20 eval_every=25 save_every=400 val_fraction=0.1
+$PY train/release.py runs/depth_ft/model-best checkpoints/depth --first-stage checkpoints/vqgan

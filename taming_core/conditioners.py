@@ -7,6 +7,8 @@ All conditioners implement one protocol, `encode(cond) -> LongTensor (B, L_c)`:
 - `VQCondition`: a VQGAN over the condition map: segmentation (one-hot or label ids), depth, edges, or the
   first stage itself (original `__is_first_stage__`).
 - `CoordCondition`: quantised coordinates (original CoordStage).
+- `LabelGrid`: a segmentation map as the most frequent label of each f x f cell, no VQ stage (our addition,
+  for aligned conditioning: the label under each image token, exactly).
 Condition tokens share the transformer's vocabulary with image tokens (no offset), as in the original.
 """
 from __future__ import annotations
@@ -34,6 +36,9 @@ class ConditionerConfig:
     vq: Optional[VQGANConfig] = None  # segmentation / depth / edges: the condition-stage VQGAN
     downsample_size: int = -1  # original downsample_cond_size: nearest resize to (s, s) before encoding
     n_embed: int = 1024  # coord
+    # segmentation: > 0 codes the map as a grid of labels (LabelGrid: the most frequent label of each
+    # grid_factor x grid_factor cell; n_labels condition ids) instead of a VQ stage (vq stays None)
+    grid_factor: int = 0
     down_factor: int = 16  # coord
 
 
@@ -91,6 +96,44 @@ class CoordCondition:
         return (c * self.n_embed).round().long().clamp_max(self.n_embed - 1).flatten(1)  # (B, h*w)
 
 
+class LabelGrid:
+    """Label map -> the most frequent label of each f x f cell, raster order (B, (H/f) * (W/f)); ties go to the
+    lower id. Input as VQCondition takes it: raw label ids (B, H, W) (shifted by label_offset) or one-hot
+    (B, n_labels, H, W). H and W must be multiples of f."""
+
+    def __init__(self, n_labels: int, label_offset: Optional[int], factor: int):
+        self.n_labels, self.factor = n_labels, factor
+        self.label_offset = label_offset if label_offset is not None else int(n_labels == 183)
+
+    def encode(self, cond: torch.Tensor) -> torch.Tensor:
+        if not isinstance(cond, torch.Tensor):
+            raise TypeError(f"a segmentation condition must be a torch.Tensor, got {type(cond).__name__}")
+        if not cond.is_floating_point():
+            cond = labels_to_onehot(cond, self.n_labels, self.label_offset)
+        if cond.ndim != 4 or cond.shape[1] != self.n_labels:
+            raise ValueError(f"expected a one-hot map (B, {self.n_labels}, H, W), got {tuple(cond.shape)}")
+        f = self.factor
+        if cond.shape[2] % f or cond.shape[3] % f:
+            raise ValueError(f"a label map of {cond.shape[2]}x{cond.shape[3]} pixels does not divide into "
+                             f"{f}x{f} cells")
+        return F.avg_pool2d(cond.float(), f).argmax(1).flatten(1)  # (B, h*w) label counts -> the majority
+
+
+def labels_to_onehot(labels: torch.Tensor, n_labels: int, label_offset: int) -> torch.Tensor:
+    """Raw label ids (B, H, W) (dataset ids; COCO-Stuff: 0..181 and 255 = unlabelled) -> one-hot
+    (B, n_labels, H, W) float32, ids shifted by label_offset modulo 256."""
+    if labels.is_floating_point() or labels.ndim != 3:
+        raise ValueError(f"a label map must be an integer tensor (B, H, W), got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
+    ids = (labels.long() + label_offset) % 256 if label_offset else labels.long()
+    bad = (ids < 0) | (ids >= n_labels)
+    if bool(bad.any()):
+        raw = sorted(set(labels[bad].unique().tolist()))[:8]
+        raise ValueError(f"label ids {raw} are unknown to this model ({n_labels} labels"
+                         f"{', ids shifted by %d' % label_offset if label_offset else ''})")
+    return F.one_hot(ids, n_labels).permute(0, 3, 1, 2).float()
+
+
 class VQCondition:
     """A VQGAN over the condition map; tokens are its code indices in raster order (B, h*w)."""
 
@@ -106,16 +149,7 @@ class VQCondition:
     def labels_to_onehot(self, labels: torch.Tensor) -> torch.Tensor:
         """Raw label ids (B, H, W) (dataset ids; COCO-Stuff: 0..181 and 255 = unlabelled) ->
         one-hot (B, n_labels, H, W) float32."""
-        if labels.is_floating_point() or labels.ndim != 3:
-            raise ValueError(f"a label map must be an integer tensor (B, H, W), got {labels.dtype} "
-                             f"{tuple(labels.shape)}")
-        ids = (labels.long() + self.label_offset) % 256 if self.label_offset else labels.long()
-        bad = (ids < 0) | (ids >= self.n_labels)
-        if bool(bad.any()):
-            raw = sorted(set(labels[bad].unique().tolist()))[:8]
-            raise ValueError(f"label ids {raw} are unknown to this model ({self.n_labels} labels"
-                             f"{', ids shifted by %d' % self.label_offset if self.label_offset else ''})")
-        return F.one_hot(ids, self.n_labels).permute(0, 3, 1, 2).float()
+        return labels_to_onehot(labels, self.n_labels, self.label_offset)
 
     def prepare(self, cond: torch.Tensor) -> torch.Tensor:
         """The stage's input (B, C_in, H, W) in [-1, 1] (one-hot maps in {0, 1})."""

@@ -222,7 +222,12 @@ def _check_fields(cfg, where: str) -> None:
         if unknown:
             raise ConfigError(f"{where}labels: {unknown[0]!r} is not a COCO-Stuff label name")
     elif isinstance(cfg, ConditionerConfig):
-        if cfg.kind in ("segmentation", "depth", "edges") and cfg.vq is None:
+        grid = cfg.kind == "segmentation" and _is_int(cfg.grid_factor) and cfg.grid_factor > 0
+        if grid and (cfg.vq is not None or not _is_int(cfg.n_labels) or not 1 <= cfg.n_labels <= 256
+                     or cfg.grid_factor > 64):
+            raise ConfigError(f"{where}a label grid (grid_factor = {cfg.grid_factor}, at most 64) needs n_labels "
+                              "in 1..256 and no vq")
+        if cfg.kind in ("segmentation", "depth", "edges") and cfg.vq is None and not grid:
             raise ConfigError(f"{where}vq is missing: a {cfg.kind} condition needs a condition-stage VQGAN")
 
 

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .conditioners import (ClassLabel, ConditionerConfig, CoordCondition, KINDS, Unconditional,
+from .conditioners import (ClassLabel, ConditionerConfig, CoordCondition, KINDS, LabelGrid, Unconditional,
                            VQCondition)
 from .gpt import GPT, GPTConfig
 from .permuter import Permuter, PermuterConfig
@@ -56,7 +56,11 @@ class Net2Net(nn.Module):
         cc = cfg.cond_stage
         if cc.kind not in KINDS:
             raise ValueError(f"unknown condition kind {cc.kind!r}; choose one of {', '.join(KINDS)}")
-        if cc.kind in SPATIAL:
+        if cc.kind == "segmentation" and cc.grid_factor > 0:
+            if cc.vq is not None or not cc.n_labels:
+                raise ValueError("a label-grid segmentation condition (grid_factor > 0) takes n_labels, not vq")
+            self.conditioner = LabelGrid(cc.n_labels, cc.label_offset, cc.grid_factor)
+        elif cc.kind in SPATIAL:
             if cc.vq is None:
                 raise ValueError(f"a {cc.kind} condition needs a condition-stage VQGAN config (cond_stage.vq)")
             self.cond_stage_model = VQGAN(cc.vq)

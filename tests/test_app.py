@@ -149,8 +149,13 @@ def test_guidance_applies_to_models_with_a_null_condition_and_says_when_it_canno
     off = list(guided.generate_segmentation(str(files / "labels.png"), seed=3, guidance=1))[-1]
     on = list(guided.generate_segmentation(str(files / "labels.png"), seed=3, guidance=3))[-1]
     assert not np.array_equal(off[0], on[0]) and "Guidance off" not in on[1]
-    plain = list(A.App(bank).generate_segmentation(str(files / "labels.png"), seed=3, guidance=3))[-1]
+    plain = list(A.App(bank).generate_segmentation(str(files / "labels.png"), seed=3, guidance=2))[-1]
     assert plain[1].startswith("Done") and "Guidance off: this model was trained without a null condition" in plain[1]
+    # the tab's default (3 for segmentation) is no choice of the user's: a model without a null condition then
+    # samples unguided without a note
+    assert A.GUIDANCE_BY_MODE["segmentation"] == 3.0
+    default = list(A.App(bank).generate_segmentation(str(files / "labels.png"), seed=3))[-1]
+    assert default[1].startswith("Done") and "Guidance" not in default[1]
     with pytest.raises(gr.Error, match="guidance"):
         list(A.App(bank).generate_segmentation(str(files / "labels.png"), guidance=11))
 

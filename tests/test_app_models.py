@@ -185,9 +185,12 @@ def test_browser_ade20k_palette_and_the_class_tab(served):
         page.click("#go_seg")
         expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Done.*Labels: sky"), timeout=60000)
 
+        guidance = page.locator("#guidance input[type=number]")
+        expect(guidance).to_have_value("3")  # each tab's measured default (app.GUIDANCE_BY_MODE)
         page.get_by_role("tab", name="Class").click()
         expect(page.locator("#width")).to_be_hidden()
         expect(page.locator("#guidance")).to_be_visible()
+        expect(guidance).to_have_value("1")
         search = page.locator("#class_id input")
         search.click()
         search.press("Control+a")

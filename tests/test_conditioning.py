@@ -4,6 +4,7 @@ import torch
 
 import taming_core as tc
 from conftest import tiny_net2net_config
+from taming_core.conditioners import LabelGrid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -218,3 +219,52 @@ def test_aligned_model_with_low_bit_weights_samples():
     seq, cond = model.sequence(out[:, :-1], c)  # the same inputs through both: bf16 weights, nearly fp32 logits
     a, b = model.transformer(seq, cond=cond).flatten(), low.transformer(seq, cond=cond).flatten()
     assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.99 and not torch.equal(a, b)
+
+
+def label_grid_model(seed: int = 0) -> tc.Net2Net:
+    """A tiny aligned segmentation model over a label grid (5 labels, 2 x 2 cells: the first stage's f = 2)."""
+    cfg = tiny_net2net_config(block_size=L)
+    cfg["cond_stage"] = {"kind": "segmentation", "n_labels": 5, "grid_factor": 2}
+    cfg.update(cond_mode="aligned", null_token=5)
+    cfg["transformer"]["cond_vocab_size"] = 6
+    torch.manual_seed(seed)
+    model = tc.build_model(cfg).eval()
+    with torch.no_grad():
+        model.transformer.cond_emb.weight.normal_(0, 1.0)
+        model.transformer.head.weight.normal_(0, 0.5)
+    return model
+
+
+def test_label_grid_takes_the_most_frequent_label_of_each_cell(tmp_path):
+    """The label-grid condition (no VQ stage): the majority label of each f x f cell, ties to the lower id;
+    ids or one-hot in; saved and loaded without a condition stage; sampled with guidance and in windows."""
+    labels = torch.tensor([[[1, 1, 2, 3],
+                            [1, 4, 3, 2],
+                            [0, 0, 4, 4],
+                            [0, 2, 4, 2]]])  # (1, 4, 4) label ids (offset 0: 5 labels)
+    grid = LabelGrid(5, None, 2)
+    assert grid.encode(labels).tolist() == [[1, 2, 0, 4]]  # cell 2: 2 and 3 tie -> 2; cell 4: 4 twice
+    onehot = torch.nn.functional.one_hot(labels, 5).permute(0, 3, 1, 2).float()
+    assert torch.equal(grid.encode(onehot), grid.encode(labels))
+    with pytest.raises(ValueError, match="does not divide"):
+        grid.encode(labels[:, :3])
+    with pytest.raises(ValueError, match="unknown to this model"):
+        grid.encode(labels + 5)
+
+    model = label_grid_model()
+    assert not hasattr(model, "cond_stage_model")
+    tc.save_model(model, tmp_path / "m")
+    back = tc.load_model(tmp_path / "m").eval()
+    seg = torch.randint(0, 5, (2, 16, 16), generator=torch.Generator().manual_seed(1))
+    c = back.encode_cond(seg)  # (2, 64): one id per image token
+    assert c.shape == (2, L) and torch.equal(c, model.encode_cond(seg))
+    assert torch.equal(tc.sample(back, c, L, greedy=True, guidance=2.0), tc.sample(model, c, L, greedy=True, guidance=2.0))
+    other = back.encode_cond(seg.flip(0))
+    assert not torch.equal(tc.sample(back, c, L, greedy=True), tc.sample(back, other, L, greedy=True))
+    wide = torch.randint(0, 5, (1, 16, 32), generator=torch.Generator().manual_seed(2))
+    out = tc.sample_sliding_window(back, back.encode_cond(wide).view(1, 8, 16), window=(8, 8), greedy=True)
+    assert out.shape == (1, 8, 16)
+    bad = tiny_net2net_config()
+    bad["cond_stage"] = {"kind": "segmentation", "n_labels": 5, "grid_factor": 2, "vq": bad["cond_stage"]["vq"]}
+    with pytest.raises(tc.ConfigError, match="label grid"):
+        tc.build_model(bad)

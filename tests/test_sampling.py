@@ -262,8 +262,8 @@ def test_sampling_precision_picks_the_measured_fastest_path():
     auto = tc.sampling_precision("auto", "cpu")
     assert auto.weights == "int8" and auto.weight_dtype == torch.int8
     assert auto.decode_dtype == (torch.bfloat16 if tc.cpu_has_bf16() else None)
-    cuda = tc.sampling_precision("auto", "cuda")  # bf16 weights kept once, not autocast at every step
-    assert cuda == tc.SamplingPrecision("bf16", torch.bfloat16) and cuda.weight_dtype == torch.bfloat16
+    cuda = tc.sampling_precision("auto", "cuda")  # fp32: bf16 weights measured 13x slower per step on an H200
+    assert cuda == tc.SamplingPrecision() and tc.sampling_precision("bf16", "cuda").weight_dtype == torch.bfloat16
     assert tc.sampling_precision("fp32", "cpu") == tc.SamplingPrecision()
     assert tc.sampling_precision("int8", "cpu").weights == "int8"
     assert auto.prefill_dtype == (torch.bfloat16 if tc.cpu_has_bf16() else torch.float32)

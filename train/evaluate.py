@@ -14,8 +14,9 @@ condition and with the conditions shuffled across images (the gap is what the mo
 condition); then --samples images sampled with the conditions in turn, saved to <out>/samples/, their FID and
 KID against --real, a sample sheet <out>/sheet.png (rows: condition, photo, two samples), and for edge models
 the F-score between the edges of each sample (the training extractor) and its input edges, against the same
-score with a shuffled input; for segmentation models, the segmenter's pixel accuracy and mIoU of each sample
-against its input map (floor: against another image's map; ceiling: the segmenter on the real photos).
+score with a shuffled input (the floor) and the real photos' edges against their inputs (the ceiling); for
+segmentation models, the segmenter's pixel accuracy and mIoU of each sample against its input map (floor:
+against another image's map; ceiling: the segmenter on the real photos).
 `segmenter`: pixel accuracy and mIoU (per label too) of a segmenter on the centre crops of held-out photos
 with label maps, beside a per-pixel colour classifier fitted on --train (the most frequent class of each
 colour, 32 levels per channel). Each prints one JSON object (and writes it to --json if given).
@@ -162,6 +163,9 @@ def evaluate_transformer(args: argparse.Namespace) -> dict:
         target = cat["edges"][:, 0] > 0  # (N, S, S)
         result["edge_fscore"] = float(tc.edge_fscore(pred, target[which]).mean())
         result["edge_fscore_shuffled"] = float(tc.edge_fscore(pred, target[(which + 1) % n]).mean())
+        real = ((cat["image"] + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        real = torch.from_numpy(np.stack([tc.condition_maps.edges_from_photo(a) > 0 for a in real]))
+        result["edge_fscore_real_photos"] = float(tc.edge_fscore(real, target).mean())  # the ceiling
         result["edge_tolerance_px"] = 2
     seg_path = args.segmenter or (DEFAULT_SEGMENTER if Path(DEFAULT_SEGMENTER).is_dir() else None)
     if kind == "segmentation" and seg_path:  # do the samples' layouts follow their input maps?

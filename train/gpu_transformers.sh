@@ -22,17 +22,17 @@ PY=${PY:-python3}
 RUNS=${RUNS:-runs/gpu_runs}
 mkdir -p "$RUNS" "$OUT"
 
-GPT=(--first-stage "$G/vqgan" --batch-size 32 --steps 8000 transformer.n_layer=4 transformer.n_head=4
+GPT=(--first-stage "$G/vqgan" --batch-size 32 steps=8000 transformer.n_layer=4 transformer.n_head=4
      transformer.n_embd=256 transformer.embd_pdrop=0.1 transformer.resid_pdrop=0.1 transformer.attn_pdrop=0.1
      pkeep=0.9 lr=6e-4 warmup_steps=200 eval_every=200 save_every=1000 sample_every=4000 log_every=100
      num_workers=0 max_minutes="$MINUTES")
-# name | condition | codes | settings
-SPEC="seg          segmentation seg      cond_mode=aligned cond_drop=0.1
+# name | condition | codes | settings (after the common ones: they win); RUNS_SPEC replaces the list
+SPEC=${RUNS_SPEC:-"seg          segmentation seg      cond_mode=aligned cond_drop=0.1
 seg_prefix   segmentation seg      cond_mode=prefix cond_drop=0.1
 seg_real     segmentation seg_real cond_mode=aligned cond_drop=0.1
 edges        edges        edges    cond_mode=aligned cond_drop=0.1
 depth        depth        depth    cond_mode=aligned cond_drop=0.1 steps=1500 val_fraction=0.1
-uncond       none         uncond"
+uncond       none         uncond"}
 while read -r name cond codes settings; do
   stage=()
   [ "$cond" != none ] && stage=(--cond-stage "$G/stages/$cond")

@@ -50,6 +50,10 @@ class TrainConfig:
     condition: str = "none"  # one of CONDITIONS
     first_stage: str = ""  # VQGAN: our folder / .safetensors, or an original .ckpt (+ yaml)
     cond_stage: Optional[str] = None  # VQ model of the maps (segmentation, depth, edges)
+    # segmentation without a condition stage: each cond_grid x cond_grid cell's most frequent label is its
+    # condition token (conditioners.LabelGrid; with cond_mode=aligned use the first stage's factor). Needs
+    # data.n_labels. 0: the VQ stage of --cond-stage.
+    cond_grid: int = 0
     transformer: tc.GPTConfig = field(default_factory=lambda: tc.GPTConfig(n_layer=12, n_head=8, n_embd=512))
     permuter: tc.PermuterConfig = field(default_factory=tc.PermuterConfig)  # H, W set to the latent grid
     pkeep: float = 1.0  # each input token is kept with this probability, else replaced by a random code
@@ -146,6 +150,8 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     cfg.data.with_image = True
     if cfg.data.size == 0:
         cfg.data.size = tc.load_model(cfg.first_stage).config.ddconfig.resolution
+    if cfg.cond_grid and (cfg.condition != "segmentation" or cfg.cond_stage or not cfg.data.n_labels):
+        raise SystemExit("cond_grid applies to segmentation without --cond-stage, and needs data.n_labels")
     if cfg.condition == "segmentation" and cfg.data.n_labels is None and cfg.cond_stage:
         cfg.data.n_labels = tc.load_model(cfg.cond_stage).config.ddconfig.in_channels
     return cfg
@@ -164,6 +170,11 @@ def build_model(cfg: TrainConfig, n_classes: int) -> tc.Net2Net:
     cond_cfg, cond_model, n_cond_tokens, cond_vocab = tc.ConditionerConfig(kind="none"), None, 1, 1
     if cfg.condition == "class":
         cond_cfg, cond_vocab = tc.ConditionerConfig(kind="class", n_classes=n_classes), n_classes
+    elif cfg.cond_grid:
+        cond_cfg = tc.ConditionerConfig(kind="segmentation", n_labels=cfg.data.n_labels,
+                                        label_offset=cfg.data.label_offset, grid_factor=cfg.cond_grid)
+        side = cfg.data.size // cfg.cond_grid
+        n_cond_tokens, cond_vocab = side * side, cfg.data.n_labels
     elif cfg.condition != "none":
         if not cfg.cond_stage:
             raise SystemExit(f"a {cfg.condition} condition needs its VQ model: --cond-stage runs/..../model")
@@ -379,11 +390,17 @@ def main(argv=None) -> Path:
     if cfg.init_from and not ckpt:
         donor = tc.load_model(cfg.init_from)
         shape = lambda g: (g.vocab_size, g.block_size, g.n_layer, g.n_head, g.n_embd,  # noqa: E731  not dropout
-                           g.cond_vocab_size)
+                           g.cond_vocab_size > 0)
         if not isinstance(donor, tc.Net2Net) or shape(donor.config.transformer) != shape(net.config.transformer):
             raise SystemExit(f"init_from={cfg.init_from}: not a Net2Net with this GPT shape (vocab, block, "
-                             f"layers, heads, width, condition ids = {shape(net.config.transformer)})")
-        gpt.load_state_dict(donor.transformer.state_dict())
+                             f"layers, heads, width, condition table = {shape(net.config.transformer)})")
+        weights = donor.transformer.state_dict()
+        if donor.config.transformer.cond_vocab_size != net.config.transformer.cond_vocab_size:
+            del weights["cond_emb.weight"]  # another condition's ids: that table starts afresh
+            if main_process:
+                print(f"init_from: the condition table ({donor.config.transformer.cond_vocab_size} ids there, "
+                      f"{net.config.transformer.cond_vocab_size} here) starts afresh")
+        gpt.load_state_dict(weights, strict="cond_emb.weight" in weights)
     if ckpt:
         gpt.load_state_dict(ckpt["transformer"])
         opt.load_state_dict(ckpt["opt"])
