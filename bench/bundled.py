@@ -38,16 +38,19 @@ def condition(net: tc.Net2Net, size: int) -> torch.Tensor:
     return net.encode_cond(1)
 
 
-def stream_times(net: tc.Net2Net, cond: torch.Tensor, precision: str, repeats: int) -> tuple[float, float]:
+def stream_times(net: tc.Net2Net, cond: torch.Tensor, precision: str, repeats: int,
+                 guidance: float = 1.0) -> tuple[float, float]:
     """Median seconds to the first preview and to the final image of tc.stream with the app's settings
-    (16 previews at most, top-k 100) and `precision` (tc.sampling_precision on the CPU)."""
+    (16 previews at most, top-k 100, `guidance` for a model with a null condition) and `precision`
+    (tc.sampling_precision on the CPU)."""
     plan = tc.sampling_precision(precision, "cpu")
     model = net if plan.weight_dtype is None else tc.quantize_gpt(net, plan.weight_dtype, plan.prefill_dtype)
     firsts, finals = [], []
     for i in range(repeats + 1):  # the first run warms up
         t0, first = time.perf_counter(), None
         for ev in tc.stream(model, cond, top_k=100, generator=torch.Generator().manual_seed(i),
-                            decode_dtype=plan.decode_dtype):
+                            decode_dtype=plan.decode_dtype,
+                            guidance=guidance if net.config.null_token is not None else 1.0):
             if ev.preview is not None and first is None:
                 first = time.perf_counter() - t0
         if i:
@@ -71,6 +74,7 @@ def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--guidance", type=float, default=3.0, help="the app's default on the segmentation tab")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "bundled.json"))
     args = ap.parse_args(argv)
     vq = tc.load_model(ROOT / "checkpoints" / "vqgan").eval()
@@ -100,8 +104,8 @@ def main(argv=None) -> list[dict]:
             net = nets["segmentation"]
             cond = condition(net, side * vq.downsample_factor)
             for precision in ("fp32", "auto"):
-                first, final = stream_times(net, cond, precision, max(1, args.repeats // 2))
-                what = f"app stream, --precision {precision}"
+                first, final = stream_times(net, cond, precision, max(1, args.repeats // 2), args.guidance)
+                what = f"app stream, --precision {precision}, guidance {args.guidance:g}"
                 rows.append({"figure": f"{what}: first preview", "threads": threads, "seconds": first})
                 rows.append({"figure": f"{what}: final image", "threads": threads, "seconds": final})
         if segmenter is not None:

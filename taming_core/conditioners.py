@@ -105,11 +105,15 @@ class LabelGrid:
         self.n_labels, self.factor = n_labels, factor
         self.label_offset = label_offset if label_offset is not None else int(n_labels == 183)
 
+    def labels_to_onehot(self, labels: torch.Tensor) -> torch.Tensor:
+        """Raw label ids (B, H, W) -> one-hot (B, n_labels, H, W), as VQCondition.labels_to_onehot."""
+        return labels_to_onehot(labels, self.n_labels, self.label_offset)
+
     def encode(self, cond: torch.Tensor) -> torch.Tensor:
         if not isinstance(cond, torch.Tensor):
             raise TypeError(f"a segmentation condition must be a torch.Tensor, got {type(cond).__name__}")
         if not cond.is_floating_point():
-            cond = labels_to_onehot(cond, self.n_labels, self.label_offset)
+            cond = self.labels_to_onehot(cond)
         if cond.ndim != 4 or cond.shape[1] != self.n_labels:
             raise ValueError(f"expected a one-hot map (B, {self.n_labels}, H, W), got {tuple(cond.shape)}")
         f = self.factor

@@ -758,3 +758,15 @@ def test_browser_swatches_are_named_picking_one_closes_the_popup_and_a_stroke_pa
         assert painted.any() and ((view == 0).all(-1) | painted).all()  # grass where stroked, the rest blank
         rows = np.nonzero(painted.any(1))[0]
         assert rows.min() >= 8 and rows.max() <= 24  # a horizontal stroke through the middle
+
+
+def test_the_bundled_segmentation_model_runs_in_the_app():
+    """checkpoints/segmentation reads label grids (no condition stage): the app's checks and sampling take it."""
+    bank = A.ModelBank({"segmentation": (str(ROOT / "checkpoints" / "segmentation"), None)})
+    labels = np.full((128, 128), tc.labels.label_id("sky-other"), np.uint8)
+    labels[64:] = tc.labels.label_id("grass")
+    image, status, view = list(A.App(bank).generate_segmentation(labels, seed=0))[-1]
+    assert status.startswith("Done") and "Labels: grass 50%, sky-other 50%." in status, status
+    assert image.shape == (128, 128, 3) and "Guidance" not in status  # guided at the tab's default, 3
+    with pytest.raises(gr.Error, match="no label"):
+        list(A.App(bank).generate_segmentation(np.full((128, 128), 11, np.uint8)))  # an unused COCO id
