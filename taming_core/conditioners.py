@@ -96,6 +96,12 @@ class CoordCondition:
         return (c * self.n_embed).round().long().clamp_max(self.n_embed - 1).flatten(1)  # (B, h*w)
 
 
+def default_label_offset(n_labels: int) -> int:
+    """The original's shift of raw label ids: 1 for the 183 labels of COCO-Stuff (so 255 = unlabelled becomes
+    0), else 0."""
+    return int(n_labels == 183)
+
+
 class LabelGrid:
     """Label map -> the most frequent label of each f x f cell, raster order (B, (H/f) * (W/f)); ties go to the
     lower id. Input as VQCondition takes it: raw label ids (B, H, W) (shifted by label_offset) or one-hot
@@ -103,7 +109,7 @@ class LabelGrid:
 
     def __init__(self, n_labels: int, label_offset: Optional[int], factor: int):
         self.n_labels, self.factor = n_labels, factor
-        self.label_offset = label_offset if label_offset is not None else int(n_labels == 183)
+        self.label_offset = label_offset if label_offset is not None else default_label_offset(n_labels)
 
     def labels_to_onehot(self, labels: torch.Tensor) -> torch.Tensor:
         """Raw label ids (B, H, W) -> one-hot (B, n_labels, H, W), as VQCondition.labels_to_onehot."""
@@ -145,9 +151,7 @@ class VQCondition:
                  downsample_size: int = -1):
         self.stage, self.kind = stage, kind
         self.n_labels = n_labels if n_labels is not None else stage.config.ddconfig.in_channels
-        if label_offset is None:
-            label_offset = 1 if self.n_labels == 183 else 0
-        self.label_offset = label_offset
+        self.label_offset = label_offset if label_offset is not None else default_label_offset(self.n_labels)
         self.downsample_size = downsample_size
 
     def labels_to_onehot(self, labels: torch.Tensor) -> torch.Tensor:

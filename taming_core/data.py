@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from .condition_maps import depth_from_array, edges_from_photo, edges_from_sketch, resize_edges
+from .conditioners import default_label_offset
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 KINDS = ("image", "class", "segmentation", "depth", "edges")
@@ -148,7 +149,7 @@ class ImageFolder(torch.utils.data.Dataset):
         if cfg.kind == "segmentation":
             if not cfg.n_labels:
                 raise DataError("segmentation data needs n_labels (the number of label ids)")
-            offset = cfg.label_offset if cfg.label_offset is not None else int(cfg.n_labels == 183)
+            offset = cfg.label_offset if cfg.label_offset is not None else default_label_offset(cfg.n_labels)
             self.label_offset = offset
         if cfg.kind in ("segmentation", "depth") or (cfg.kind == "edges" and cfg.edges == "given"):
             self.maps = self._find_maps()

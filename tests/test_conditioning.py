@@ -258,7 +258,8 @@ def test_label_grid_takes_the_most_frequent_label_of_each_cell(tmp_path):
     seg = torch.randint(0, 5, (2, 16, 16), generator=torch.Generator().manual_seed(1))
     c = back.encode_cond(seg)  # (2, 64): one id per image token
     assert c.shape == (2, L) and torch.equal(c, model.encode_cond(seg))
-    assert torch.equal(tc.sample(back, c, L, greedy=True, guidance=2.0), tc.sample(model, c, L, greedy=True, guidance=2.0))
+    guided = tc.sample(back, c, L, greedy=True, guidance=2.0)
+    assert torch.equal(guided, tc.sample(model, c, L, greedy=True, guidance=2.0))
     other = back.encode_cond(seg.flip(0))
     assert not torch.equal(tc.sample(back, c, L, greedy=True), tc.sample(back, other, L, greedy=True))
     wide = torch.randint(0, 5, (1, 16, 32), generator=torch.Generator().manual_seed(2))

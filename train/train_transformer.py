@@ -12,8 +12,8 @@ the image token at its grid position (net2net.py); cond_drop=0.1 replaces the co
 examples by a learned null condition, for classifier-free guidance at sampling time. The data set is
 encoded to code indices once (centre crops, their mirror images when data.flip, and `crops` random crops of
 a random zoom) and cached in <out>/codes.pt; training then reads tokens only; with `cache=FILE` and no
---data it trains from that file alone (e.g. codes made on another machine). Every default is in `TrainConfig`; `--preset tiny`,
-`--config` yaml and key=value overrides merge over it, then the flags.
+--data it trains from that file alone (e.g. codes made on another machine). Every default is in
+`TrainConfig`; `--preset tiny`, `--config` yaml and key=value overrides merge over it, then the flags.
 Steps: setup, data (encode or load the cache), model, optimizer, loop, save.
 """
 from __future__ import annotations
@@ -226,7 +226,8 @@ def cache_key(cfg: TrainConfig, files: list[Path], net: tc.Net2Net) -> str:
         st = f.stat()
         h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     h.update(json.dumps(OmegaConf.to_container(OmegaConf.structured(cfg.data)), sort_keys=True).encode())
-    h.update(f"{cfg.condition}|{cfg.permuter}|{cfg.cond_mode}|{cfg.crops}|{cfg.seed}".encode())  # aligned: c in token order
+    # aligned: c in token order; the crops depend on the seed
+    h.update(f"{cfg.condition}|{cfg.permuter}|{cfg.cond_mode}|{cfg.crops}|{cfg.seed}|{cfg.cond_grid}".encode())
     for k, v in sorted(net.state_dict().items()):
         if not k.startswith("transformer."):
             h.update(k.encode())
