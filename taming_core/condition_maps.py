@@ -63,6 +63,16 @@ def edges_from_sketch(image: np.ndarray) -> np.ndarray:
     return thin.astype(np.float32) * 2.0 - 1.0
 
 
+def edges_from_soft(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """Soft edge map (H, W) uint8 (probability x 255, e.g. HED's) -> edge map (H, W) float32 in {-1, 1}: the
+    pixels above `threshold` (in [0, 1]) thinned to one-pixel lines, like a sketch's strokes."""
+    if probability.ndim != 2 or probability.dtype != np.uint8:
+        raise ValueError(f"expected a single-channel uint8 edge-probability map, got {probability.shape} "
+                         f"{probability.dtype}")
+    thin = _thin((probability > threshold * 255).astype(np.uint8))
+    return thin.astype(np.float32) * 2.0 - 1.0
+
+
 def _thin(mask: np.ndarray) -> np.ndarray:
     """Binary (H, W) uint8 -> its one-pixel skeleton (morphological thinning by repeated opening)."""
     skeleton = np.zeros_like(mask)

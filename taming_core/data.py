@@ -26,11 +26,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .condition_maps import depth_from_array, edges_from_photo, edges_from_sketch, resize_edges
+from .condition_maps import depth_from_array, edges_from_photo, edges_from_sketch, edges_from_soft, resize_edges
 from .conditioners import default_label_offset
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 KINDS = ("image", "class", "segmentation", "depth", "edges")
+EDGE_SOURCES = ("canny", "given", "mixed")
 CHECKS = ("decode", "header")
 # Where maps are looked for when `maps` is not given: sibling folders of the image folder (shared/data layout).
 MAP_FOLDERS = {"segmentation": ("segmentations", "segmentation", "labels"), "depth": ("depth16", "depth"),
@@ -53,12 +54,18 @@ class DataConfig:
     # n_labels == 183, else 0 -- the same rule as ConditionerConfig.label_offset.
     label_offset: Optional[int] = None
     # "canny": computed from each crop (condition_maps.edges_from_photo, as the app does); "given": edge or
-    # boundary PNGs from `maps`, turned into one-pixel strokes by condition_maps.edges_from_sketch
+    # boundary PNGs from `maps`, turned into one-pixel strokes by condition_maps.edges_from_sketch; "mixed":
+    # soft edge maps from `maps` or Canny, per training crop (hed_share below)
     edges: str = "canny"
     # Training crops with edges="canny": the low Canny threshold is drawn from [low, high] of this range
     # (the high one is twice the low), so maps as sparse as sketches and as busy as textures are seen;
     # None: the app's fixed thresholds. Centre crops (encoding, evaluation) always use the app's.
     canny_range: Optional[tuple[float, float]] = None
+    # edges="mixed": `maps` holds soft edge maps (8-bit PNGs of edge probability, e.g. HED's from
+    # train/hed_edges.py); a training crop takes them with probability hed_share, thresholded at a value drawn
+    # from hed_range and thinned to one-pixel strokes, else Canny as above. Centre crops: Canny, as the app.
+    hed_share: float = 0.5
+    hed_range: tuple[float, float] = (0.5, 0.8)
     resize: str = "short_side"  # "short_side": short side scaled to S (original); "upscale": only if < S
     flip: bool = True  # random horizontal flips in training crops
     # Training crops only: the resized image is scaled again by a random factor in [1, scale_max] (a zoom-in
@@ -151,7 +158,13 @@ class ImageFolder(torch.utils.data.Dataset):
                 raise DataError("segmentation data needs n_labels (the number of label ids)")
             offset = cfg.label_offset if cfg.label_offset is not None else default_label_offset(cfg.n_labels)
             self.label_offset = offset
-        if cfg.kind in ("segmentation", "depth") or (cfg.kind == "edges" and cfg.edges == "given"):
+        if cfg.kind == "edges" and cfg.edges not in EDGE_SOURCES:
+            raise DataError(f"unknown edges source {cfg.edges!r}; choose one of {', '.join(EDGE_SOURCES)}")
+        if cfg.kind == "edges" and cfg.edges == "mixed" and not (
+                0 <= cfg.hed_share <= 1 and 0 < cfg.hed_range[0] <= cfg.hed_range[1] < 1):
+            raise DataError(f"edges=mixed needs hed_share in [0, 1] and 0 < hed_range low <= high < 1, got "
+                            f"{cfg.hed_share}, {tuple(cfg.hed_range)}")
+        if cfg.kind in ("segmentation", "depth") or (cfg.kind == "edges" and cfg.edges in ("given", "mixed")):
             self.maps = self._find_maps()
         self.skipped: set[str] = set()  # files of `files` that failed when read
 
@@ -215,7 +228,8 @@ class ImageFolder(torch.utils.data.Dataset):
     def _load(self, i: int, rng: Optional[np.random.Generator]) -> dict[str, torch.Tensor]:
         cfg, S = self.cfg, self.cfg.size
         ex: dict[str, torch.Tensor] = {"index": torch.tensor(i)}
-        need_image = cfg.with_image or (cfg.kind == "edges" and cfg.edges == "canny")
+        soft = cfg.kind == "edges" and cfg.edges == "mixed"
+        need_image = cfg.with_image or (cfg.kind == "edges" and cfg.edges in ("canny", "mixed"))
         with Image.open(self.files[i]) as im:
             w, h = im.size
             scale = S / min(w, h) if cfg.resize == "short_side" or min(w, h) < S else 1.0
@@ -231,6 +245,10 @@ class ImageFolder(torch.utils.data.Dataset):
         top = int(rng.integers(0, H - S + 1)) if rng is not None else (H - S) // 2
         left = int(rng.integers(0, W - S + 1)) if rng is not None else (W - S) // 2
         flip = bool(rng is not None and cfg.flip and rng.random() < 0.5)
+        # edges="mixed": this crop's soft-map threshold, or None for Canny (drawn after the crop and the flip)
+        soft_threshold = None
+        if soft and rng is not None and rng.random() < cfg.hed_share:
+            soft_threshold = float(rng.uniform(*cfg.hed_range))
 
         def fit(a: np.ndarray, interp: int | None = None) -> np.ndarray:  # resize to (H, W), crop, flip
             if a.shape[:2] != (H, W) and interp is not None:
@@ -243,21 +261,22 @@ class ImageFolder(torch.utils.data.Dataset):
             img = fit(rgb, cv2.INTER_AREA if rgb.shape[0] > H else cv2.INTER_CUBIC)  # (S, S, 3) uint8
             if cfg.with_image:
                 ex["image"] = torch.from_numpy(img).permute(2, 0, 1).contiguous().float() / 127.5 - 1.0  # (3, S, S)
-            if cfg.kind == "edges" and cfg.edges == "canny":
+            if cfg.kind == "edges" and (cfg.edges == "canny" or (soft and soft_threshold is None)):
                 thresholds = ()
                 if rng is not None and cfg.canny_range:  # drawn after the crop: other runs keep their crops
                     low = float(rng.uniform(*cfg.canny_range))
                     thresholds = (low, 2 * low)
                 ex["edges"] = torch.from_numpy(edges_from_photo(img, *thresholds))[None]  # (1, S, S) in {-1, 1}
-        if self.maps:
-            ex.update(self._load_map(i, (w, h), (H, W), fit))
+        if self.maps and not (soft and soft_threshold is None):
+            ex.update(self._load_map(i, (w, h), (H, W), fit, soft_threshold))
         if cfg.kind == "class":
             ex["class"] = torch.tensor(self.class_of(i))
         return ex
 
     def _load_map(self, i: int, image_size: tuple[int, int], resized: tuple[int, int],
-                  fit) -> dict[str, torch.Tensor]:
-        """The map of image i: checked against the image's (w, h), resized to `resized` (H, W), cropped."""
+                  fit, soft_threshold: float | None = None) -> dict[str, torch.Tensor]:
+        """The map of image i: checked against the image's (w, h), resized to `resized` (H, W), cropped.
+        soft_threshold: an edge-probability map (edges="mixed"), thresholded there and thinned."""
         kind, path = self.cfg.kind, self.maps[i]
         if kind == "depth":
             d = read_depth(path)  # (h, w) float32 in [-1, 1]
@@ -270,7 +289,8 @@ class ImageFolder(torch.utils.data.Dataset):
             self._check_size(path, m.size, image_size)
             a = np.asarray(m if kind == "segmentation" else m.convert("L"))
         if kind == "edges":  # strokes thinned at full size, then resized so that thin lines survive
-            e = edges_from_sketch(a)  # (h, w) in {-1, 1}
+            e = (edges_from_soft(a, soft_threshold) if soft_threshold is not None
+                 else edges_from_sketch(a))  # (h, w) in {-1, 1}
             e = resize_edges(e, resized) if e.shape != resized else e
             return {"edges": torch.from_numpy(fit(e))[None]}  # (1, S, S)
         ids = a.astype(np.int64)

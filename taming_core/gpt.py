@@ -4,6 +4,9 @@ Shape legend: B batch, T tokens in this call, P tokens already in the cache, E w
 hs = E / nh head size, V vocab, n_layer layers.
 Aligned conditioning (net2net.py, cond_mode="aligned") adds a second table `cond_emb` (cond_vocab_size rows, a key the
 original does not have): condition ids cond (B, T) of the same positions as the tokens are embedded and added.
+With `cond_layers` > 0, `cond_features` first runs the embedded condition grid through dilated 3x3 convolutions
+(`cond_conv.{i}`), so the feature added at a position also tells the condition below and to the right of it,
+which the causal GPT never sees otherwise; those features (B, T, E) are passed as `cond` instead of ids.
 Key names follow the original minGPT (`tok_emb`, `pos_emb`, `blocks.{l}.attn.{key,query,value,proj,mask}`,
 `blocks.{l}.mlp.{0,2}`, `ln_f`, `head`), including the persistent causal `mask` buffer.
 Decoding (one or a few tokens per call, a KV cache) reads every weight once per call, so the inference path
@@ -33,6 +36,9 @@ class GPTConfig:
     # Rows of the condition embedding `cond_emb` added per position (aligned conditioning); 0: no such table
     # (every original model and prefix-mode model)
     cond_vocab_size: int = 0
+    # Aligned conditioning: residual 3x3 convolutions over the embedded condition grid, dilations 1, 2, 4, ..
+    # (4 layers see 31x31 cells); 0: each position gets its own condition's embedding alone
+    cond_layers: int = 0
 
 
 class KVCache:
@@ -159,6 +165,11 @@ class GPT(nn.Module):
         self.pos_emb = nn.Parameter(torch.zeros(1, cfg.block_size, cfg.n_embd))
         if cfg.cond_vocab_size > 0:
             self.cond_emb = nn.Embedding(cfg.cond_vocab_size, cfg.n_embd)
+        if cfg.cond_layers > 0:
+            if cfg.cond_vocab_size == 0:
+                raise ValueError("cond_layers > 0 needs a condition table (cond_vocab_size > 0)")
+            self.cond_conv = nn.ModuleList(nn.Conv2d(cfg.n_embd, cfg.n_embd, 3, padding=2 ** i, dilation=2 ** i)
+                                           for i in range(cfg.cond_layers))
         self.drop = nn.Dropout(cfg.embd_pdrop)
         self.blocks = nn.Sequential(*[Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd)
@@ -171,6 +182,9 @@ class GPT(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 module.weight = nn.Parameter(module.weight.detach().t().contiguous().t())
+        for conv in getattr(self, "cond_conv", ()):  # zero: a new stack starts as the embedding alone
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -193,7 +207,8 @@ class GPT(nn.Module):
         With a cache, the T tokens take positions [cache.length, cache.length + T), attend to the cached
         positions and causally to each other, and are appended to the cache. cond (B, T) int64: condition ids
         of the same positions, embedded by `cond_emb` and added to the token embeddings (aligned conditioning;
-        needs config.cond_vocab_size > 0).
+        needs config.cond_vocab_size > 0), or their features (B, T, E) from `cond_features` (needed when
+        config.cond_layers > 0).
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -208,7 +223,7 @@ class GPT(nn.Module):
                                  f"[{int(lo)}, {int(hi)}]")
         x = self.tok_emb(idx) + self.pos_emb[:, start:start + T]  # (B, T, E)
         if cond is not None:
-            x = x + self._cond_embedding(cond, idx.shape)  # (B, T, E)
+            x = x + self._cond_embedding(cond, idx.shape).to(x.dtype)  # (B, T, E)
         x = self.drop(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
@@ -219,17 +234,43 @@ class GPT(nn.Module):
         return self.head(self.ln_f(x))  # (B, T, V)
 
     def _cond_embedding(self, cond: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """cond (B, T) condition ids -> (B, T, E), checked against the token shape and the table size."""
-        n = self.config.cond_vocab_size
-        if n == 0:
+        """cond (B, T) condition ids or (B, T, E) features -> (B, T, E), checked against the token shape."""
+        if self.config.cond_vocab_size == 0:
             raise ValueError("this GPT has no condition embedding (cond_vocab_size = 0): it takes no `cond`")
+        if cond.is_floating_point():
+            if cond.shape != (*shape, self.config.n_embd):
+                raise ValueError(f"condition features must be (B, T, E) = {(*shape, self.config.n_embd)}, got "
+                                 f"{tuple(cond.shape)}")
+            return cond
+        if self.config.cond_layers > 0:
+            raise ValueError("this GPT convolves its condition grid (cond_layers > 0): pass cond_features(grid), "
+                             "not ids")
         if cond.shape != shape:
             raise ValueError(f"cond must match the tokens {tuple(shape)}, got {tuple(cond.shape)}")
+        return self.cond_emb(self._check_cond_ids(cond))
+
+    def _check_cond_ids(self, cond: torch.Tensor) -> torch.Tensor:
+        n = self.config.cond_vocab_size
         if cond.numel():
             lo, hi = cond.aminmax()
             if bool((lo < 0) | (hi >= n)):
                 raise ValueError(f"condition ids must lie in [0, {n}), got range [{int(lo)}, {int(hi)}]")
-        return self.cond_emb(cond)
+        return cond
+
+    def cond_features(self, cond: torch.Tensor) -> torch.Tensor:
+        """Condition grid cond (B, h, w) int64 ids -> features (B, h * w, E) in raster order, for `cond`.
+
+        Each layer adds conv_i(gelu(x)) (3x3, dilation 2^i, zero padding at the grid's edges) to the embedded
+        grid x (B, E, h, w). Without cond_layers this is the embedding of each cell alone.
+        """
+        if self.config.cond_vocab_size == 0:
+            raise ValueError("this GPT has no condition embedding (cond_vocab_size = 0)")
+        if cond.ndim != 3 or cond.is_floating_point():
+            raise ValueError(f"expected a condition grid (B, h, w) of ids, got {tuple(cond.shape)} {cond.dtype}")
+        x = self.cond_emb(self._check_cond_ids(cond)).permute(0, 3, 1, 2)  # (B, E, h, w)
+        for conv in getattr(self, "cond_conv", ()):
+            x = x + conv(F.gelu(x))
+        return x.flatten(2).transpose(1, 2)  # (B, h * w, E)
 
 
 class LowBitLinear(nn.Module):

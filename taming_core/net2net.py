@@ -9,6 +9,8 @@ Two ways to give it c (`cond_mode`):
   spatial conditions only, on the image grid (L_c = L). The sequence is (sos, s_0 .. s_{L-2}) and input
   position i, which predicts s_i, gets cond_emb(c_i) added to its token embedding (gpt.py): the condition of
   the predicted grid cell sits at the step that predicts it. c is permuted with the image tokens' order.
+  With transformer.cond_layers > 0 the ids become features of their neighbourhood first (`condition_input`:
+  convolutions over the condition grid, so a step also knows the condition below and right of it).
 Classifier-free guidance: a model trained with condition dropout has a `null_token`, the condition id that
 stands for "no condition" (prefix: L_c copies of it, in the GPT vocabulary; aligned: in the condition
 vocabulary). Modules use the original names (`first_stage_model`, `cond_stage_model`, `permuter`,
@@ -96,6 +98,9 @@ class Net2Net(nn.Module):
         if aligned != (gpt.cond_vocab_size > 0):
             raise ValueError(f"cond_mode {cfg.cond_mode!r} with transformer.cond_vocab_size = "
                              f"{gpt.cond_vocab_size}: aligned mode needs a condition table, prefix mode none")
+        if gpt.cond_layers > 0 and cfg.permuter.name != "identity":
+            raise ValueError(f"transformer.cond_layers convolves the condition grid in raster order; it needs the "
+                             f"identity permuter, not {cfg.permuter.name!r}")
         if cfg.cond_stage.kind == "class" and cfg.cond_stage.n_classes > gpt.vocab_size:
             raise ValueError(f"cond_stage.n_classes {cfg.cond_stage.n_classes} exceeds transformer.vocab_size "
                              f"{gpt.vocab_size}: class ids are tokens of the GPT's vocabulary")
@@ -127,6 +132,17 @@ class Net2Net(nn.Module):
         sos = z.new_full((z.shape[0], 1), self.config.cond_stage.sos_token)
         seq = torch.cat([sos, z], dim=1)  # (B, 1 + P)
         return seq, c[:, :seq.shape[1]]
+
+    def condition_input(self, c: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """Aligned mode: condition tokens c (B, L) of a grid (h, w) (default the training grid) -> what the GPT
+        adds per position: the ids themselves (B, L), or with transformer.cond_layers their features (B, L, E)."""
+        if self.config.transformer.cond_layers == 0:
+            return c
+        h, w = grid if grid is not None else self.grid
+        if c.ndim != 2 or c.shape[1] != h * w:
+            raise ValueError(f"this model convolves its condition grid: c must hold the {h}x{w} grid's {h * w} "
+                             f"tokens (pass grid= for another size), got {tuple(c.shape)}")
+        return self.transformer.cond_features(c.reshape(-1, h, w))  # (B, L, E), raster = token order
 
     def train(self, mode: bool = True):
         """Only the transformer trains; the stages stay frozen in eval mode, as in the original."""
@@ -163,15 +179,18 @@ class Net2Net(nn.Module):
             return c
         return self.permuter(c)  # (B, L) in token order (the permuter checks L against its grid)
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, c: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """z (B, L), c (B, L_c) -> logits (B, L, V); logits[:, i] predicts z[:, i] from c and z[:, :i]
-        (aligned mode: from c[:, :i + 1] and z[:, :i]; L_c = L)."""
+        (aligned mode: from c[:, :i + 1] and z[:, :i], L_c = L; with transformer.cond_layers from the whole
+        condition grid (h, w) = grid, default the training grid)."""
         if z.ndim != 2 or c.ndim != 2 or z.shape[0] != c.shape[0]:
             raise ValueError(f"expected z (B, L) and c (B, L_c), got {tuple(z.shape)} and {tuple(c.shape)}")
         if self.aligned and c.shape[1] != z.shape[1]:
             raise ValueError(f"aligned conditioning: c must have one token per image token, got "
                              f"{tuple(c.shape)} for z {tuple(z.shape)}")
         seq, cond = self.sequence(z[:, :-1], c)  # (B, T), T = L_c + L - 1 (prefix) or L (aligned)
+        if self.aligned:
+            cond = self.condition_input(c, grid)  # (B, L) ids or (B, L, E) features
         logits = self.transformer(seq, cond=cond)  # (B, T, V)
         return logits[:, seq.shape[1] - z.shape[1]:]  # (B, L, V)
 

@@ -160,9 +160,11 @@ def _never_null(model: Net2Net | GPT, pick: Picker) -> Picker:
 
 
 def _plain_job(model: Net2Net | GPT, c: torch.Tensor, prefix: torch.Tensor, out: torch.Tensor, pick: Picker,
-               dtype: torch.dtype | None, guidance: float) -> Iterator[int]:
+               dtype: torch.dtype | None, guidance: float,
+               grid: tuple[int, int] | None = None) -> Iterator[int]:
     """Checks and setup shared by sample and stream: c (B, L_c), prefix (B, P) on the model's device, out
-    (B, S) written in place -> the step generator, in either conditioning mode, with or without guidance."""
+    (B, S) written in place -> the step generator, in either conditioning mode, with or without guidance.
+    grid (h, w): the token grid of an aligned c (default the training grid; models with cond_layers need it)."""
     gpt = _gpt(model)
     steps = out.shape[1]
     aligned = isinstance(model, Net2Net) and model.aligned
@@ -180,7 +182,7 @@ def _plain_job(model: Net2Net | GPT, c: torch.Tensor, prefix: torch.Tensor, out:
         if c.shape[1] < prefix.shape[1] + steps:
             raise ValueError(f"aligned conditioning: {prefix.shape[1]} prefix + {steps} steps need as many "
                              f"condition tokens, c has {c.shape[1]}")
-        cond = rows[:, :prefix.shape[1] + steps]  # (B', T0 + S - 1)
+        cond = model.condition_input(rows, grid)[:, :prefix.shape[1] + steps]  # (B', T0 + S - 1[, E])
     if seq.shape[1] + steps - 1 > gpt.config.block_size:
         raise ValueError(f"{seq.shape[1]} context + {steps} steps exceed block_size {gpt.config.block_size}")
     return _plain_steps(gpt, seq, out, pick, dtype, cond, None if guidance == 1.0 else guidance)
@@ -197,7 +199,8 @@ def _check_guidance(guidance: float) -> float:
 def sample(model: Net2Net | GPT, c: torch.Tensor, steps: int, prefix: torch.Tensor | None = None,
            temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
            greedy: bool = False, generator: torch.Generator | None = None,
-           dtype: torch.dtype | None = None, guidance: float = 1.0) -> torch.Tensor:
+           dtype: torch.dtype | None = None, guidance: float = 1.0,
+           grid: tuple[int, int] | None = None) -> torch.Tensor:
     """Sample `steps` image tokens after condition c (B, L_c) and optional prefix (B, P) -> (B, P + steps).
 
     The condition and prefix are run once (prefill); then each step feeds only the newest token and reads
@@ -206,7 +209,8 @@ def sample(model: Net2Net | GPT, c: torch.Tensor, steps: int, prefix: torch.Tens
     GPT under autocast with the cache in that dtype, meant for CUDA; None keeps the weights' dtype (fp32).
     Aligned models (cond_mode "aligned") take c (B, L) from `encode_cond`, one token per image position.
     guidance: classifier-free guidance scale (1 = off, exactly the plain sampler); != 1 needs a model with a
-    null condition and runs both branches as one batch of 2B.
+    null condition and runs both branches as one batch of 2B. grid (h, w): the token grid c lies on, for
+    aligned models that convolve their condition (transformer.cond_layers > 0); default the training grid.
     """
     gpt = _gpt(model)
     pick = _picker(temperature, top_k, top_p, greedy, generator)
@@ -215,7 +219,7 @@ def sample(model: Net2Net | GPT, c: torch.Tensor, steps: int, prefix: torch.Tens
     c = c.to(device)
     prefix = c.new_zeros(c.shape[0], 0) if prefix is None else prefix.to(device)  # (B, P)
     out = c.new_empty(c.shape[0], max(steps, 0))  # (B, S)
-    job = _plain_job(model, c, prefix, out, pick, dtype, guidance)  # checks the context, even for 0 steps
+    job = _plain_job(model, c, prefix, out, pick, dtype, guidance, grid)  # checks the context, even for 0 steps
     if steps <= 0:
         return prefix
     for _ in job:

@@ -82,7 +82,7 @@ def window_plan(grid: tuple[int, int], window: tuple[int, int] = (16, 16), mode:
 @torch.no_grad()
 def _window_steps(gpt: GPT, c_grid: torch.Tensor, grid: torch.Tensor, start: int, plan: WindowPlan,
                   pick: Picker, dtype: torch.dtype | None, sos: int | None = None,
-                  guidance: float | None = None) -> Iterator[int]:
+                  guidance: float | None = None, cond_of=None) -> Iterator[int]:
     """Fill grid (B, H, W) in raster order from position `start`; yields each raster position after writing it.
 
     One KV cache per window placement (top, left), created with the window's lead (prefix mode: the condition
@@ -91,6 +91,8 @@ def _window_steps(gpt: GPT, c_grid: torch.Tensor, grid: torch.Tensor, start: int
     Tokens are written once and never change, so a cache stays exact. Aligned mode adds the condition window
     per position (position p of a window predicts its token p and gets its condition). c_grid (B', H, W):
     B' = 2B with `guidance` (conditional rows, then null rows; the sampled tokens feed both halves).
+    cond_of (aligned mode): Net2Net.condition_input, which turns a window's condition tokens (B', Lw) into
+    what the GPT adds per position (ids, or features of the window's condition grid), once per placement.
     """
     B, H, W = grid.shape
     rows = c_grid.shape[0]  # B, or 2B with guidance
@@ -105,6 +107,7 @@ def _window_steps(gpt: GPT, c_grid: torch.Tensor, grid: torch.Tensor, start: int
         last_use[key] = n
         context[key] = lead + (i - key[0]) * ww + (j - key[1])
     caches: dict[tuple[int, int], KVCache] = {}
+    conds: dict[tuple[int, int], torch.Tensor] = {}  # aligned mode: per placement, (B', Lw) or (B', Lw, E)
     for n in positions:
         i, j = divmod(n, W)
         top, left = key = plan.top[i], plan.left[j]
@@ -115,19 +118,21 @@ def _window_steps(gpt: GPT, c_grid: torch.Tensor, grid: torch.Tensor, start: int
         new_cache = cache is None
         if new_cache:
             cache = caches[key] = _new_cache(gpt, rows, context[key], dtype)
-        # prefix mode needs the condition window once, aligned mode at every step
-        cond_window = (c_grid[:, top:top + wh, left:left + ww].reshape(rows, Lw)  # (B', Lw)
-                       if new_cache or sos is not None else None)
+        # prefix mode needs the condition window once, aligned mode at every step (kept per placement)
+        cond_window = c_grid[:, top:top + wh, left:left + ww].reshape(rows, Lw) if new_cache else None  # (B', Lw)
+        if new_cache and sos is not None:
+            conds[key] = cond_of(cond_window, (wh, ww))  # (B', Lw[, E])
         if new_cache:
             head = cond_window if sos is None else window_tokens.new_full((rows, 1), sos)  # (B', lead)
             fed = torch.cat([head, window_tokens[:, :upto]], dim=1)  # (B', lead + upto)
         else:
             fed = window_tokens[:, cache.length - lead:upto]  # (B', new tokens since the last use)
-        cond = None if sos is None else cond_window[:, cache.length:lead + upto]  # (B', fed), position-aligned
+        cond = None if sos is None else conds[key][:, cache.length:lead + upto]  # (B', fed[, E]), aligned
         logits = _logits(gpt, fed, cache, dtype, cond)
         grid[:, i, j] = pick(_guide(logits, guidance))[:, 0]
         if last_use[key] == n:
             del caches[key]
+            conds.pop(key, None)
         yield n
 
 
@@ -159,7 +164,8 @@ def _window_job(model: Net2Net | GPT, c_grid: torch.Tensor, window: tuple[int, i
     wh, ww = window
     if H <= wh and W <= ww and (H, W) != (wh, ww):  # fits one (smaller) window: plain sampling over the grid
         flat = grid.view(B, H * W)
-        job = _plain_job(model, c_grid.reshape(B, H * W), flat[:, :start], flat[:, start:], pick, dtype, guidance)
+        job = _plain_job(model, c_grid.reshape(B, H * W), flat[:, :start], flat[:, start:], pick, dtype, guidance,
+                         (H, W))
         return grid, (start + s for s in job)
     pick = _never_null(model, pick)  # (_plain_job above applies it itself)
     plan = window_plan((H, W), window, mode, stride)
@@ -170,8 +176,9 @@ def _window_job(model: Net2Net | GPT, c_grid: torch.Tensor, window: tuple[int, i
     if guidance != 1.0:
         c_grid = torch.cat([c_grid, model.null_condition(c_grid)])  # (2B, H, W): conditional, then null rows
     sos = model.config.cond_stage.sos_token if aligned else None
+    cond_of = model.condition_input if aligned else None
     return grid, _window_steps(gpt, c_grid, grid, start, plan, pick, dtype, sos,
-                               None if guidance == 1.0 else guidance)
+                               None if guidance == 1.0 else guidance, cond_of)
 
 
 @torch.no_grad()

@@ -107,7 +107,8 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
         B, L = c.shape[0], h * w
         flat = c.new_zeros(B, L) if prefix is None else model.permuter(prefix.reshape(B, L))  # token order
         c, flat = c.to(gpt.pos_emb.device), flat.to(gpt.pos_emb.device)
-        steps = (start + s for s in _plain_job(model, c, flat[:, :start], flat[:, start:], pick, dtype, guidance))
+        steps = (start + s for s in _plain_job(model, c, flat[:, :start], flat[:, start:], pick, dtype, guidance,
+                                               (h, w)))
         order = None if model.permuter.is_identity else model.permuter.forward_shuffle_idx.tolist()
 
         def raster() -> torch.Tensor:

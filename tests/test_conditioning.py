@@ -13,11 +13,15 @@ L = 64  # the tiny first stage: 16 px, f = 2 -> an 8 x 8 grid
 
 def tiny_model(mode: str = "aligned", null: bool = True, permuter: str = "identity", seed: int = 0) -> tc.Net2Net:
     """A tiny segmentation Net2Net (32 image codes, 32 condition codes) with peaked logits and a condition
-    embedding strong enough that the condition changes the greedy choices."""
+    embedding strong enough that the condition changes the greedy choices. mode "conv": aligned, with two
+    condition convolutions (transformer.cond_layers) of random weights."""
+    conv = mode == "conv"
+    mode = "aligned" if conv else mode
     cfg = tiny_net2net_config(block_size=L if mode == "aligned" else 2 * L)
     cfg.update(cond_mode=mode, permuter={"name": permuter, "H": 8, "W": 8})
     if mode == "aligned":
         cfg["transformer"]["cond_vocab_size"] = 32 + null
+        cfg["transformer"]["cond_layers"] = 2 if conv else 0
         cfg["null_token"] = 32 if null else None
     else:
         cfg["transformer"]["vocab_size"] = 32 + null
@@ -29,6 +33,8 @@ def tiny_model(mode: str = "aligned", null: bool = True, permuter: str = "identi
         gpt.pos_emb.normal_(0, 0.5)
         gpt.head.weight.normal_(0, 0.5)
         (gpt.cond_emb if mode == "aligned" else gpt.tok_emb).weight.normal_(0, 1.0)
+        for layer in getattr(gpt, "cond_conv", ()):
+            layer.weight.normal_(0, 0.1)
     return model
 
 
@@ -46,7 +52,8 @@ def greedy_recompute(model, c, steps, prefix=None, guidance=None) -> torch.Tenso
         branches = [c] if guidance is None else [c, model.null_condition(c)]
         logits = []
         for ci in branches:
-            seq, cond = model.sequence(probe[:, :-1], ci)
+            seq, _ = model.sequence(probe[:, :-1], ci)
+            cond = model.condition_input(ci)[:, :seq.shape[1]] if model.aligned else None
             logits.append(model.transformer(seq, cond=cond)[:, -1])  # (B, V)
         out = logits[0] if guidance is None else logits[1] + guidance * (logits[0] - logits[1])
         if not model.aligned and model.config.null_token is not None:
@@ -103,8 +110,59 @@ def test_aligned_causality(j):
     assert torch.equal(a[:, :j + 1], d[:, :j + 1])  # token j is not an input of the logits predicting it
 
 
-def test_aligned_kv_cache_equals_recompute_and_stream():
-    model = tiny_model("aligned")
+def test_condition_convolutions_see_below_and_right_and_keep_tokens_causal(tmp_path):
+    """cond_layers: the step predicting token (4, 3) learns of the condition two rows below it; the tokens
+    stay causal; the weights round-trip; a fresh (zero) stack is the plain aligned model."""
+    model = tiny_model("conv")
+    z, c = tokens(2, L), tokens(2, L, seed=1)
+    c2 = c.clone()
+    c2[:, 6 * 8 + 3] = (c2[:, 6 * 8 + 3] + 1) % 32  # the cell (6, 3)
+    with torch.no_grad():
+        a, b = model(z, c), model(z, c2)  # (B, L, V)
+    assert not torch.allclose(a[:, 4 * 8 + 3], b[:, 4 * 8 + 3])  # (4, 3), two rows above, sees it
+    assert torch.equal(a[:, :8], b[:, :8])  # row 0 lies outside the stack's reach (dilations 1, 2: 7x7)
+    z2 = z.clone()
+    z2[:, 20] = (z2[:, 20] + 1) % 32
+    with torch.no_grad():
+        assert torch.equal(a[:, :21], model(z2, c)[:, :21])
+    tc.save_model(model, tmp_path / "m")
+    back = tc.load_model(tmp_path / "m")
+    assert back.config.transformer.cond_layers == 2 and "transformer.cond_conv.1.weight" in back.state_dict()
+    with torch.no_grad():
+        assert torch.equal(back(z, c), a)
+
+    cfg = tiny_net2net_config(block_size=L)
+    cfg.update(cond_mode="aligned", permuter={"name": "identity", "H": 8, "W": 8}, null_token=32)
+    cfg["transformer"].update(cond_vocab_size=33, cond_layers=3)
+    fresh = tc.build_model(cfg).eval()
+    plain = tiny_model("aligned")
+    fresh.transformer.load_state_dict(plain.transformer.state_dict(), strict=False)
+    with torch.no_grad():
+        assert torch.equal(fresh(z, c), plain(z, c))
+
+
+def test_condition_convolutions_refuse_ids_other_orders_and_sizes():
+    model = tiny_model("conv")
+    c = tokens(2, L, seed=1)
+    seq, cond = model.sequence(tokens(2, 4), c)
+    with pytest.raises(ValueError, match="cond_features"):
+        model.transformer(seq, cond=cond)  # ids where features are due
+    with pytest.raises(ValueError, match="pass grid="):
+        tc.sample(model, c[:, :48], 10)  # not the 8x8 training grid: say which grid
+    out = tc.sample(model, c[:, :48], 48, grid=(6, 8), greedy=True)
+    assert out.shape == (2, 48)
+    cfg = tiny_net2net_config(block_size=L)
+    cfg.update(cond_mode="aligned", permuter={"name": "subsample", "H": 8, "W": 8})
+    cfg["transformer"].update(cond_vocab_size=32, cond_layers=1)
+    with pytest.raises(ValueError, match="identity permuter"):
+        tc.build_model(cfg)
+    with pytest.raises(ValueError, match="condition table"):
+        tc.GPT(tc.GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_head=1, n_embd=8, cond_layers=1))
+
+
+@pytest.mark.parametrize("mode", ["aligned", "conv"])
+def test_aligned_kv_cache_equals_recompute_and_stream(mode):
+    model = tiny_model(mode)
     c, prefix = tokens(2, L, seed=1), tokens(2, 7, seed=2)
     out = tc.sample(model, c, L - 7, prefix=prefix, greedy=True)
     assert torch.equal(out, greedy_recompute(model, c, L - 7, prefix))
@@ -131,7 +189,7 @@ def test_guidance_one_is_the_plain_sampler(mode):
                            greedy_recompute(model, c, 20, guidance=1.0))
 
 
-@pytest.mark.parametrize("mode", ["aligned", "prefix"])
+@pytest.mark.parametrize("mode", ["aligned", "prefix", "conv"])
 def test_guidance_batched_equals_two_separate_forwards(mode):
     model = tiny_model(mode)
     c, prefix = tokens(2, L, seed=1), tokens(2, 3, seed=2)
@@ -161,7 +219,8 @@ def recompute_window(model, c_grid, plan, guidance=None) -> torch.Tensor:
         cw = c_grid[:, t:t + wh, left:left + ww].reshape(B, -1)
         logits = []
         for ci in [cw] if guidance is None else [cw, model.null_condition(cw)]:
-            seq, cond = model.sequence(z, ci)
+            seq, _ = model.sequence(z, ci)
+            cond = model.condition_input(ci, (wh, ww))[:, :seq.shape[1]] if model.aligned else None
             logits.append(model.transformer(seq, cond=cond)[:, -1])
         out = logits[0] if guidance is None else logits[1] + guidance * (logits[0] - logits[1])
         if not model.aligned and model.config.null_token is not None:
@@ -170,7 +229,7 @@ def recompute_window(model, c_grid, plan, guidance=None) -> torch.Tensor:
     return grid
 
 
-@pytest.mark.parametrize("mode", ["aligned", "prefix"])
+@pytest.mark.parametrize("mode", ["aligned", "prefix", "conv"])
 def test_sliding_window_both_modes_with_guidance(mode):
     """Condition windows aligned with image windows: the cached window sampler equals full recompute, and a
     window covering the grid equals plain sampling."""
@@ -180,7 +239,7 @@ def test_sliding_window_both_modes_with_guidance(mode):
         plain = tc.sample(model, c, L, greedy=True, guidance=g)
         assert torch.equal(tc.sample_sliding_window(model, c.view(2, 8, 8), window=(8, 8), greedy=True,
                                                     guidance=g).view(2, L), plain)
-    window = (8, 8) if mode == "aligned" else (6, 6)  # prefix mode: 2 Lw - 1 <= block_size 128
+    window = (6, 6) if mode == "prefix" else (8, 8)  # prefix mode: 2 Lw - 1 <= block_size 128
     c_grid = tokens(2, 11, 10, seed=4)
     for plan_mode, g in (("exact", None), ("fast", 2.5)):
         plan = tc.window_plan((11, 10), window, plan_mode)

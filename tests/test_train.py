@@ -301,6 +301,15 @@ def test_transformer_random_crops_codes_alone_best_weights_and_release_from_a_pa
     vals = {e["step"]: e["val_bits_per_token"] for e in log(out) if "val_bits_per_token" in e}
     best = json.loads((out / "model-best" / "best.json").read_text())
     assert len(vals) == 4 and best == {"step": min(vals, key=vals.get), "val_bits_per_token": min(vals.values())}
+    conv = tmp_path / "conv"  # condition convolutions added to a trained aligned model start as that model
+    proc = run(TRANSFORMER, "--preset", "tiny", *stages, "--out", conv, f"cache={enc / 'codes.pt'}", "--steps", 1,
+               "lr=0", "eval_every=100", "transformer.cond_layers=2", f"init_from={out / 'model'}")
+    assert "condition convolutions (cond_layers) start at zero" in proc.stdout
+    donor, grown = tc.load_model(out / "model").eval(), tc.load_model(conv / "model").eval()
+    assert grown.config.transformer.cond_layers == 2
+    z, c = codes["z"][:2, 0].long(), codes["c"][:2, 0].long()
+    with torch.no_grad():
+        assert torch.equal(grown(z, c), donor(z, c))
     missing = run(TRANSFORMER, "--preset", "tiny", *stages, "--out", tmp_path / "none", check=False)
     assert one_line_error(missing).startswith("error: pass the training images (--data) or a codes file")
 

@@ -451,3 +451,38 @@ def test_zoom_augmentation_changes_only_training_crops(tmp_path):
     assert not all(torch.equal(plain[k]["image"], zoom[k]["image"]) for k in keys)
     again = tc.ImageFolder(tc.DataConfig(root=str(tmp_path), size=32, scale_max=1.5))
     assert all(torch.equal(zoom[k]["image"], again[k]["image"]) for k in keys)  # a pure function of the key
+
+
+def test_mixed_edges_take_soft_maps_or_canny_per_training_crop(tmp_path):
+    """data.edges=mixed: a training crop's edges are the soft map thresholded at a drawn level and thinned
+    (hed_share of the crops) or Canny; centre crops are Canny, as in the app; the crop is the same either way."""
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)  # Canny finds edges everywhere here
+    _save(tmp_path / "images" / "a.png", photo)
+    soft = np.zeros((40, 48), np.uint8)
+    soft[10:13, :] = 240  # one strong horizontal outline, three pixels wide
+    soft[25, :] = 150  # a weak one: kept at low thresholds only
+    _save(tmp_path / "hed" / "a.png", soft, mode="L")
+    cfg = dict(root=str(tmp_path / "images"), size=32, kind="edges", maps=str(tmp_path / "hed"), edges="mixed",
+               resize="upscale")  # crops of the photo as it is: the lines stay one pixel wide
+    canny = tc.ImageFolder(tc.DataConfig(root=str(tmp_path / "images"), size=32, kind="edges", resize="upscale"))
+    mixed = tc.ImageFolder(tc.DataConfig(**cfg))
+    assert torch.equal(mixed[0]["edges"], canny[0]["edges"])  # centre crop: the app's Canny
+    kinds = set()
+    for seed in range(12):
+        ex = mixed[(0, seed)]
+        assert torch.equal(ex["image"], canny[(0, seed)]["image"])  # the same crop and flip
+        rows = (ex["edges"][0] > 0).sum(1)  # (S,) edge pixels per row
+        if int(rows.sum()) < 100:  # soft map: one or two one-pixel lines across the crop
+            kinds.add("soft")
+            assert int((rows > 0).sum()) in (1, 2) and int(rows.max()) == 32
+        else:
+            kinds.add("canny")
+            assert torch.equal(ex["edges"], canny[(0, seed)]["edges"])
+    assert kinds == {"soft", "canny"}
+    only_soft = tc.ImageFolder(tc.DataConfig(**cfg, hed_share=1.0, hed_range=(0.3, 0.4)))
+    assert all(int(((only_soft[(0, s)]["edges"][0] > 0).sum(1) > 0).sum()) == 2 for s in range(4))  # both lines
+    with pytest.raises(tc.DataError, match="hed_range"):
+        tc.ImageFolder(tc.DataConfig(**cfg, hed_range=(0.8, 0.5)))
+    with pytest.raises(tc.DataError, match="unknown edges source"):
+        tc.ImageFolder(tc.DataConfig(**{**cfg, "edges": "hed"}))

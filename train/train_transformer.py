@@ -6,10 +6,12 @@
     torchrun --nproc_per_node 4 train/train_transformer.py ...                      # DDP, one GPU each
 
 Conditions: none, class (sub-folder names), segmentation (label PNGs, default folder ../segmentations),
-depth (16-bit or float-in-RGBA PNGs, ../depth16 or ../depth), edges (OpenCV Canny of each image, or given
-PNGs with data.edges=given). cond_mode=aligned adds each spatial condition token to the step that predicts
-the image token at its grid position (net2net.py); cond_drop=0.1 replaces the condition of a tenth of the
-examples by a learned null condition, for classifier-free guidance at sampling time. The data set is
+depth (16-bit or float-in-RGBA PNGs, ../depth16 or ../depth), edges (OpenCV Canny of each image, given PNGs
+with data.edges=given, or HED's soft maps (train/hed_edges.py) and Canny mixed per crop with data.edges=mixed).
+cond_mode=aligned adds each spatial condition token to the step that predicts the image token at its grid
+position (net2net.py); transformer.cond_layers=N first convolves the condition grid; cond_drop=0.1
+replaces the condition of a tenth of the examples by a learned null condition, for classifier-free guidance
+at sampling time. The data set is
 encoded to code indices once (centre crops, their mirror images when data.flip, and `crops` random crops of
 a random zoom) and cached in <out>/codes.pt; training then reads tokens only; with `cache=FILE` and no
 --data it trains from that file alone (e.g. codes made on another machine). Every default is in
@@ -195,6 +197,8 @@ def build_model(cfg: TrainConfig, n_classes: int) -> tc.Net2Net:
                       cond_vocab_size=cond_vocab + null)
         null_token = cond_vocab if null else None
     else:  # the original: condition and image tokens share the vocabulary
+        if cfg.transformer.cond_layers:
+            raise SystemExit("transformer.cond_layers convolves an aligned condition: set cond_mode=aligned")
         vocab = max(first.n_codes, cond_vocab) + null
         gpt = replace(cfg.transformer, vocab_size=vocab, block_size=n_cond_tokens + h * h, cond_vocab_size=0)
         null_token = vocab - 1 if null else None
@@ -401,7 +405,13 @@ def main(argv=None) -> Path:
             if main_process:
                 print(f"init_from: the condition table ({donor.config.transformer.cond_vocab_size} ids there, "
                       f"{net.config.transformer.cond_vocab_size} here) starts afresh")
-        gpt.load_state_dict(weights, strict="cond_emb.weight" in weights)
+        missing, unexpected = gpt.load_state_dict(weights, strict=False)
+        fresh = [k for k in missing if k != "cond_emb.weight" and not k.startswith("cond_conv.")]
+        if fresh or unexpected:
+            raise SystemExit(f"init_from={cfg.init_from}: weights do not fit this GPT (missing {fresh}, "
+                             f"unexpected {unexpected})")
+        if any(k.startswith("cond_conv.") for k in missing) and main_process:
+            print("init_from: the condition convolutions (cond_layers) start at zero: the donor's behaviour")
     if ckpt:
         gpt.load_state_dict(ckpt["transformer"])
         opt.load_state_dict(ckpt["opt"])
