@@ -1,10 +1,11 @@
-"""Training-only parts: data, losses, discriminator, perceptual distances, evaluation, resumable runs.
+"""Training-only parts: data, losses, discriminator, perceptual distances, HED edges, evaluation, resumable runs.
 
 `import taming_core` does not load this module (the app never needs it); the names below are also reachable
 as `taming_core.<name>`, which imports this module on first use.
 """
 from .data import DataConfig, DataError, ImageFolder, ResumableSampler, list_images, save_grid, to_rgb
 from .discriminator import NLayerDiscriminator
+from .hed import HED, hed_edges, load_hed
 from .evaluation import (InceptionFeatures, ReconstructionReport, bits_per_token, confusion_matrix, edge_fscore,
                          evaluate_reconstructions, folder_features, frechet_distance, kernel_inception_distance,
                          psnr, segmentation_scores, specks, ssim, usage_from_counts)
@@ -19,7 +20,8 @@ from .resume import (RUN_ERRORS, gather_rng_states, latest_checkpoint, list_chec
 
 __all__ = [
     "DataConfig", "DataError", "ImageFolder", "ResumableSampler", "list_images", "save_grid", "to_rgb",
-    "NLayerDiscriminator", "InceptionFeatures", "ReconstructionReport", "bits_per_token", "confusion_matrix",
+    "NLayerDiscriminator", "HED", "hed_edges", "load_hed", "InceptionFeatures", "ReconstructionReport",
+    "bits_per_token", "confusion_matrix",
     "edge_fscore", "segmentation_scores",
     "evaluate_reconstructions", "folder_features", "frechet_distance", "kernel_inception_distance", "psnr", "ssim",
     "specks", "usage_from_counts",

@@ -14,7 +14,6 @@ from PIL import Image
 import taming_core as tc
 from conftest import SHARED
 from taming_core import condition_maps as cm
-from taming_core.hed import hed_edges, load_hed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,18 +22,18 @@ BSDS = SHARED / "data" / "bsds"
 
 @pytest.fixture(scope="module")
 def hed():
-    return load_hed()
+    return tc.load_hed()
 
 
 def test_hed_outlines_a_square_and_not_its_flat_inside(hed):
     img = np.full((96, 96, 3), 40, np.uint8)
     img[24:72, 24:72] = (230, 200, 60)
-    p = hed_edges(hed, img)
+    p = tc.hed_edges(hed, img)
     assert p.shape == (96, 96) and p.dtype == np.float32 and 0 <= p.min() and p.max() <= 1
     border = np.concatenate([p[23:25, 24:72].ravel(), p[24:72, 71:73].ravel()])
     assert border.mean() > 0.7
     assert p[40:56, 40:56].max() < 0.2 and p[:8, :8].max() < 0.2  # flat areas, inside and out
-    bf16 = hed_edges(hed, img, torch.bfloat16)
+    bf16 = tc.hed_edges(hed, img, torch.bfloat16)
     assert np.abs(bf16 - p).max() < 0.05
 
 
@@ -45,7 +44,8 @@ def test_hed_follows_human_outlines_better_than_canny(hed, name):
     img = np.asarray(Image.open(BSDS / "images" / f"{name}.jpg").convert("RGB"))
     human = torch.from_numpy(cm.edges_from_sketch(np.asarray(Image.open(BSDS / "boundaries" / f"{name}.png")))
                              > 0)[None]
-    ours = torch.from_numpy(cm.edges_from_soft(np.round(hed_edges(hed, img) * 255).astype(np.uint8), 0.7) > 0)
+    soft = np.round(tc.hed_edges(hed, img) * 255).astype(np.uint8)  # (H, W), as train/hed_edges.py writes it
+    ours = torch.from_numpy(cm.edges_from_soft(soft, 0.7) > 0)
     canny = torch.from_numpy(cm.edges_from_photo(img) > 0)
     f_hed, f_canny = (float(tc.edge_fscore(e[None], human)[0]) for e in (ours, canny))
     assert f_hed > 0.35 and f_hed > f_canny + 0.08
@@ -60,9 +60,9 @@ def test_weights_file_is_checked(tmp_path):
             src.copy(k, dst)
         dst["head/vars/0"] = np.zeros((1, 1, 5, 1), np.float32)
     with pytest.raises(ValueError, match="unexpected tensors"):
-        load_hed(bad)
+        tc.load_hed(bad)
     with pytest.raises(FileNotFoundError):
-        load_hed(tmp_path / "missing.h5")
+        tc.load_hed(tmp_path / "missing.h5")
 
 
 def test_hed_edges_script_writes_a_map_per_photo_and_keeps_them(tmp_path):

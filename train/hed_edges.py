@@ -21,7 +21,6 @@ from PIL import Image
 from tqdm import tqdm
 
 import taming_core as tc
-from taming_core.hed import hed_edges, load_hed
 from taming_core.precision import cpu_has_bf16
 
 
@@ -36,7 +35,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     try:
-        net = load_hed(args.weights).to(args.device)
+        net = tc.load_hed(args.weights).to(args.device)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     bf16 = args.precision == "bf16" or (args.precision == "auto" and (args.device != "cpu" or cpu_has_bf16()))
@@ -49,7 +48,7 @@ def main(argv=None) -> None:
     for path in tqdm(todo, desc="HED", dynamic_ncols=True):
         with Image.open(path) as im:
             rgb = tc.to_rgb(im)  # (H, W, 3) uint8
-        p = hed_edges(net, rgb, torch.bfloat16 if bf16 else None)  # (H, W) in [0, 1]
+        p = tc.hed_edges(net, rgb, torch.bfloat16 if bf16 else None)  # (H, W) in [0, 1]
         target = out / path.relative_to(data).with_suffix(".png")
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.round(p * 255).astype(np.uint8)).save(target)
