@@ -108,3 +108,16 @@ $PY train/train_transformer.py --cond depth --cond-stage runs/depth_vq/model --f
     --out runs/depth_ft cache=runs/enc/depth/codes.pt cond_mode=aligned cond_drop=0.1 init_from=checkpoints/edges \
     --batch-size 8 --steps 400 $GPT lr=2e-4 warmup_steps=20 eval_every=25 save_every=400 val_fraction=0.1
 $PY train/release.py runs/depth_ft/model-best checkpoints/depth --first-stage checkpoints/vqgan
+# Edges on drawing-like maps (2 cores, 11 minutes, after depth, which starts from the GPU's edges model): HED's soft
+# edge map of every photo (1 minute), the codes again with half of the random crops taking HED maps (thresholded
+# at 0.5-0.8, thinned) instead of Canny, then 1,500 steps from the GPU's edges model; the last step is released.
+$PY train/hed_edges.py --data runs/photos192/train --out runs/hed192/train
+$PY -c "import sys, taming_core as tc; tc.save_model(tc.load_model(sys.argv[1]).cond_stage_model, sys.argv[2])" \
+    checkpoints/edges runs/stages/edges_rel
+$PY train/train_transformer.py --data runs/photos192/train --cond edges --cond-stage runs/stages/edges_rel \
+    --out runs/enc/edges_hed $ENC "data.canny_range=[50,150]" data.edges=mixed data.maps=runs/hed192/train
+$PY train/train_transformer.py --cond edges --cond-stage runs/stages/edges_rel --first-stage checkpoints/vqgan \
+    --out runs/edges_hed cache=runs/enc/edges_hed/codes.pt cond_mode=aligned cond_drop=0.1 init_from=checkpoints/edges \
+    --steps 1500 $GPT lr=2e-4 warmup_steps=50 eval_every=100 save_every=500
+# (the same from runs/enc/edges/codes.pt, Canny only, into runs/edges_canny: the card's control row)
+$PY train/release.py runs/edges_hed/model checkpoints/edges --first-stage checkpoints/vqgan
