@@ -102,7 +102,12 @@ GPT="--batch-size 16 transformer.n_layer=4 transformer.n_head=4 transformer.n_em
 $PY train/train_transformer.py --cond segmentation --first-stage checkpoints/vqgan --out runs/seg_grid \
     cache=runs/enc/seg_grid/codes.pt cond_grid=8 data.n_labels=183 cond_mode=aligned cond_drop=0.1 \
     init_from=runs/rel/seg --steps 2000 $GPT lr=3e-4 warmup_steps=50 eval_every=100 save_every=500
-$PY train/release.py runs/seg_grid/model checkpoints/segmentation --first-stage checkpoints/vqgan
+# (until now released: runs/seg_grid/model) Then condition convolutions, from the best validation weights (11 minutes).
+$PY train/train_transformer.py --cond segmentation --first-stage checkpoints/vqgan --out runs/seg_conv \
+    cache=runs/enc/seg_grid/codes.pt cond_grid=8 data.n_labels=183 cond_mode=aligned cond_drop=0.1 \
+    transformer.cond_layers=4 init_from=runs/seg_grid/model-best --steps 1200 $GPT lr=3e-4 warmup_steps=50 \
+    eval_every=100
+$PY train/release.py runs/seg_conv/model checkpoints/segmentation --first-stage checkpoints/vqgan
 # Depth (23 pairs, 1 core, 2 minutes): from the edges model, the weights of the best of 16 validations.
 $PY train/train_transformer.py --cond depth --cond-stage runs/depth_vq/model --first-stage checkpoints/vqgan \
     --out runs/depth_ft cache=runs/enc/depth/codes.pt cond_mode=aligned cond_drop=0.1 init_from=checkpoints/edges \
