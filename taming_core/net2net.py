@@ -188,9 +188,8 @@ class Net2Net(nn.Module):
         if self.aligned and c.shape[1] != z.shape[1]:
             raise ValueError(f"aligned conditioning: c must have one token per image token, got "
                              f"{tuple(c.shape)} for z {tuple(z.shape)}")
-        seq, cond = self.sequence(z[:, :-1], c)  # (B, T), T = L_c + L - 1 (prefix) or L (aligned)
-        if self.aligned:
-            cond = self.condition_input(c, grid)  # (B, L) ids or (B, L, E) features
+        seq, _ = self.sequence(z[:, :-1], c)  # (B, T), T = L_c + L - 1 (prefix) or L (aligned)
+        cond = self.condition_input(c, grid) if self.aligned else None  # (B, L) ids or (B, L, E) features
         logits = self.transformer(seq, cond=cond)  # (B, T, V)
         return logits[:, seq.shape[1] - z.shape[1]:]  # (B, L, V)
 
