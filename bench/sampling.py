@@ -208,7 +208,7 @@ def bench_plain(table, name, gpt, steps, quick, device, seed, dtype=None):
     else:  # --precision bf16 on CUDA: bf16 weights kept once (auto samples in fp32 there: measured faster)
         variants += [("bf16 weights", tc.quantize_gpt(gpt, torch.bfloat16), None)]
     for label, model, autocast in variants:
-        batches = (1,) if label == "bf16 weights" else (1, 4) if device == "cpu" else (1, 8)
+        batches = (1, 4) if device == "cpu" else (1,) if label == "bf16 weights" else (1, 8)
         gen = torch.Generator(device)
 
         def run(B, n):

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import cpu_has_bf16
+
 
 @dataclass
 class GPTConfig:
@@ -301,13 +303,37 @@ class LowBitLinear(nn.Module):
         self.register_buffer("weight", w.to(dtype).contiguous())  # (out, in) rows: what the int8 kernel reads
         self.register_buffer("scale", scale)
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        self._packed: tuple | None = None  # (weight.data_ptr(), oneDNN-packed bf16 weight): see _packed_bf16
+
+    def __getstate__(self) -> dict:  # deepcopy / pickle: the packed copy is opaque; it is rebuilt on demand
+        return {**self.__dict__, "_packed": None}
+
+    def _packed_bf16(self) -> torch.Tensor | None:
+        """The bf16 weight in oneDNN's blocked layout, packed once, for CPUs with bf16 units; else None.
+
+        F.linear re-lays the (out, in) bf16 matrix out at every call: measured on this repo's 2-core AVX-512
+        bf16 CPU (torch 2.13), a (1536, 512) product took 37 us plain and 22 us packed for 1-4 rows (8% less
+        for 300), equally accurate; a 12 x 512 GPT's cached decode step 8.8 -> 4.9 ms. Rebuilt when the
+        weight moved (data_ptr); None where oneDNN or the bf16 units are missing (F.linear then).
+        """
+        ptr = self.weight.data_ptr()
+        if self._packed is None or self._packed[0] != ptr:
+            packed = None
+            if self.weight.is_cpu and torch.backends.mkldnn.is_available() and cpu_has_bf16():
+                packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 1)  # any row count reads it
+            self._packed = (ptr, packed)
+        return self._packed[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out) in x's dtype (fp32 when there is a bias)."""
         w, bias = self.weight, self.bias
         rows = x.reshape(-1, x.shape[-1])  # (N, in)
         if w.dtype == torch.bfloat16:
-            y = F.linear(rows.to(w.dtype), w)
+            packed = self._packed_bf16() if rows.is_cpu else None
+            if packed is not None:
+                y = torch.ops.mkldnn._linear_pointwise(rows.to(w.dtype), packed, None, "none", [], "")
+            else:
+                y = F.linear(rows.to(w.dtype), w)
         elif rows.shape[0] <= self.ROWS_FOR_GEMM and rows.is_cpu:
             # int8 x bf16 matrix-vector kernel: reads the int8 bytes once, scales the output rows
             y = torch._weight_int8pack_mm(rows.to(torch.bfloat16), w, self.scale)  # (N, out) bf16

@@ -1,7 +1,10 @@
 """Samplers (issue 3): cached sampling, the sliding window (exact and fast), streaming, low-bit weights."""
+import copy
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import taming_core as tc
 from conftest import reference_case, tiny_net2net_config
@@ -272,3 +275,25 @@ def test_sampling_precision_picks_the_measured_fastest_path():
         tc.sampling_precision("int8", "cuda")
     with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, int8"):
         tc.sampling_precision("fp16", "cpu")
+
+
+def test_bf16_weights_use_a_packed_copy_that_matches_the_plain_product_and_survives_copies():
+    model = tiny_model()
+    low = tc.quantize_gpt(model, torch.bfloat16)
+    layer = low.transformer.blocks[0].mlp[0]  # with a bias
+    x = torch.randn(3, 5, layer.weight.shape[1])
+    with torch.no_grad():
+        y = layer(x)
+    plain = F.linear(x.reshape(15, -1).bfloat16(), layer.weight).float() + layer.bias
+    assert torch.allclose(y.reshape(15, -1), plain, rtol=0, atol=1e-5 * plain.abs().max().item())
+    packed = layer._packed_bf16()
+    if tc.cpu_has_bf16() and torch.backends.mkldnn.is_available():
+        assert packed is not None and packed.is_mkldnn  # packed once, reused
+        assert layer._packed_bf16() is packed
+    else:
+        assert packed is None  # plain F.linear there
+    again = copy.deepcopy(low)  # the opaque packed tensor is dropped, not copied, and rebuilt on demand
+    with torch.no_grad():
+        assert torch.equal(again.transformer.blocks[0].mlp[0](x), y)
+    c = tokens(2, 16)
+    assert torch.equal(tc.sample(again, c, 6, greedy=True), tc.sample(low, c, 6, greedy=True))
