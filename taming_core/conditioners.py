@@ -39,6 +39,10 @@ class ConditionerConfig:
     # segmentation: > 0 codes the map as a grid of labels (LabelGrid: the most frequent label of each
     # grid_factor x grid_factor cell; n_labels condition ids) instead of a VQ stage (vq stays None)
     grid_factor: int = 0
+    # label grid only: each cell's id also tells which of its four quarters have the cell's label as their
+    # most frequent one (id = label * 16 + mask, bit q for quarter q in raster order; n_labels * 16 ids), so
+    # a token knows where inside its cell a painted boundary runs. grid_factor must be even.
+    grid_detail: bool = False
     down_factor: int = 16  # coord
 
 
@@ -105,11 +109,22 @@ def default_label_offset(n_labels: int) -> int:
 class LabelGrid:
     """Label map -> the most frequent label of each f x f cell, raster order (B, (H/f) * (W/f)); ties go to the
     lower id. Input as VQCondition takes it: raw label ids (B, H, W) (shifted by label_offset) or one-hot
-    (B, n_labels, H, W). H and W must be multiples of f."""
+    (B, n_labels, H, W). H and W must be multiples of f. With `detail`, id = label * 16 + mask, where bit q of
+    mask says that quarter q of the cell (raster order: top left, top right, bottom left, bottom right) has
+    that label as its most frequent one too (15: the whole cell reads as its label)."""
 
-    def __init__(self, n_labels: int, label_offset: Optional[int], factor: int):
-        self.n_labels, self.factor = n_labels, factor
+    QUARTERS = 16  # masks per label with detail
+
+    def __init__(self, n_labels: int, label_offset: Optional[int], factor: int, detail: bool = False):
+        if detail and factor % 2:
+            raise ValueError(f"a label grid with detail needs an even cell size, got {factor}")
+        self.n_labels, self.factor, self.detail = n_labels, factor, detail
         self.label_offset = label_offset if label_offset is not None else default_label_offset(n_labels)
+
+    @property
+    def n_ids(self) -> int:
+        """Condition ids this grid produces (the null condition comes after them)."""
+        return self.n_labels * (self.QUARTERS if self.detail else 1)
 
     def labels_to_onehot(self, labels: torch.Tensor) -> torch.Tensor:
         """Raw label ids (B, H, W) -> one-hot (B, n_labels, H, W), as VQCondition.labels_to_onehot."""
@@ -126,7 +141,15 @@ class LabelGrid:
         if cond.shape[2] % f or cond.shape[3] % f:
             raise ValueError(f"a label map of {cond.shape[2]}x{cond.shape[3]} pixels does not divide into "
                              f"{f}x{f} cells")
-        return F.avg_pool2d(cond.float(), f).argmax(1).flatten(1)  # (B, h*w) label counts -> the majority
+        cell = F.avg_pool2d(cond.float(), f).argmax(1)  # (B, h, w) label counts -> the majority
+        if not self.detail:
+            return cell.flatten(1)
+        quarter = F.avg_pool2d(cond.float(), f // 2).argmax(1)  # (B, 2h, 2w)
+        same = quarter == cell.repeat_interleave(2, 1).repeat_interleave(2, 2)  # (B, 2h, 2w)
+        B, h, w = cell.shape
+        bits = same.view(B, h, 2, w, 2).permute(0, 1, 3, 2, 4).reshape(B, h, w, 4).long()  # (B, h, w, 4)
+        mask = (bits * torch.tensor([1, 2, 4, 8], device=bits.device)).sum(-1)  # (B, h, w)
+        return (cell * self.QUARTERS + mask).flatten(1)  # (B, h*w)
 
 
 def labels_to_onehot(labels: torch.Tensor, n_labels: int, label_offset: int) -> torch.Tensor:

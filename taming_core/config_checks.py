@@ -227,6 +227,8 @@ def _check_fields(cfg, where: str) -> None:
                      or cfg.grid_factor > 64):
             raise ConfigError(f"{where}a label grid (grid_factor = {cfg.grid_factor}, at most 64) needs n_labels "
                               "in 1..256 and no vq")
+        if not isinstance(cfg.grid_detail, bool) or (cfg.grid_detail and (not grid or cfg.grid_factor % 2)):
+            raise ConfigError(f"{where}grid_detail (true / false) applies to a label grid with an even grid_factor")
         if cfg.kind in ("segmentation", "depth", "edges") and cfg.vq is None and not grid:
             raise ConfigError(f"{where}vq is missing: a {cfg.kind} condition needs a condition-stage VQGAN")
 

@@ -61,7 +61,11 @@ class Net2Net(nn.Module):
         if cc.kind == "segmentation" and cc.grid_factor > 0:
             if cc.vq is not None or not cc.n_labels:
                 raise ValueError("a label-grid segmentation condition (grid_factor > 0) takes n_labels, not vq")
-            self.conditioner = LabelGrid(cc.n_labels, cc.label_offset, cc.grid_factor)
+            self.conditioner = LabelGrid(cc.n_labels, cc.label_offset, cc.grid_factor, cc.grid_detail)
+            ids = self.conditioner.n_ids
+            if cfg.cond_mode == "aligned" and cfg.transformer.cond_vocab_size < ids:
+                raise ValueError(f"the label grid makes {ids} condition ids; transformer.cond_vocab_size is "
+                                 f"{cfg.transformer.cond_vocab_size}")
         elif cc.kind in SPATIAL:
             if cc.vq is None:
                 raise ValueError(f"a {cc.kind} condition needs a condition-stage VQGAN config (cond_stage.vq)")

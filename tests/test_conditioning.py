@@ -328,3 +328,37 @@ def test_label_grid_takes_the_most_frequent_label_of_each_cell(tmp_path):
     bad["cond_stage"] = {"kind": "segmentation", "n_labels": 5, "grid_factor": 2, "vq": bad["cond_stage"]["vq"]}
     with pytest.raises(tc.ConfigError, match="label grid"):
         tc.build_model(bad)
+
+
+def test_a_detailed_label_grid_says_which_quarters_of_a_cell_share_its_label(tmp_path):
+    """grid_detail: id = label * 16 + mask, bit q set when quarter q (raster order) reads as the cell's label."""
+    labels = torch.zeros(1, 4, 8, dtype=torch.long)  # (1, 4, 8): two 4x4 cells of label 0
+    labels[0, 2:, :2] = 3  # cell 1: its bottom-left quarter is label 3, the rest 0
+    labels[0, :, 6:] = 2  # cell 2: its right half is label 2 ...
+    labels[0, 0, 4] = 2  # ... plus one pixel: 9 of 16 pixels of 2, the cell reads as 2; its left half as 0
+    grid = LabelGrid(5, None, 4, detail=True)
+    assert grid.n_ids == 80
+    assert grid.encode(labels).tolist() == [[0 * 16 + (1 + 2 + 8), 2 * 16 + (2 + 8)]]
+    onehot = torch.nn.functional.one_hot(labels, 5).permute(0, 3, 1, 2).float()
+    assert torch.equal(grid.encode(onehot), grid.encode(labels))
+    assert torch.equal(grid.encode(labels) // 16, LabelGrid(5, None, 4).encode(labels))  # plain label kept
+    with pytest.raises(ValueError, match="even cell size"):
+        LabelGrid(5, None, 3, detail=True)
+
+    cfg = tiny_net2net_config(block_size=L)
+    cfg["cond_stage"] = {"kind": "segmentation", "n_labels": 5, "grid_factor": 2, "grid_detail": True}
+    cfg.update(cond_mode="aligned", null_token=80)
+    cfg["transformer"]["cond_vocab_size"] = 81
+    model = tc.build_model(cfg).eval()
+    tc.save_model(model, tmp_path / "m")
+    back = tc.load_model(tmp_path / "m").eval()
+    seg = torch.randint(0, 5, (2, 16, 16), generator=torch.Generator().manual_seed(1))
+    c = back.encode_cond(seg)  # (2, 64)
+    assert c.shape == (2, L) and int(c.max()) < 80 and (c % 16 != 15).any()
+    assert tc.sample(back, c, 8, greedy=True, guidance=2.0).shape == (2, 8)
+    small = {**cfg, "transformer": {**cfg["transformer"], "cond_vocab_size": 6}, "null_token": 5}
+    with pytest.raises(ValueError, match="makes 80 condition ids"):
+        tc.build_model(small)
+    odd = {**cfg, "cond_stage": {**cfg["cond_stage"], "grid_factor": 3}}
+    with pytest.raises(tc.ConfigError, match="even grid_factor"):
+        tc.build_model(odd)

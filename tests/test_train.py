@@ -310,6 +310,18 @@ def test_transformer_random_crops_codes_alone_best_weights_and_release_from_a_pa
     z, c = codes["z"][:2, 0].long(), codes["c"][:2, 0].long()
     with torch.no_grad():
         assert torch.equal(grown(z, c), donor(z, c))
+    frozen = tmp_path / "frozen"  # train_only=condition: the image prior stays, the condition pathway learns
+    run(TRANSFORMER, "--preset", "tiny", *stages, "--out", frozen, f"cache={enc / 'codes.pt'}", "--steps", 2,
+        "lr=1e-2", "warmup_steps=0", "eval_every=100", "transformer.cond_layers=2", "train_only=condition",
+        f"init_from={conv / 'model'}")
+    before, after = grown.transformer.state_dict(), tc.load_model(frozen / "model").transformer.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith(("cond_emb.", "cond_conv.")) for k in moved), moved
+    assert any(k.startswith("cond_conv.") for k in moved)
+    refused = run(TRANSFORMER, "--preset", "tiny", *stages, "--out", tmp_path / "nodonor", "--steps", 1,
+                  f"cache={enc / 'codes.pt'}", "train_only=condition", check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "train_only=condition needs cond_mode=aligned and init_from=" in refused.stderr
     missing = run(TRANSFORMER, "--preset", "tiny", *stages, "--out", tmp_path / "none", check=False)
     assert one_line_error(missing).startswith("error: pass the training images (--data) or a codes file")
 
@@ -509,3 +521,34 @@ def test_vqgan_cosine_schedule_time_budget_and_weights_before_the_gan(tmp_path, 
     assert isinstance(before, tc.VQGAN)
     assert not all(torch.equal(a, b) for a, b in zip(before.state_dict().values(),
                                                     tc.load_model(out / "model").state_dict().values()))
+
+
+def test_a_detailed_label_grid_starts_from_a_plain_one_with_each_labels_row():
+    """init_from a plain label-grid model into a detailed one (cond_grid_detail): id label * 16 + mask starts
+    as the donor's row of that label, so the new model predicts as the donor did at the start."""
+    sys.path.insert(0, str(ROOT / "train"))
+    from train_transformer import _detailed_table
+    from conftest import tiny_net2net_config
+
+    def grid_model(detail: bool) -> tc.Net2Net:
+        cfg = tiny_net2net_config(block_size=64)
+        cfg["cond_stage"] = {"kind": "segmentation", "n_labels": 5, "grid_factor": 2, "grid_detail": detail}
+        n = 5 * (16 if detail else 1)
+        cfg.update(cond_mode="aligned", null_token=n)
+        cfg["transformer"]["cond_vocab_size"] = n + 1
+        return tc.build_model(cfg).eval()
+
+    torch.manual_seed(0)
+    donor, net = grid_model(False), grid_model(True)
+    table = _detailed_table(donor, net)
+    assert table.shape == (81, 32)
+    net.transformer.load_state_dict({**donor.transformer.state_dict(), "cond_emb.weight": table})
+    seg = torch.randint(0, 5, (2, 16, 16), generator=torch.Generator().manual_seed(1))
+    c_plain, c_detail = donor.encode_cond(seg), net.encode_cond(seg)
+    assert torch.equal(c_detail // 16, c_plain) and (c_detail % 16 != 15).any()
+    z = torch.randint(0, 32, (2, 64), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(net(z, c_detail), donor(z, c_plain))
+        null = torch.full_like(c_plain, 5)
+        assert torch.equal(net(z, torch.full_like(c_plain, 80)), donor(z, null))  # the null row moved last
+    assert _detailed_table(net, donor) is None and _detailed_table(donor, donor) is None  # only plain -> detail

@@ -56,6 +56,9 @@ class TrainConfig:
     # condition token (conditioners.LabelGrid; with cond_mode=aligned use the first stage's factor). Needs
     # data.n_labels. 0: the VQ stage of --cond-stage.
     cond_grid: int = 0
+    # with cond_grid: each id also says which quarters of its cell share the cell's label (LabelGrid detail;
+    # 16 ids per label), i.e. where inside a token's cell a boundary of the map runs
+    cond_grid_detail: bool = False
     transformer: tc.GPTConfig = field(default_factory=lambda: tc.GPTConfig(n_layer=12, n_head=8, n_embd=512))
     permuter: tc.PermuterConfig = field(default_factory=tc.PermuterConfig)  # H, W set to the latent grid
     pkeep: float = 1.0  # each input token is kept with this probability, else replaced by a random code
@@ -67,6 +70,9 @@ class TrainConfig:
     # stage trained on more images with another condition: it brings the image prior and the alignment of
     # condition and image positions. None: random initialisation.
     init_from: Optional[str] = None
+    # Which GPT parameters learn: "all", or "condition" (only the condition pathway, cond_emb and cond_conv;
+    # the image prior stays as init_from left it, so a small data set cannot overfit it any further)
+    train_only: str = "all"
     out: str = "runs/transformer"
     cache: Optional[str] = None  # codes cache file; default <out>/codes.pt
     # Random crops per image encoded besides the centre crop (and its mirror): each a random window of a
@@ -152,8 +158,14 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     cfg.data.with_image = True
     if cfg.data.size == 0:
         cfg.data.size = tc.load_model(cfg.first_stage).config.ddconfig.resolution
+    if cfg.train_only not in ("all", "condition"):
+        raise SystemExit(f"unknown train_only {cfg.train_only!r}; choose all or condition")
+    if cfg.train_only == "condition" and (cfg.cond_mode != "aligned" or not cfg.init_from):
+        raise SystemExit("train_only=condition needs cond_mode=aligned and init_from= (a trained image prior)")
     if cfg.cond_grid and (cfg.condition != "segmentation" or cfg.cond_stage or not cfg.data.n_labels):
         raise SystemExit("cond_grid applies to segmentation without --cond-stage, and needs data.n_labels")
+    if cfg.cond_grid_detail and (not cfg.cond_grid or cfg.cond_grid % 2):
+        raise SystemExit("cond_grid_detail needs an even cond_grid (a label grid whose cells have quarters)")
     if cfg.condition == "segmentation" and cfg.data.n_labels is None and cfg.cond_stage:
         cfg.data.n_labels = tc.load_model(cfg.cond_stage).config.ddconfig.in_channels
     return cfg
@@ -174,9 +186,11 @@ def build_model(cfg: TrainConfig, n_classes: int) -> tc.Net2Net:
         cond_cfg, cond_vocab = tc.ConditionerConfig(kind="class", n_classes=n_classes), n_classes
     elif cfg.cond_grid:
         cond_cfg = tc.ConditionerConfig(kind="segmentation", n_labels=cfg.data.n_labels,
-                                        label_offset=cfg.data.label_offset, grid_factor=cfg.cond_grid)
+                                        label_offset=cfg.data.label_offset, grid_factor=cfg.cond_grid,
+                                        grid_detail=cfg.cond_grid_detail)
         side = cfg.data.size // cfg.cond_grid
-        n_cond_tokens, cond_vocab = side * side, cfg.data.n_labels
+        n_cond_tokens = side * side
+        cond_vocab = cfg.data.n_labels * (tc.conditioners.LabelGrid.QUARTERS if cfg.cond_grid_detail else 1)
     elif cfg.condition != "none":
         if not cfg.cond_stage:
             raise SystemExit(f"a {cfg.condition} condition needs its VQ model: --cond-stage runs/..../model")
@@ -223,6 +237,23 @@ def condition_of(batch: dict, cfg: TrainConfig, n_labels: int | None):
     return batch[cfg.condition]  # (B, 1, S, S)
 
 
+def _detailed_table(donor: tc.Net2Net, net: tc.Net2Net) -> torch.Tensor | None:
+    """A plain label grid's condition table (labels + null rows) -> the table of the same labels with detail
+    (LabelGrid: id = label * 16 + mask): every id of a label starts as that label's row, the null row stays
+    last; None unless the donor has a plain label grid over the same labels and this model a detailed one."""
+    mine, theirs = net.conditioner, donor.conditioner
+    grids = isinstance(mine, tc.conditioners.LabelGrid) and isinstance(theirs, tc.conditioners.LabelGrid)
+    if not (grids and mine.detail and not theirs.detail and mine.n_labels == theirs.n_labels and net.aligned
+            and donor.aligned):
+        return None
+    table = donor.transformer.cond_emb.weight.detach()  # (n_labels [+ 1], E)
+    labels = table[:theirs.n_labels].repeat_interleave(mine.QUARTERS, 0)  # (n_labels * 16, E)
+    rows = net.config.transformer.cond_vocab_size - labels.shape[0]  # 1 with a null condition, else 0
+    if rows not in (0, 1) or table.shape[0] - theirs.n_labels != rows:
+        return None
+    return torch.cat([labels, table[theirs.n_labels:]])
+
+
 def cache_key(cfg: TrainConfig, files: list[Path], net: tc.Net2Net) -> str:
     """Digest of everything the codes depend on: files (path, size, mtime), crop settings, stage weights."""
     h = hashlib.sha256()
@@ -232,6 +263,8 @@ def cache_key(cfg: TrainConfig, files: list[Path], net: tc.Net2Net) -> str:
     h.update(json.dumps(OmegaConf.to_container(OmegaConf.structured(cfg.data)), sort_keys=True).encode())
     # aligned: c in token order; the crops depend on the seed
     h.update(f"{cfg.condition}|{cfg.permuter}|{cfg.cond_mode}|{cfg.crops}|{cfg.seed}|{cfg.cond_grid}".encode())
+    if cfg.cond_grid_detail:
+        h.update(b"|detail")
     for k, v in sorted(net.state_dict().items()):
         if not k.startswith("transformer."):
             h.update(k.encode())
@@ -386,9 +419,13 @@ def main(argv=None) -> Path:
 
     # ---- model, optimizer ---------------------------------------------------------------------------------
     gpt = net.transformer
-    decay = [p for name, p in gpt.named_parameters() if name.endswith("weight") and p.ndim == 2
+    if cfg.train_only == "condition":
+        for name, p in gpt.named_parameters():
+            p.requires_grad_(name.startswith(("cond_emb.", "cond_conv.")))
+    learn = [(name, p) for name, p in gpt.named_parameters() if p.requires_grad]
+    decay = [p for name, p in learn if name.endswith("weight") and p.ndim == 2
              and "emb" not in name]  # Linear weights; embeddings, LayerNorm and biases are not decayed
-    no_decay = [p for p in gpt.parameters() if all(p is not q for q in decay)]
+    no_decay = [p for _, p in learn if all(p is not q for q in decay)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=tuple(cfg.betas))
     start = 0
@@ -400,7 +437,12 @@ def main(argv=None) -> Path:
             raise SystemExit(f"init_from={cfg.init_from}: not a Net2Net with this GPT shape (vocab, block, "
                              f"layers, heads, width, condition table = {shape(net.config.transformer)})")
         weights = donor.transformer.state_dict()
-        if donor.config.transformer.cond_vocab_size != net.config.transformer.cond_vocab_size:
+        grown = _detailed_table(donor, net)
+        if grown is not None:
+            weights["cond_emb.weight"] = grown
+            if main_process:
+                print("init_from: each label's row of the condition table starts all 16 of its detailed ids")
+        elif donor.config.transformer.cond_vocab_size != net.config.transformer.cond_vocab_size:
             del weights["cond_emb.weight"]  # another condition's ids: that table starts afresh
             if main_process:
                 print(f"init_from: the condition table ({donor.config.transformer.cond_vocab_size} ids there, "
