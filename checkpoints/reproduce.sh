@@ -74,6 +74,9 @@ $PY train/train_transformer.py --data runs/photos192/train --cond segmentation -
     --out runs/enc/seg $ENC data.maps=runs/maps192/train
 $PY train/train_transformer.py --data runs/photos192/train --cond segmentation cond_grid=8 data.n_labels=183 \
     --out runs/enc/seg_grid $ENC data.maps=runs/maps192/train
+# the same crops with quarter masks (as run: the condition ids recomputed from the crops in 1 minute, z reused)
+$PY train/train_transformer.py --data runs/photos192/train --cond segmentation cond_grid=8 cond_grid_detail=true \
+    data.n_labels=183 --out runs/enc/seg_detail $ENC data.maps=runs/maps192/train
 $PY train/train_transformer.py --data runs/data192/train/drin/images --cond depth --cond-stage runs/depth_vq/model \
     --out runs/enc/depth $ENC
 $PY train/train_transformer.py --data runs/photos192/train --cond none --out runs/enc/uncond $ENC cond_mode=prefix
@@ -102,12 +105,14 @@ GPT="--batch-size 16 transformer.n_layer=4 transformer.n_head=4 transformer.n_em
 $PY train/train_transformer.py --cond segmentation --first-stage checkpoints/vqgan --out runs/seg_grid \
     cache=runs/enc/seg_grid/codes.pt cond_grid=8 data.n_labels=183 cond_mode=aligned cond_drop=0.1 \
     init_from=runs/rel/seg --steps 2000 $GPT lr=3e-4 warmup_steps=50 eval_every=100 save_every=500
-# (until now released: runs/seg_grid/model) Then condition convolutions, from the best validation weights (11 minutes).
-$PY train/train_transformer.py --cond segmentation --first-stage checkpoints/vqgan --out runs/seg_conv \
-    cache=runs/enc/seg_grid/codes.pt cond_grid=8 data.n_labels=183 cond_mode=aligned cond_drop=0.1 \
-    transformer.cond_layers=4 init_from=runs/seg_grid/model-best --steps 1200 $GPT lr=3e-4 warmup_steps=50 \
-    eval_every=100
-$PY train/release.py runs/seg_conv/model checkpoints/segmentation --first-stage checkpoints/vqgan
+# Then condition convolutions and quarter masks, from the best validation weights (11 minutes). Without the masks
+# (cache=runs/enc/seg_grid/codes.pt, no cond_grid_detail, --out runs/seg_conv): the model released until then;
+# the card's other rows: train_only=condition init_from=runs/seg_conv/model --steps 1000 (runs/seg_cond).
+$PY train/train_transformer.py --cond segmentation --first-stage checkpoints/vqgan --out runs/seg_detail \
+    cache=runs/enc/seg_detail/codes.pt cond_grid=8 cond_grid_detail=true data.n_labels=183 cond_mode=aligned \
+    cond_drop=0.1 transformer.cond_layers=4 init_from=runs/seg_grid/model-best --steps 1200 $GPT lr=3e-4 \
+    warmup_steps=50 eval_every=100
+$PY train/release.py runs/seg_detail/model checkpoints/segmentation --first-stage checkpoints/vqgan
 # Depth (23 pairs, 1 core, 2 minutes): from the edges model, the weights of the best of 16 validations.
 $PY train/train_transformer.py --cond depth --cond-stage runs/depth_vq/model --first-stage checkpoints/vqgan \
     --out runs/depth_ft cache=runs/enc/depth/codes.pt cond_mode=aligned cond_drop=0.1 init_from=checkpoints/edges \
