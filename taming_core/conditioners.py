@@ -111,7 +111,7 @@ class LabelGrid:
     lower id. Input as VQCondition takes it: raw label ids (B, H, W) (shifted by label_offset) or one-hot
     (B, n_labels, H, W). H and W must be multiples of f. With `detail`, id = label * 16 + mask, where bit q of
     mask says that quarter q of the cell (raster order: top left, top right, bottom left, bottom right) has
-    that label as its most frequent one too (15: the whole cell reads as its label)."""
+    that label as its most frequent one too (15: every quarter's most frequent label is the cell's)."""
 
     QUARTERS = 16  # masks per label with detail
 

@@ -303,7 +303,12 @@ class LowBitLinear(nn.Module):
         self.register_buffer("weight", w.to(dtype).contiguous())  # (out, in) rows: what the int8 kernel reads
         self.register_buffer("scale", scale)
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        self._packed: tuple | None = None  # (weight.data_ptr(), oneDNN-packed bf16 weight): see _packed_bf16
+        self._packed: tuple | None = None  # (stamp of weight, oneDNN-packed bf16 weight): see _packed_bf16
+        self.register_load_state_dict_post_hook(LowBitLinear._drop_packed)
+
+    @staticmethod
+    def _drop_packed(module: LowBitLinear, incompatible_keys) -> None:
+        module._packed = None  # load_state_dict copied new values in place
 
     def __getstate__(self) -> dict:  # deepcopy / pickle: the packed copy is opaque; it is rebuilt on demand
         return {**self.__dict__, "_packed": None}
@@ -312,16 +317,19 @@ class LowBitLinear(nn.Module):
         """The bf16 weight in oneDNN's blocked layout, packed once, for CPUs with bf16 units; else None.
 
         F.linear re-lays the (out, in) bf16 matrix out at every call: measured on this repo's 2-core AVX-512
-        bf16 CPU (torch 2.13), a (1536, 512) product took 37 us plain and 22 us packed for 1-4 rows (8% less
-        for 300), equally accurate; a 12 x 512 GPT's cached decode step 8.8 -> 4.9 ms. Rebuilt when the
-        weight moved (data_ptr); None where oneDNN or the bf16 units are missing (F.linear then).
+        bf16 CPU (torch 2.13), one (1536, 512) product took 37 us plain and 22 us packed for 1-4 rows (8% less
+        for 300), equally accurate; bench/sampling.py: a 12 x 512 GPT's cached decode step 7.1 -> 5.8 ms (no
+        gain at 8 x 256). The packed copy is a second copy of the bf16 bytes. Rebuilt when the weight moved
+        (data_ptr) or was changed in place (_version; load_state_dict drops it through a hook; tensors made
+        under inference_mode have no version counter); None where oneDNN or the bf16 units are missing.
         """
-        ptr = self.weight.data_ptr()
-        if self._packed is None or self._packed[0] != ptr:
+        w = self.weight
+        stamp = (w.data_ptr(), None if w.is_inference() else w._version)
+        if self._packed is None or self._packed[0] != stamp:
             packed = None
-            if self.weight.is_cpu and torch.backends.mkldnn.is_available() and cpu_has_bf16():
-                packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 1)  # any row count reads it
-            self._packed = (ptr, packed)
+            if w.is_cpu and torch.backends.mkldnn.is_available() and cpu_has_bf16():
+                packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)  # any row count reads it
+            self._packed = (stamp, packed)
         return self._packed[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -329,6 +337,8 @@ class LowBitLinear(nn.Module):
         w, bias = self.weight, self.bias
         rows = x.reshape(-1, x.shape[-1])  # (N, in)
         if w.dtype == torch.bfloat16:
+            if not rows.is_cpu:
+                self._packed = None  # moved to a GPU: the CPU copy is not needed there
             packed = self._packed_bf16() if rows.is_cpu else None
             if packed is not None:
                 y = torch.ops.mkldnn._linear_pointwise(rows.to(w.dtype), packed, None, "none", [], "")

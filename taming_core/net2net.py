@@ -63,9 +63,14 @@ class Net2Net(nn.Module):
                 raise ValueError("a label-grid segmentation condition (grid_factor > 0) takes n_labels, not vq")
             self.conditioner = LabelGrid(cc.n_labels, cc.label_offset, cc.grid_factor, cc.grid_detail)
             ids = self.conditioner.n_ids
-            if cfg.cond_mode == "aligned" and cfg.transformer.cond_vocab_size < ids:
-                raise ValueError(f"the label grid makes {ids} condition ids; transformer.cond_vocab_size is "
-                                 f"{cfg.transformer.cond_vocab_size}")
+            aligned = cfg.cond_mode == "aligned"
+            table = cfg.transformer.cond_vocab_size if aligned else cfg.transformer.vocab_size
+            name = "cond_vocab_size" if aligned else "vocab_size"
+            if table < ids:
+                raise ValueError(f"the label grid makes {ids} condition ids; transformer.{name} is {table}")
+            if cfg.null_token is not None and cfg.null_token < ids:
+                raise ValueError(f"null_token {cfg.null_token} is one of the label grid's {ids} condition ids; "
+                                 f"the null condition needs its own id ({ids})")
         elif cc.kind in SPATIAL:
             if cc.vq is None:
                 raise ValueError(f"a {cc.kind} condition needs a condition-stage VQGAN config (cond_stage.vq)")

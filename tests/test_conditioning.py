@@ -359,6 +359,12 @@ def test_a_detailed_label_grid_says_which_quarters_of_a_cell_share_its_label(tmp
     small = {**cfg, "transformer": {**cfg["transformer"], "cond_vocab_size": 6}, "null_token": 5}
     with pytest.raises(ValueError, match="makes 80 condition ids"):
         tc.build_model(small)
+    with pytest.raises(ValueError, match="null_token 5 is one of the label grid's 80 condition ids"):
+        tc.build_model({**cfg, "null_token": 5})  # an old config's null id with grid_detail switched on
+    prefix = {**cfg, "cond_mode": "prefix", "null_token": None,
+              "transformer": {**cfg["transformer"], "cond_vocab_size": 0}}
+    with pytest.raises(ValueError, match="transformer.vocab_size is 32"):
+        tc.build_model(prefix)  # prefix mode: the ids share the GPT's vocabulary
     odd = {**cfg, "cond_stage": {**cfg["cond_stage"], "grid_factor": 3}}
     with pytest.raises(tc.ConfigError, match="even grid_factor"):
         tc.build_model(odd)

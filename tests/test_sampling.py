@@ -297,3 +297,10 @@ def test_bf16_weights_use_a_packed_copy_that_matches_the_plain_product_and_survi
         assert torch.equal(again.transformer.blocks[0].mlp[0](x), y)
     c = tokens(2, 16)
     assert torch.equal(tc.sample(again, c, 6, greedy=True), tc.sample(low, c, 6, greedy=True))
+    other = tc.quantize_gpt(tiny_model(seed=1), torch.bfloat16).transformer.blocks[0].mlp[0]
+    layer.load_state_dict(other.state_dict())  # new values in place, same addresses: the packed copy follows
+    with torch.no_grad():
+        assert torch.equal(layer(x), other(x))
+        layer.weight.mul_(0.5)  # an in-place edit outside load_state_dict (a version change)
+        half = layer(x)
+    assert torch.allclose(half - layer.bias, (other(x) - other.bias) * 0.5, atol=1e-2)
