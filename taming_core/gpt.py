@@ -337,9 +337,7 @@ class LowBitLinear(nn.Module):
         w, bias = self.weight, self.bias
         rows = x.reshape(-1, x.shape[-1])  # (N, in)
         if w.dtype == torch.bfloat16:
-            if not rows.is_cpu:
-                self._packed = None  # moved to a GPU: the CPU copy is not needed there
-            packed = self._packed_bf16() if rows.is_cpu else None
+            packed = self._packed_bf16()  # None on a GPU (a move there changes the stamp: the CPU copy goes)
             if packed is not None:
                 y = torch.ops.mkldnn._linear_pointwise(rows.to(w.dtype), packed, None, "none", [], "")
             else:

