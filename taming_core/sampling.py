@@ -255,6 +255,6 @@ def quantize_gpt(model: Net2Net | GPT, dtype: torch.dtype = torch.int8,
             del module.query, module.key, module.value
             module._stacked = None
         for name, child in list(module.named_children()):
-            if type(child) is nn.Linear:
+            if isinstance(child, nn.Linear):
                 setattr(module, name, LowBitLinear(child.weight, child.bias, dtype, prefill_dtype))
     return clone

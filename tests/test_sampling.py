@@ -232,7 +232,7 @@ def test_quantized_gpt_is_a_close_copy(dtype):
     model = tiny_model()
     low = tc.quantize_gpt(model, dtype)
     assert low.first_stage_model is model.first_stage_model  # frozen stages are shared, not copied
-    assert type(model.transformer.blocks[0].attn.query) is torch.nn.Linear  # the original is untouched
+    assert type(model.transformer.blocks[0].attn.query) is tc.gpt.Linear  # the original is untouched
     z, c = tokens(2, 20), tokens(2, 16, seed=1)
     with torch.no_grad():
         ref, out = model(z, c), low(z, c)
@@ -304,3 +304,41 @@ def test_bf16_weights_use_a_packed_copy_that_matches_the_plain_product_and_survi
         layer.weight.mul_(0.5)  # an in-place edit outside load_state_dict (a version change)
         half = layer(x)
     assert torch.allclose(half - layer.bias, (other(x) - other.bias) * 0.5, atol=1e-2)
+
+
+def test_sampling_multiplies_by_a_packed_fp32_copy_that_follows_the_weights():
+    """GPT calls with a KV cache use oneDNN-packed copies of the fp32 weights on a CPU; calls without one
+    (training, evaluation) the plain weights; both give the same logits, and the copy follows weight edits."""
+    model = tiny_model()
+    gpt = model.transformer
+    fc = gpt.blocks[0].mlp[0]
+    seq = tokens(2, 40)  # a prefill of 40 rows, then single rows
+    with torch.no_grad():
+        ref = gpt(seq)  # no cache: plain products, nothing packed
+        assert fc._packed is None and gpt.blocks[0].attn._stacked[1]._packed is None
+        cache = gpt.new_cache(2)
+        cached = torch.cat([gpt(seq[:, :39], cache), gpt(seq[:, 39:], cache)], dim=1)
+    assert torch.allclose(cached, ref, rtol=0, atol=1e-5 * ref.abs().max().item())
+    packs = torch.backends.mkldnn.is_available()
+    if packs:  # packed once, reused
+        assert fc._packed[1] is not None and fc._packed[1].is_mkldnn
+        assert gpt.blocks[0].attn._stacked[1]._packed[1].is_mkldnn and gpt.head._packed[1].is_mkldnn
+    x = torch.randn(3, fc.in_features)
+    with torch.no_grad():
+        assert torch.allclose(fc.sampling_forward(x), fc(x), rtol=0, atol=1e-5)
+        packed = fc._packed
+        fc.sampling_forward(x)
+        assert fc._packed is packed
+        fc.weight.mul_(0.5)  # an in-place edit: the copy is rebuilt
+        assert torch.allclose(fc.sampling_forward(x), fc(x), rtol=0, atol=1e-5)
+        other = tiny_model(seed=1).transformer.blocks[0].mlp[0]
+        fc.load_state_dict(other.state_dict())  # values copied in place, same address
+        assert torch.allclose(fc.sampling_forward(x), other(x), rtol=0, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps its own (bf16) products
+            assert fc.sampling_forward(x).dtype == torch.bfloat16
+    y = fc.sampling_forward(x.requires_grad_())  # with gradients: the plain product, which trains
+    y.sum().backward()
+    assert fc.weight.grad is not None
+    again = copy.deepcopy(model)  # the opaque packed copies are dropped, not copied, and rebuilt on demand
+    c = tokens(2, 16)
+    assert torch.equal(tc.sample(again, c, 6, greedy=True), tc.sample(model, c, 6, greedy=True))
