@@ -342,3 +342,19 @@ def test_sampling_multiplies_by_a_packed_fp32_copy_that_follows_the_weights():
     again = copy.deepcopy(model)  # the opaque packed copies are dropped, not copied, and rebuilt on demand
     c = tokens(2, 16)
     assert torch.equal(tc.sample(again, c, 6, greedy=True), tc.sample(model, c, 6, greedy=True))
+
+
+def test_pack_for_sampling_packs_what_sampling_multiplies_by_and_changes_no_token():
+    model = tiny_model()
+    c = tokens(2, 16)
+    before = tc.sample(copy.deepcopy(model), c, 8, greedy=True)
+    gpt = model.transformer
+    assert gpt.pack_for_sampling() is gpt
+    attn = gpt.blocks[0].attn
+    if torch.backends.mkldnn.is_available():
+        assert attn._stacked[1]._packed[1].is_mkldnn and gpt.head._packed[1].is_mkldnn
+        assert all(m._packed[1].is_mkldnn for m in gpt.blocks[1].mlp if isinstance(m, tc.gpt.Linear))
+    assert all(m._packed is None for m in (attn.query, attn.key, attn.value))  # the stacked copy serves them
+    assert torch.equal(tc.sample(model, c, 8, greedy=True), before)
+    low = tc.quantize_gpt(model, torch.int8).transformer  # low-bit layers keep their own format
+    assert low.pack_for_sampling() is low
