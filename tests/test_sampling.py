@@ -358,3 +358,22 @@ def test_pack_for_sampling_packs_what_sampling_multiplies_by_and_changes_no_toke
     assert torch.equal(tc.sample(model, c, 8, greedy=True), before)
     low = tc.quantize_gpt(model, torch.int8).transformer  # low-bit layers keep their own format
     assert low.pack_for_sampling() is low
+
+
+def test_a_new_cache_checks_the_weight_copies_that_later_steps_trust():
+    """Weights edited in place between two sampling runs: the next cache's first call rebuilds the stacked and
+    packed copies, so its logits follow the new weights (steps of one cache reuse them unchecked)."""
+    model = tiny_model()
+    gpt = model.transformer
+    seq = tokens(2, 24)
+    with torch.no_grad():
+        cache = gpt.new_cache(2)
+        gpt(seq[:, :20], cache)  # copies made and checked
+        for block in gpt.blocks:  # in place: same addresses, new versions
+            block.attn.key.weight.mul_(1.5)
+            block.mlp[0].weight.mul_(0.5)
+        gpt.head.weight.add_(0.1)
+        ref = gpt(seq)  # no cache: the plain weights
+        fresh = gpt.new_cache(2)
+        cached = torch.cat([gpt(seq[:, :20], fresh), gpt(seq[:, 20:23], fresh), gpt(seq[:, 23:], fresh)], dim=1)
+    assert torch.allclose(cached, ref, rtol=0, atol=1e-5 * ref.abs().max().item())
