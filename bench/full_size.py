@@ -94,6 +94,7 @@ def main(argv=None) -> list[dict]:
               f"256x256 image {row['final_s']:.1f} s ({row['tokens_per_s']:.1f} tokens/s sampling, "
               f"{row['preview_s']:.1f} s decoding previews and the image)")
         del model
+        net.transformer.drop_sampling_copies()  # the next precision's run does not carry fp32 packed copies
     out = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
            "threads": args.threads, "params": params, "gpt_params": gpt_params, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,7 @@ class KVCache:
         self.k = torch.empty(shape, device=device, dtype=dtype)  # (n_layer, B, nh, max_len, hs)
         self.v = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
+        self.checked_by: nn.Module | None = None  # the GPT that checked its weight copies at the first call
 
     @property
     def max_len(self) -> int:
@@ -77,18 +78,24 @@ def onednn_pack(weight: torch.Tensor) -> torch.Tensor | None:
     / 4,606 us for 1 / 4 / 400 rows, packed 45 / 47 / 1,947 us, the same sums to 1e-6 relative; F.linear re-lays
     the matrix out at every call. The packing is laid out for up to 4 rows; any row count reads it.
     """
-    if not (weight.is_cpu and torch.backends.mkldnn.is_available()):
+    if not (weight.is_cpu and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return None
+    w = weight.detach().contiguous()  # packing from (out, in) rows is 2-3x faster than from a transposed view
     try:
-        return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), 4)  # 2-3x faster to pack
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 4)
+        probe = torch.ones(1, w.shape[1], dtype=w.dtype)  # one product checked, for platforms where it misbehaves
+        ok = torch.allclose(onednn_linear(probe, packed, None).float(), F.linear(probe, w).float(), rtol=1e-2,
+                            atol=1e-3 * float(w.abs().sum(1).max()) + 1e-6)
     except RuntimeError:  # e.g. a build without oneDNN's linear for this dtype
         return None
+    return packed if ok else None
 
 
 def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x (..., in) in the packed weight's dtype -> (..., out) = x W^T + bias."""
     rows = x.reshape(-1, x.shape[-1])  # (N, in)
-    return torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "").view(*x.shape[:-1], -1)
+    y = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")  # (N, out)
+    return y.view(*x.shape[:-1], y.shape[-1])
 
 
 class Linear(nn.Linear):
@@ -97,7 +104,8 @@ class Linear(nn.Linear):
     `sampling_forward` (the GPT's calls with a KV cache and no gradients) multiplies fp32 inputs by a oneDNN-
     packed fp32 copy of the weight (`onednn_pack`): 1.3-3x faster products for 1-4 rows and half the time of a
     prefill's, exact to float rounding. The copy costs the weight's bytes again; it is made at the first such
-    call and rebuilt when the weight moved or changed (a stamp; load_state_dict drops it through a hook).
+    call and rebuilt when the weight moved or changed (a stamp; load_state_dict drops it through a hook; edits
+    torch does not version, through `.data` or a fused optimizer, need GPT.drop_sampling_copies()).
     Training, evaluation without a cache, autocast, other devices and dtypes use plain F.linear, and so does
     one row times a matrix under PACK_ONE_ROW weights, where oneDNN's fixed cost per call (about 12 us here)
     outweighs its gain: (256, 256) 6 us plain vs 15 packed, (768, 256) 13 vs 21, (1024, 256) 21 vs 20,
@@ -121,8 +129,8 @@ class Linear(nn.Linear):
     def sampling_forward(self, x: torch.Tensor, trusted: bool = False) -> torch.Tensor:
         """x (..., in) -> (..., out), through the packed weight where it applies (see the class).
 
-        trusted: reuse the packed copy without checking that the weight is unchanged (the GPT checks every copy
-        at the first call of a KV cache, see GPT.forward).
+        trusted: reuse the packed copy without checking that the weight is unchanged (the GPT checked every
+        copy at the first call of this KV cache, see GPT.forward).
         """
         w = self.weight
         if (torch.is_grad_enabled() or x.dtype != torch.float32 or w.dtype != torch.float32 or not x.is_cpu
@@ -139,12 +147,12 @@ class Linear(nn.Linear):
         return self._packed[1]
 
 
-def _dense(module: nn.Module, x: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
-    """module(x); in a GPT call with a KV cache (sampling), a Linear's packed path, its copy trusted (checked at
-    the cache's first call, GPT.forward); LowBitLinear has its own path."""
+def _dense(module: nn.Module, x: torch.Tensor, cache: KVCache | None, trusted: bool) -> torch.Tensor:
+    """module(x); in a GPT call with a KV cache (sampling), a Linear's packed path, its copy unchecked when
+    `trusted` (checked at the cache's first call, GPT.forward); LowBitLinear has its own path."""
     if cache is None or not isinstance(module, Linear):
         return module(x)
-    return module.sampling_forward(x, trusted=True)
+    return module.sampling_forward(x, trusted)
 
 
 class CausalSelfAttention(nn.Module):
@@ -197,13 +205,15 @@ class CausalSelfAttention(nn.Module):
             self._stacked = (stamp, stacked)
         return self._stacked[1]
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        """x (B, T, E) -> (B, T, E); with a cache, x takes positions [cache.length, cache.length + T)."""
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                trusted: bool = False) -> torch.Tensor:
+        """x (B, T, E) -> (B, T, E); with a cache, x takes positions [cache.length, cache.length + T).
+        trusted: the weight copies were checked at this cache's first call (GPT.forward)."""
         B, T, E = x.shape
         nh = self.n_head
         if self.qkv is not None or not torch.is_grad_enabled():
-            stacked = self.qkv if self.qkv is not None else self._stacked_qkv(trusted=cache is not None)
-            qkv = _dense(stacked, x, cache)  # (B, T, 3E)
+            stacked = self.qkv if self.qkv is not None else self._stacked_qkv(trusted)
+            qkv = _dense(stacked, x, cache, trusted)  # (B, T, 3E)
             q, k, v = qkv.view(B, T, 3, nh, E // nh).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hs)
         else:  # training: three products, gradients reach the three weights
             q, k, v = (f(x).view(B, T, nh, E // nh).transpose(1, 2)
@@ -224,7 +234,7 @@ class CausalSelfAttention(nn.Module):
         else:
             mask = self.mask[:, :, start:start + T, : start + T].bool()  # (1, 1, T, P+T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
-        y = _dense(self.proj, y.transpose(1, 2).reshape(B, T, E).to(x.dtype), cache)  # (B, T, E)
+        y = _dense(self.proj, y.transpose(1, 2).reshape(B, T, E).to(x.dtype), cache, trusted)  # (B, T, E)
         return self.resid_drop(y) if self.training else y
 
 
@@ -243,12 +253,13 @@ class Block(nn.Module):
             nn.Dropout(cfg.resid_pdrop),
         )
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), cache, layer)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                trusted: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer, trusted)
         if self.training:
             return x + self.mlp(self.ln2(x))
         fc, _, proj, _ = self.mlp  # the same layers without the dropout call: decoding runs this per token
-        return x + _dense(proj, F.gelu(_dense(fc, self.ln2(x), cache)), cache)
+        return x + _dense(proj, F.gelu(_dense(fc, self.ln2(x), cache, trusted)), cache, trusted)
 
 
 class GPT(nn.Module):
@@ -307,6 +318,22 @@ class GPT(nn.Module):
                 module.packed_weight()
         return self
 
+    def drop_sampling_copies(self) -> GPT:
+        """Free the copies pack_for_sampling made (they are remade when needed); returns self. train() calls it.
+        Needed after in-place weight edits that torch does not version: through `.data`, or a fused optimizer
+        (AdamW(fused=True)); load_state_dict, ordinary in-place ops and optimizer steps are noticed."""
+        for module in self.modules():
+            if isinstance(module, CausalSelfAttention):
+                module._stacked = None
+            elif isinstance(module, Linear):
+                module._packed = None
+        return self
+
+    def train(self, mode: bool = True) -> GPT:
+        if mode:  # training changes the weights: the sampling copies would only hold memory
+            self.drop_sampling_copies()
+        return super().train(mode)
+
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         p = self.pos_emb
         return KVCache(self.config, batch_size, max_len or self.config.block_size, p.device, p.dtype)
@@ -332,22 +359,27 @@ class GPT(nn.Module):
             if bool((lo < 0) | (hi >= self.config.vocab_size)):
                 raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got range "
                                  f"[{int(lo)}, {int(hi)}]")
-        if cache is not None and start == 0 and not torch.is_grad_enabled():
-            # Sampling: every weight copy (stacked query/key/value, packed weights) is checked against its weights
-            # once per cache, here, and trusted by the cache's later calls: weights must not change while a cache
-            # is filled (its keys and values would be stale too). Saves 0.1-0.2 ms per token at 8 x 256 (2.5 ms).
-            self.pack_for_sampling()
+        trusted = False
+        if cache is not None:
+            if start == 0 and not torch.is_grad_enabled() and not torch.is_autocast_enabled(idx.device.type):
+                # Sampling: every weight copy (stacked query/key/value, packed weights) is checked against its
+                # weights once per cache, here, and trusted by this cache's later calls: weights must not change
+                # while a cache is filled (its keys and values would be stale too). Saves 0.1-0.3 ms per token
+                # at 8 x 256 (2.1-2.4 ms). Other first calls (gradients, autocast) leave every call checking.
+                self.pack_for_sampling()
+                cache.checked_by = self
+            trusted = cache.checked_by is self
         x = self.tok_emb(idx) + self.pos_emb[:, start:start + T]  # (B, T, E)
         if cond is not None:
             x = x + self._cond_embedding(cond, idx.shape).to(x.dtype)  # (B, T, E)
         x = self.drop(x)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer)
+            x = block(x, cache, layer, trusted)
         if cache is not None:
             cache.length = start + T
         if last_only:
             x = x[:, -1:]
-        return _dense(self.head, self.ln_f(x), cache)  # (B, T, V)
+        return _dense(self.head, self.ln_f(x), cache, trusted)  # (B, T, V)
 
     def _cond_embedding(self, cond: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """cond (B, T) condition ids or (B, T, E) features -> (B, T, E), checked against the token shape."""
@@ -460,4 +492,4 @@ class LowBitLinear(nn.Module):
             g = self.gemm_dtype
             y = F.linear(rows.to(g), w.to(g) * self.scale.to(g)[:, None])
         y = y.to(x.dtype) if bias is None else bias + y  # one op: the add promotes bf16 to fp32
-        return y.view(*x.shape[:-1], -1)
+        return y.view(*x.shape[:-1], y.shape[-1])

@@ -444,7 +444,9 @@ def test_api_endpoints_stream_images_of_requested_size(served, files):
     for api, (args, size) in calls.items():
         job = client.submit(*args, api_name=api)
         updates = list(job)
-        assert len(updates) >= 3, api
+        # at least one preview before the final image: how many more fit is timed (previews take <= 20% of the
+        # time), so a busy machine sends fewer (3 expected here failed twice in full-suite runs)
+        assert len(updates) >= 2, api
         final = np.asarray(Image.open(job.outputs()[-1][0]))
         assert final.shape[:2] == size, api
     with pytest.raises(Exception, match="not an image"):

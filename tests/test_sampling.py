@@ -377,3 +377,29 @@ def test_a_new_cache_checks_the_weight_copies_that_later_steps_trust():
         fresh = gpt.new_cache(2)
         cached = torch.cat([gpt(seq[:, :20], fresh), gpt(seq[:, 20:23], fresh), gpt(seq[:, 23:], fresh)], dim=1)
     assert torch.allclose(cached, ref, rtol=0, atol=1e-5 * ref.abs().max().item())
+
+
+def test_copies_are_trusted_only_by_caches_whose_first_call_checked_them_and_train_drops_them():
+    """A cache first filled with gradients on is not checked, so its later calls keep checking (no stale copies);
+    empty inputs pass through the packed path; train() frees the copies (the weights are about to change)."""
+    gpt = tiny_model().transformer
+    seq = tokens(1, 12)
+    with torch.no_grad():
+        gpt(seq, gpt.new_cache(1))  # copies made
+        for p in gpt.parameters():
+            p.mul_(0.9)  # in place: the copies above are stale now
+        ref = gpt(seq)
+    cache = gpt.new_cache(1)
+    gpt(seq[:, :8], cache)  # first call with gradients: nothing checked, so nothing trusted later
+    assert cache.checked_by is None
+    with torch.no_grad():
+        steps = torch.cat([gpt(seq[:, 8:10], cache), gpt(seq[:, 10:], cache)], dim=1)
+        assert torch.allclose(steps, ref[:, 8:], rtol=0, atol=1e-5 * ref.abs().max().item())
+        empty = gpt.new_cache(1)
+        assert gpt(seq[:, :0], empty).shape == (1, 0, gpt.config.vocab_size)  # no rows, no crash
+        assert gpt.head.sampling_forward(torch.zeros(0, 3, gpt.config.n_embd)).shape == (0, 3, gpt.config.vocab_size)
+    gpt.eval()
+    assert gpt.head._packed is not None  # eval keeps them
+    gpt.train()
+    assert gpt.head._packed is None and gpt.blocks[0].attn._stacked is None
+    gpt.eval()
