@@ -98,14 +98,42 @@ def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | No
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
-class Linear(nn.Linear):
+class PackedWeight:
+    """Mixin for a module with a `weight`: a oneDNN-packed copy of it (`onednn_pack`), made on demand, remade
+    when the weight moved or changed in place (a stamp), dropped by load_state_dict (a hook), never copied by
+    deepcopy or pickle (the packed tensor is opaque). Subclasses say which weights are worth packing."""
+
+    def _init_packed(self) -> None:  # after nn.Module.__init__
+        self._packed: tuple | None = None  # (stamp of weight, packed weight or None)
+        self.register_load_state_dict_post_hook(PackedWeight._drop_packed)
+
+    @staticmethod
+    def _drop_packed(module: PackedWeight, incompatible_keys) -> None:
+        module._packed = None  # load_state_dict copied new values in place
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_packed": None}
+
+    def _packs(self, weight: torch.Tensor) -> bool:
+        raise NotImplementedError
+
+    def packed_weight(self) -> torch.Tensor | None:
+        """The packed copy of the weight (made now if missing or stale), or None where it is not packed."""
+        w = self.weight
+        stamp = _stamp(w)
+        if self._packed is None or self._packed[0] != stamp:
+            self._packed = (stamp, onednn_pack(w) if self._packs(w) else None)
+        return self._packed[1]
+
+
+class Linear(PackedWeight, nn.Linear):
     """nn.Linear (same parameters and keys) that samples from a packed copy of its weight on a CPU.
 
     `sampling_forward` (the GPT's calls with a KV cache and no gradients) multiplies fp32 inputs by a oneDNN-
-    packed fp32 copy of the weight (`onednn_pack`): 1.3-3x faster products for 1-4 rows and half the time of a
-    prefill's, exact to float rounding. The copy costs the weight's bytes again; it is made at the first such
-    call and rebuilt when the weight moved or changed (a stamp; load_state_dict drops it through a hook; edits
-    torch does not version, through `.data` or a fused optimizer, need GPT.drop_sampling_copies()).
+    packed fp32 copy of the weight (`onednn_pack`, PackedWeight): 1.3-1.5x faster products for one row, 4-6x
+    for 4 rows and half the time of a prefill's, exact to float rounding. The copy costs the weight's bytes
+    again (edits torch does not version, through `.data` or a fused optimizer, need
+    GPT.drop_sampling_copies()).
     Training, evaluation without a cache, autocast, other devices and dtypes use plain F.linear, and so does
     one row times a matrix under PACK_ONE_ROW weights, where oneDNN's fixed cost per call (about 12 us here)
     outweighs its gain: (256, 256) 6 us plain vs 15 packed, (768, 256) 13 vs 21, (1024, 256) 21 vs 20,
@@ -116,15 +144,10 @@ class Linear(nn.Linear):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._packed: tuple | None = None  # (stamp of weight, packed weight or None)
-        self.register_load_state_dict_post_hook(Linear._drop_packed)
+        self._init_packed()
 
-    @staticmethod
-    def _drop_packed(module: Linear, incompatible_keys) -> None:
-        module._packed = None
-
-    def __getstate__(self) -> dict:  # deepcopy / pickle: the packed copy is opaque; rebuilt on demand
-        return {**self.__dict__, "_packed": None}
+    def _packs(self, weight: torch.Tensor) -> bool:
+        return weight.dtype == torch.float32
 
     def sampling_forward(self, x: torch.Tensor, trusted: bool = False) -> torch.Tensor:
         """x (..., in) -> (..., out), through the packed weight where it applies (see the class).
@@ -138,13 +161,6 @@ class Linear(nn.Linear):
             return self(x)
         packed = self._packed[1] if trusted and self._packed is not None else self.packed_weight()
         return self(x) if packed is None else onednn_linear(x, packed, self.bias)
-
-    def packed_weight(self) -> torch.Tensor | None:
-        """The packed copy of the weight (made now if missing or stale), or None where oneDNN cannot pack it."""
-        stamp = _stamp(self.weight)
-        if self._packed is None or self._packed[0] != stamp:
-            self._packed = (stamp, onednn_pack(self.weight) if self.weight.dtype == torch.float32 else None)
-        return self._packed[1]
 
 
 def _dense(module: nn.Module, x: torch.Tensor, cache: KVCache | None, trusted: bool) -> torch.Tensor:
@@ -421,7 +437,7 @@ class GPT(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, h * w, E)
 
 
-class LowBitLinear(nn.Module):
+class LowBitLinear(PackedWeight, nn.Module):
     """Inference-only stand-in for an nn.Linear whose weight W (out, in) is stored in int8 or bf16.
 
     Decoding one token reads every weight once, so on a memory-bound CPU the time per token follows the
@@ -449,38 +465,24 @@ class LowBitLinear(nn.Module):
         self.register_buffer("weight", w.to(dtype).contiguous())  # (out, in) rows: what the int8 kernel reads
         self.register_buffer("scale", scale)
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        self._packed: tuple | None = None  # (stamp of weight, oneDNN-packed bf16 weight): see _packed_bf16
-        self.register_load_state_dict_post_hook(LowBitLinear._drop_packed)
+        self._init_packed()
 
-    @staticmethod
-    def _drop_packed(module: LowBitLinear, incompatible_keys) -> None:
-        module._packed = None  # load_state_dict copied new values in place
-
-    def __getstate__(self) -> dict:  # deepcopy / pickle: the packed copy is opaque; it is rebuilt on demand
-        return {**self.__dict__, "_packed": None}
-
-    def _packed_bf16(self) -> torch.Tensor | None:
-        """The bf16 weight in oneDNN's blocked layout, packed once, for CPUs with bf16 units; else None.
+    def _packs(self, weight: torch.Tensor) -> bool:
+        """bf16 weights on CPUs with bf16 units are packed (packed_weight); int8 ones are read as they are.
 
         F.linear re-lays the (out, in) bf16 matrix out at every call: measured on this repo's 2-core AVX-512
         bf16 CPU (torch 2.13), one (1536, 512) product took 37 us plain and 22 us packed for 1-4 rows (8% less
         for 300), equally accurate; bench/sampling.py: a 12 x 512 GPT's cached decode step 7.1 -> 5.8 ms (no
-        gain at 8 x 256). The packed copy is a second copy of the bf16 bytes. Rebuilt when the weight moved
-        (data_ptr) or was changed in place (_version; load_state_dict drops it through a hook; tensors made
-        under inference_mode have no version counter); None where oneDNN or the bf16 units are missing.
+        gain at 8 x 256). The packed copy is a second copy of the bf16 bytes.
         """
-        w = self.weight
-        stamp = _stamp(w)
-        if self._packed is None or self._packed[0] != stamp:
-            self._packed = (stamp, onednn_pack(w) if w.dtype == torch.bfloat16 and cpu_has_bf16() else None)
-        return self._packed[1]
+        return weight.dtype == torch.bfloat16 and cpu_has_bf16()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out) in x's dtype (fp32 when there is a bias)."""
         w, bias = self.weight, self.bias
         rows = x.reshape(-1, x.shape[-1])  # (N, in)
         if w.dtype == torch.bfloat16:
-            packed = self._packed_bf16()  # None on a GPU (a move there changes the stamp: the CPU copy goes)
+            packed = self.packed_weight()  # None on a GPU (a move there changes the stamp: the CPU copy goes)
             if packed is not None:
                 y = onednn_linear(rows.to(w.dtype), packed, None)
             else:

@@ -286,10 +286,10 @@ def test_bf16_weights_use_a_packed_copy_that_matches_the_plain_product_and_survi
         y = layer(x)
     plain = F.linear(x.reshape(15, -1).bfloat16(), layer.weight).float() + layer.bias
     assert torch.allclose(y.reshape(15, -1), plain, rtol=0, atol=1e-5 * plain.abs().max().item())
-    packed = layer._packed_bf16()
+    packed = layer.packed_weight()
     if tc.cpu_has_bf16() and torch.backends.mkldnn.is_available():
         assert packed is not None and packed.is_mkldnn  # packed once, reused
-        assert layer._packed_bf16() is packed
+        assert layer.packed_weight() is packed
     else:
         assert packed is None  # plain F.linear there
     again = copy.deepcopy(low)  # the opaque packed tensor is dropped, not copied, and rebuilt on demand
