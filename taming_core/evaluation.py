@@ -1,5 +1,5 @@
-"""Evaluation of a VQGAN and of generated images: PSNR, SSIM, perceptual distance, specks, codebook usage,
-FID, KID.
+"""Evaluation of a VQGAN and of generated images: PSNR, SSIM, perceptual distance, specks, sharpness, codebook
+usage, FID, KID.
 
 Shape legend: B batch, C channels, H,W image, N images, F = 2048 Inception features, K codes.
 
@@ -59,6 +59,26 @@ def specks(x: torch.Tensor, x_hat: torch.Tensor, margin: float = 0.5, window: in
     return bright.flatten(1).float().mean(1) * 1e6
 
 
+LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))  # OpenCV's Laplacian with ksize=1
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert("L")
+
+
+def sharpness(x: torch.Tensor) -> torch.Tensor:
+    """Images (B, C, H, W) in [-1, 1] -> sharpness per image (B,): the variance of the Laplacian of the grey
+    values on the 0-255 scale (over the valid region). Blur lowers it, fine texture and crisp edges raise it;
+    compare a set of images with real photos of the same size as a ratio (`sharpness_ratio`)."""
+    x = (x.float().clamp(-1, 1) + 1) * 127.5
+    grey = x.mean(1, keepdim=True) if x.shape[1] != 3 else (x * x.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, True)
+    lap = F.conv2d(grey, grey.new_tensor(LAPLACIAN).view(1, 1, 3, 3))  # (B, 1, H-2, W-2)
+    return lap.flatten(1).var(1)
+
+
+def sharpness_ratio(images: torch.Tensor, real: torch.Tensor) -> float:
+    """Mean sharpness of `images` over mean sharpness of `real` (both (N, C, H, W) in [-1, 1]; 1 = as sharp
+    as the photos, 0.05 = about a Gaussian blur of sigma 1 at 128 px)."""
+    return float(sharpness(images).mean() / sharpness(real).mean().clamp_min(1e-12))
+
+
 @dataclass
 class ReconstructionReport:
     n_images: int
@@ -67,14 +87,22 @@ class ReconstructionReport:
     perceptual: float  # mean perceptual distance (perceptual.py); nan when not computed
     codebook: CodebookUsage  # over every code position of every image
     specks: float = 0.0  # isolated bright outliers per million pixels, mean over images (`specks`)
+    sharpness_ratio: float = float("nan")  # mean sharpness of reconstructions / of the inputs (`sharpness`)
+    # Inception distances between the reconstructions and the inputs (the same crops, the same resizing);
+    # nan when no Inception network was given
+    kid: float = float("nan")
+    kid_std: float = float("nan")
+    fid: float = float("nan")
 
 
 @torch.no_grad()
 def evaluate_reconstructions(model, folder: str | Path, size: int, batch_size: int = 8,
                              perceptual: PerceptualDistance | None = None, max_images: int | None = None,
-                             device: str | torch.device = "cpu") -> ReconstructionReport:
+                             device: str | torch.device = "cpu",
+                             inception: "InceptionFeatures | None" = None) -> ReconstructionReport:
     """Reconstruct the centre crops (size x size) of the images under `folder` with a VQGAN (image, depth or
-    edge stage) and report mean PSNR, SSIM, perceptual distance and codebook usage."""
+    edge stage) and report mean PSNR, SSIM, perceptual distance, specks, sharpness ratio and codebook usage;
+    with `inception`, also KID and FID of the reconstructions against the crops themselves (images only)."""
     key = model.config.image_key
     kind = {"image": "image", "depth": "depth", "edges": "edges"}.get(key)
     if kind is None:
@@ -83,8 +111,8 @@ def evaluate_reconstructions(model, folder: str | Path, size: int, batch_size: i
     n = len(ds) if max_images is None else min(len(ds), max_images)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(n)), batch_size=batch_size)
     model = model.to(device).eval()
-    sums = {"psnr": 0.0, "ssim": 0.0, "perceptual": 0.0, "specks": 0.0}
-    codes = []
+    sums = {"psnr": 0.0, "ssim": 0.0, "perceptual": 0.0, "specks": 0.0, "sharp": 0.0, "sharp_real": 0.0}
+    codes, feats_real, feats_rec = [], [], []
     for batch in loader:
         x = batch[key].to(device)  # (B, C, S, S)
         q = model.encode(x)
@@ -92,13 +120,23 @@ def evaluate_reconstructions(model, folder: str | Path, size: int, batch_size: i
         sums["psnr"] += float(psnr(x, x_hat).sum())
         sums["ssim"] += float(ssim(x, x_hat).sum())
         sums["specks"] += float(specks(x, x_hat).sum())
+        sums["sharp"] += float(sharpness(x_hat).sum())
+        sums["sharp_real"] += float(sharpness(x).sum())
+        if inception is not None and x.shape[1] == 3:
+            feats_real.append(inception.to(device)(x).cpu())
+            feats_rec.append(inception(x_hat).cpu())
         if perceptual is not None:
             sums["perceptual"] += float(perceptual.to(device)(x, x_hat).sum())
         codes.append(q.indices.cpu())
     usage = codebook_usage(torch.cat(codes), model.n_codes)
-    return ReconstructionReport(n, sums["psnr"] / n, sums["ssim"] / n,
-                                sums["perceptual"] / n if perceptual is not None else float("nan"), usage,
-                                sums["specks"] / n)
+    report = ReconstructionReport(n, sums["psnr"] / n, sums["ssim"] / n,
+                                  sums["perceptual"] / n if perceptual is not None else float("nan"), usage,
+                                  sums["specks"] / n, sums["sharp"] / max(sums["sharp_real"], 1e-12))
+    if feats_real:
+        real, rec = torch.cat(feats_real), torch.cat(feats_rec)
+        report.kid, report.kid_std = kernel_inception_distance(real, rec)
+        report.fid = frechet_distance(real, rec)
+    return report
 
 
 # ----------------------------------------------------------------------------------------------------------

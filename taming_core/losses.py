@@ -9,7 +9,12 @@ Generator step:  L = L_rec + lambda * f(step) * L_GAN + codebook_weight * L_VQ, 
   lambda = disc_weight * ||grad_GL L_rec|| / (||grad_GL L_GAN|| + delta), clamped to [0, adaptive_max]
   (Eq. 7; G_L = the decoder's last conv weight; delta = 1e-4 as the original: it keeps lambda finite when
   the GAN gradient at G_L vanishes, e.g. for a saturated D; the clamp caps it at 1e4 in that case).
-Discriminator step: f(step) * hinge (or vanilla) loss on D(x) and D(sg[x_hat]).
+Discriminator step: f(step) * (hinge (or vanilla) loss on D(x) and D(sg[x_hat]) + lecam_weight * R_LC), with
+  R_LC = mean (D(x) - ema_fake)^2 + mean (D(x_hat) - ema_real)^2  (LeCam regulariser, Tseng et al. 2021:
+  keeps D's outputs near the running means of the other side's, which limits how far D can overfit a small
+  real set; ema_* are moving averages of the mean logits).
+A discriminator with several scales (discriminator.ProjectedDiscriminator) gives a list of logit maps; every
+term above is then the mean over scales of that term, each scale's term a mean over its positions.
 f(step) = 0 before `disc_start`; then, unlike the original's hard switch, it rises linearly to
 `disc_factor` over `disc_ramp` steps (0 = the original's switch), so the first GAN gradients do not wreck
 the reconstructions a small data set has just learnt.
@@ -22,6 +27,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .diffaug import parse_policy
+from .discriminator import KINDS as DISCRIMINATORS, Logits, scales
 from .lpips import load_lpips
 from .perceptual import PerceptualDistance
 
@@ -41,7 +48,12 @@ class VQGANLossConfig:
     disc_weight: float = 0.8  # multiplies the adaptive weight lambda (the original configs use 0.75-0.8)
     disc_loss: str = "hinge"  # "hinge" | "vanilla"
     disc_layers: int = 3
-    disc_ndf: int = 64
+    disc_ndf: int = 64  # width of the patch discriminator's first layer, or of the projected one's heads
+    discriminator: str = "patch"  # "patch" (the original's PatchGAN) | "projected" (heads on frozen MobileNetV2)
+    # DiffAugment policies applied to every image D sees (diffaug.py), e.g. "color,translation,cutout"; "" = none
+    diffaug: str = ""
+    lecam_weight: float = 0.0  # weight of the LeCam regulariser in D's loss (0: off)
+    lecam_decay: float = 0.99
     adaptive_delta: float = 1e-4
     adaptive_max: float = 1e4
 
@@ -112,22 +124,36 @@ class VQGANLoss(torch.nn.Module):
 
     def __init__(self, cfg: VQGANLossConfig):
         super().__init__()
-        if cfg.reconstruction not in ("l1", "bce", "ce"):
-            raise ValueError(f"reconstruction must be 'l1', 'bce' or 'ce', got {cfg.reconstruction!r}")
-        if cfg.disc_loss not in ("hinge", "vanilla"):
-            raise ValueError(f"disc_loss must be 'hinge' or 'vanilla', got {cfg.disc_loss!r}")
+        self.check_config(cfg)
+        self.augment_policy = parse_policy(cfg.diffaug)
         self.cfg = cfg
+        # LeCam's moving averages of the mean real / generated logits (saved with resume checkpoints)
+        self.register_buffer("lecam_ema", torch.zeros(2))
         self.perceptual: torch.nn.Module | None = None  # (x, y) -> (B,) distances
         if cfg.reconstruction == "l1" and cfg.perceptual_weight > 0:
             self.perceptual = (load_lpips(cfg.lpips_weights) if cfg.lpips_weights
                                else PerceptualDistance(cfg.perceptual_weights))
+
+    @staticmethod
+    def check_config(cfg: VQGANLossConfig) -> None:
+        """Raise ValueError, with the reason, for options this loss does not know."""
+        if cfg.reconstruction not in ("l1", "bce", "ce"):
+            raise ValueError(f"reconstruction must be 'l1', 'bce' or 'ce', got {cfg.reconstruction!r}")
+        if cfg.disc_loss not in ("hinge", "vanilla"):
+            raise ValueError(f"disc_loss must be 'hinge' or 'vanilla', got {cfg.disc_loss!r}")
+        if cfg.discriminator not in DISCRIMINATORS:
+            raise ValueError(f"discriminator must be one of {DISCRIMINATORS}, got {cfg.discriminator!r}")
+        if cfg.lecam_weight < 0 or not 0 <= cfg.lecam_decay < 1:
+            raise ValueError(f"lecam_weight must be >= 0 and lecam_decay in [0, 1), got {cfg.lecam_weight}, "
+                             f"{cfg.lecam_decay}")
+        parse_policy(cfg.diffaug)
 
     @property
     def uses_discriminator(self) -> bool:
         return self.cfg.reconstruction == "l1" and self.cfg.disc_factor > 0
 
     def generator(self, x: torch.Tensor, x_hat: torch.Tensor, codebook_loss: torch.Tensor, step: int,
-                  logits_fake: torch.Tensor | None = None,
+                  logits_fake: Logits | None = None,
                   last_layer: torch.Tensor | None = None) -> GeneratorLoss:
         """x: target (B, C, H, W) in [-1, 1], or labels (B, H, W) for segmentation; x_hat (B, C, H, W) (logits
         for 'bce'/'ce': of each label, or of x > 0 for a binary map such as edges, where L1 is slow to leave
@@ -150,7 +176,7 @@ class VQGANLoss(torch.nn.Module):
         if factor > 0:
             if logits_fake is None or last_layer is None:
                 raise ValueError("the GAN term is on: pass logits_fake = D(x_hat) and last_layer")
-            gan = -logits_fake.float().mean()
+            gan = -torch.stack([t.float().mean() for t in scales(logits_fake)]).mean()
             lam = cfg.disc_weight * adaptive_weight(nll, gan, last_layer, cfg.adaptive_delta, cfg.adaptive_max)
         total = nll + lam * factor * gan + cfg.codebook_weight * codebook_loss.float()
         return GeneratorLoss(total, rec.detach(), perc.detach(), codebook_loss.detach().float(), gan.detach(),
@@ -164,9 +190,28 @@ class VQGANLoss(torch.nn.Module):
                 return self.perceptual(x.float(), x_hat.float()).mean()
         return self.perceptual(x, x_hat).mean()
 
-    def discriminator(self, logits_real: torch.Tensor, logits_fake: torch.Tensor, step: int) -> DiscriminatorLoss:
-        """logits_real = D(x), logits_fake = D(sg[x_hat]), each (B, 1, H_p, W_p)."""
-        d_loss = hinge_d_loss if self.cfg.disc_loss == "hinge" else vanilla_d_loss
-        factor = disc_factor_at(step, self.cfg)
-        total = factor * d_loss(logits_real.float(), logits_fake.float())
-        return DiscriminatorLoss(total, logits_real.detach().float().mean(), logits_fake.detach().float().mean())
+    def state_dict_for_resume(self) -> dict[str, torch.Tensor]:
+        """What a resume checkpoint keeps of the loss (the LeCam averages; the perceptual net is fixed)."""
+        return {"lecam_ema": self.lecam_ema.detach().cpu().clone()}
+
+    def load_resume_state(self, state: dict[str, torch.Tensor]) -> None:
+        if "lecam_ema" in state:
+            self.lecam_ema.copy_(state["lecam_ema"])
+
+    def discriminator(self, logits_real: Logits, logits_fake: Logits, step: int) -> DiscriminatorLoss:
+        """logits_real = D(x), logits_fake = D(sg[x_hat]): each (B, 1, H_p, W_p) or a list over scales."""
+        cfg = self.cfg
+        d_loss = hinge_d_loss if cfg.disc_loss == "hinge" else vanilla_d_loss
+        real, fake = [t.float() for t in scales(logits_real)], [t.float() for t in scales(logits_fake)]
+        loss = torch.stack([d_loss(r, f) for r, f in zip(real, fake)]).mean()
+        mean_real = torch.stack([r.detach().mean() for r in real]).mean()
+        mean_fake = torch.stack([f.detach().mean() for f in fake]).mean()
+        if cfg.lecam_weight > 0:
+            ema_real, ema_fake = self.lecam_ema.unbind()
+            lecam = torch.stack([(r - ema_fake).pow(2).mean() + (f - ema_real).pow(2).mean()
+                                 for r, f in zip(real, fake)]).mean()
+            loss = loss + cfg.lecam_weight * lecam
+            if torch.is_grad_enabled():  # a training step: move the averages
+                self.lecam_ema.lerp_(torch.stack([mean_real, mean_fake]).to(self.lecam_ema), 1 - cfg.lecam_decay)
+        factor = disc_factor_at(step, cfg)
+        return DiscriminatorLoss(factor * loss, mean_real, mean_fake)

@@ -23,6 +23,7 @@ _SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96,
              (6, 320, 1, 1)]
 # Outputs of features[i] used as layers: the last block at strides 2, 4, 8, 16, 32 (16, 24, 32, 96, 320 ch).
 TAPS = (1, 3, 6, 13, 17)
+TAP_CHANNELS = (16, 24, 32, 96, 320)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -4,11 +4,13 @@
 as `taming_core.<name>`, which imports this module on first use.
 """
 from .data import DataConfig, DataError, ImageFolder, ResumableSampler, list_images, save_grid, to_rgb
-from .discriminator import NLayerDiscriminator
+from .diffaug import diff_augment, parse_policy
+from .discriminator import NLayerDiscriminator, ProjectedDiscriminator, build_discriminator, split_batch
 from .hed import HED, hed_edges, load_hed
 from .evaluation import (InceptionFeatures, ReconstructionReport, bits_per_token, confusion_matrix, edge_fscore,
                          evaluate_reconstructions, folder_features, frechet_distance, kernel_inception_distance,
-                         psnr, segmentation_scores, specks, ssim, usage_from_counts)
+                         psnr, segmentation_scores, sharpness, sharpness_ratio, specks, ssim,
+                         usage_from_counts)
 from .losses import (DiscriminatorLoss, GeneratorLoss, VQGANLoss, VQGANLossConfig, adaptive_weight,
                      disc_factor_at, hinge_d_loss, segmentation_loss, vanilla_d_loss)
 from .lpips import LPIPS, load_lpips
@@ -20,11 +22,12 @@ from .resume import (RUN_ERRORS, gather_rng_states, latest_checkpoint, list_chec
 
 __all__ = [
     "DataConfig", "DataError", "ImageFolder", "ResumableSampler", "list_images", "save_grid", "to_rgb",
-    "NLayerDiscriminator", "HED", "hed_edges", "load_hed", "InceptionFeatures", "ReconstructionReport",
+    "NLayerDiscriminator", "ProjectedDiscriminator", "build_discriminator", "split_batch", "diff_augment",
+    "parse_policy", "HED", "hed_edges", "load_hed", "InceptionFeatures", "ReconstructionReport",
     "bits_per_token", "confusion_matrix",
     "edge_fscore", "segmentation_scores",
     "evaluate_reconstructions", "folder_features", "frechet_distance", "kernel_inception_distance", "psnr", "ssim",
-    "specks", "usage_from_counts",
+    "specks", "sharpness", "sharpness_ratio", "usage_from_counts",
     "DiscriminatorLoss", "GeneratorLoss", "VQGANLoss", "VQGANLossConfig", "adaptive_weight", "disc_factor_at",
     "hinge_d_loss", "segmentation_loss", "vanilla_d_loss", "MobileNetV2Features", "PerceptualDistance",
     "load_mobilenet_v2", "gather_rng_states", "latest_checkpoint", "list_checkpoints", "load_checkpoint",

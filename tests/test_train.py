@@ -387,15 +387,17 @@ def test_torchrun_two_processes_on_cpu(tmp_path, images, vq_run):
 
 
 def test_evaluate_cli_reconstruction_and_fid(tmp_path, images, vq_run):
+    from taming_core.evaluation import inception_path
+    try:
+        inception_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
     out = tmp_path / "rec.json"
     run(ROOT / "train" / "evaluate.py", "reconstruction", "--model", vq_run / "model", "--data", images, "--json", out)
     rec = json.loads(out.read_text())
     assert rec["images"] == 6 and rec["size"] == 16 and 0 < rec["codebook_fraction_used"] <= 1
     assert rec["psnr"] > 0 and -1 <= rec["ssim"] <= 1 and rec["perceptual"] > 0
-    try:
-        tc.evaluation.inception_path()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    assert rec["sharpness_ratio"] > 0 and rec["kid"] == rec["kid"] and rec["fid"] > 0  # KID/FID against the crops
     out = tmp_path / "fid.json"
     run(ROOT / "train" / "evaluate.py", "fid", "--real", images / "a", "--fake", images / "b", "--kid-subset-size", 3,
         "--json", out)
@@ -552,3 +554,50 @@ def test_a_detailed_label_grid_starts_from_a_plain_one_with_each_labels_row():
         null = torch.full_like(c_plain, 5)
         assert torch.equal(net(z, torch.full_like(c_plain, 80)), donor(z, null))  # the null row moved last
     assert _detailed_table(net, donor) is None and _detailed_table(donor, donor) is None  # only plain -> detail
+
+
+def test_decoder_only_run_keeps_every_code_and_changes_the_decoder(tmp_path, images, vq_run):
+    out = tmp_path / "dec"
+    proc = run(VQGAN, "--preset", "tiny", "--data", images, "--out", out, "--size", 32, "--steps", 3,
+               f"init_from={vq_run / 'model'}", "train_only=decoder", "loss.discriminator=projected",
+               "loss.diffaug=color,translation,cutout", "loss.lecam_weight=0.1", "loss.disc_start=0",
+               "base_lr=1e-3", "model.dead_code_threshold=100")  # a restart would fire at once if not frozen
+    assert "trained: decoder" in proc.stdout
+    before, after = tc.load_model(vq_run / "model"), tc.load_model(out / "model")
+    assert after.config.ddconfig.ch == before.config.ddconfig.ch and after.config.ddconfig.resolution == 16
+    x = tc.ImageFolder(tc.DataConfig(root=str(images), size=32))
+    x = torch.stack([x[i]["image"] for i in range(len(x))])
+    with torch.no_grad():
+        assert torch.equal(before.encode(x).indices, after.encode(x).indices)  # every code as it was
+    b, a = before.state_dict(), after.state_dict()
+    for k in b:
+        frozen = not (k.startswith("decoder.") or k.startswith("post_quant_conv."))
+        assert torch.equal(b[k], a[k]) == frozen, k  # frozen parts identical, every decoder tensor moved
+    assert log(out)[-1]["d"] > 0 and log(out)[-1]["lambda"] > 0  # the projected GAN was on
+    ckpt = tc.load_checkpoint(tc.latest_checkpoint(out))
+    assert set(ckpt["disc"]) and all(k.startswith("heads.") for k in ckpt["disc"])  # heads only: backbone frozen
+    assert ckpt["loss"]["lecam_ema"].abs().sum() > 0
+    resumed = run(VQGAN, "--preset", "tiny", "--data", images, "--out", out, "--size", 32, "--steps", 4, "--resume")
+    assert "resuming from step 3" in resumed.stdout
+    with torch.no_grad():
+        assert torch.equal(before.encode(x).indices, tc.load_model(out / "model").encode(x).indices)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train_only=decoder"], "error: train_only=decoder keeps the encoder and codebook as they are: it needs"),
+    (["train_only=encoder"], "error: train_only must be one of"),
+    (["loss.discriminator=stylegan"], "error: discriminator must be one of"),
+    (["loss.diffaug=color,rotate"], "error: unknown DiffAugment policy"),
+])
+def test_decoder_training_options_are_checked(tmp_path, images, args, message):
+    proc = run(VQGAN, "--preset", "tiny", "--data", images, "--out", tmp_path / "out", *args, check=False)
+    assert one_line_error(proc).startswith(message)
+
+
+def test_init_from_refuses_a_transformer(tmp_path, images, vq_run):
+    gpt = tmp_path / "gpt"
+    run(TRANSFORMER, "--preset", "tiny", "--data", images, "--first-stage", vq_run / "model", "--out", gpt,
+        "--steps", 1)
+    proc = run(VQGAN, "--preset", "tiny", "--data", images, "--out", tmp_path / "out", f"init_from={gpt / 'model'}",
+               check=False)
+    assert one_line_error(proc).startswith(f"error: init_from={gpt / 'model'} is a Net2Net, not a first stage")

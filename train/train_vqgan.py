@@ -4,11 +4,16 @@
     torchrun --nproc_per_node 4 train/train_vqgan.py --data photos/ --out runs/vq      # DDP, one GPU each
     python train/train_vqgan.py --data sflckr/images --kind segmentation data.n_labels=182 --out runs/seg
     python train/train_vqgan.py --config run.yaml loss.disc_start=5000 model.n_embed=512 --resume
+    python train/train_vqgan.py --data photos/ --out runs/dec --size 128 init_from=checkpoints/vqgan \
+        train_only=decoder loss.discriminator=projected loss.diffaug=color,translation,cutout loss.disc_start=0
 
 Every default is in `TrainConfig` below; `--preset tiny` (tests), `--config` (a yaml of the same fields) and
 `key=value` overrides are merged over it in that order, then the flags. Loss: L1 + perceptual + patch-GAN
 (losses.py); the release weights (`<out>/model`, `tc.load_model`) are written with every checkpoint, and once more
 as `<out>/model-before-gan` on the step before the GAN terms switch on.
+`init_from=` starts from a released first stage (its shape replaces `model`); `train_only=decoder` then trains
+only the decoder (and post_quant_conv) with the encoder, quant_conv and codebook frozen, so every image keeps
+its codes and transformers trained on them stay valid: a sharper decoder for codes we already have.
 Steps: setup, data, models, optimizers, loop (generator step, discriminator step), save.
 """
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -64,6 +70,10 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool = False  # NHWC memory layout for the networks and batches
     max_minutes: float = 0.0  # > 0: stop (and save) after this much training wall time; --resume continues
+    # A released first stage (folder or file for tc.load_model) to start from; its config replaces `model`.
+    init_from: Optional[str] = None
+    # "all" | "decoder": encoder, quant_conv and codebook frozen (needs init_from), codes unchanged
+    train_only: str = "all"
 
 
 def preset_tiny() -> dict:
@@ -105,9 +115,22 @@ def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainCo
     cfg = tc.merge_run_config(TrainConfig, layers, flags)
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise tc.ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
+    if cfg.train_only not in TRAIN_ONLY:
+        raise tc.ConfigError(f"train_only must be one of {TRAIN_ONLY}, got {cfg.train_only!r}")
+    if cfg.train_only == "decoder" and not cfg.init_from:
+        raise tc.ConfigError("train_only=decoder keeps the encoder and codebook as they are: it needs "
+                             "init_from=<a released first stage>")
+    if cfg.init_from:
+        cfg.model = init_config(cfg.init_from)
+    try:  # the loss options, before any data or model is touched
+        tc.VQGANLoss.check_config(cfg.loss)
+    except ValueError as e:
+        raise tc.ConfigError(str(e)) from None
     # The model follows the data: resolution = crop side; channels and loss from the kind of map.
     m, kind = cfg.model, cfg.data.kind
-    m.ddconfig.resolution, m.image_key = cfg.data.size, kind
+    if not cfg.init_from:  # a donor keeps its resolution: with attention it decides where the layers sit
+        m.ddconfig.resolution = cfg.data.size
+    m.image_key = kind
     channels = {"image": 3, "depth": 1, "edges": 1, "segmentation": cfg.data.n_labels}[kind]
     if kind == "segmentation":
         if not cfg.data.n_labels:
@@ -118,6 +141,22 @@ def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainCo
     cfg.data.with_image = kind == "image" or (kind == "edges" and cfg.data.edges == "canny")
     m.ddconfig.in_channels = m.ddconfig.out_ch = channels
     return cfg
+
+
+TRAIN_ONLY = ("all", "decoder")
+
+
+def init_config(path: str) -> tc.VQGANConfig:
+    """The VQGANConfig of the released first stage at `path` (weights are read later, in `init_weights`)."""
+    model = tc.load_model(path)
+    if not isinstance(model, tc.VQGAN):
+        raise tc.ConfigError(f"init_from={path} is a {type(model).__name__}, not a first stage (VQGAN)")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(tc.VQGANConfig), vars(model.config)))
+
+
+def frozen_parts(vqgan: tc.VQGAN, train_only: str) -> list[torch.nn.Module]:
+    """The submodules that `train_only` keeps fixed (no gradients, always in eval mode: no dead-code restart)."""
+    return [vqgan.encoder, vqgan.quant_conv, vqgan.quantize] if train_only == "decoder" else []
 
 
 def lr_at(step: int, cfg: TrainConfig, peak: float) -> float:
@@ -177,6 +216,8 @@ def main(argv=None) -> Path:
     autocast = tc.autocast_for(precision, device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     kind, n_labels = cfg.data.kind, cfg.data.n_labels
+    policy = tc.parse_policy(cfg.loss.diffaug)
+    augment = (lambda t: tc.diff_augment(t, policy)) if policy else (lambda t: t)  # noqa: E731
 
     # ---- data ---------------------------------------------------------------------------------------------
     dataset = tc.ImageFolder(cfg.data)  # unreadable files are dropped (and counted) here
@@ -190,30 +231,43 @@ def main(argv=None) -> Path:
     # ---- models -------------------------------------------------------------------------------------------
     vqgan = tc.VQGAN(cfg.model).to(device, memory_format=memory_format)
     loss_fn = tc.VQGANLoss(cfg.loss).to(device, memory_format=memory_format)
-    disc = tc.NLayerDiscriminator(cfg.model.ddconfig.out_ch, cfg.loss.disc_ndf, cfg.loss.disc_layers).to(
-        device, memory_format=memory_format)
+    disc = tc.build_discriminator(cfg.loss.discriminator, cfg.model.ddconfig.out_ch, cfg.loss.disc_ndf,
+                                  cfg.loss.disc_layers).to(device, memory_format=memory_format)
     if loss_fn.uses_discriminator and disc.patch_grid(cfg.data.size) < 1:
-        raise SystemExit(f"a {cfg.loss.disc_layers}-layer discriminator needs crops larger than {cfg.data.size}: "
-                         "lower loss.disc_layers or raise --size")
+        fix = "lower loss.disc_layers or raise --size" if cfg.loss.discriminator == "patch" else "raise --size"
+        raise SystemExit(f"the {cfg.loss.discriminator} discriminator needs crops larger than {cfg.data.size}: {fix}")
     if ckpt:
         vqgan.load_state_dict(ckpt["model"])
         disc.load_state_dict(ckpt["disc"])
         if ckpt["usage"].numel():
             vqgan.quantize.usage.copy_(ckpt["usage"])  # running code usage of the dead-code restart
+        loss_fn.load_resume_state(ckpt.get("loss", {}))
+    elif cfg.init_from:
+        tc.load_state_dict_strict(vqgan, tc.load_model(cfg.init_from).state_dict())
+    frozen = frozen_parts(vqgan, cfg.train_only)
+    for part in frozen:
+        part.requires_grad_(False)
+
+    def train_mode() -> None:
+        vqgan.train()
+        for part in frozen:
+            part.eval()
     vq_ddp = DDP(vqgan, device_ids=[local_rank] if cuda else None) if distributed else vqgan
     disc_ddp = DDP(disc, device_ids=[local_rank] if cuda else None) if distributed else disc
 
     # ---- optimizers ---------------------------------------------------------------------------------------
     lr = cfg.base_lr * cfg.batch_size * world
-    opt_g = torch.optim.Adam(vqgan.parameters(), lr=lr, betas=tuple(cfg.betas))
+    opt_g = torch.optim.Adam([p for p in vqgan.parameters() if p.requires_grad], lr=lr, betas=tuple(cfg.betas))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=tuple(cfg.betas))
     if ckpt:
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
     if main_process:
         n_params = sum(p.numel() for p in vqgan.parameters()) / 1e6
+        n_train = sum(p.numel() for p in vqgan.parameters() if p.requires_grad) / 1e6
         unreadable = f" ({len(dataset.unreadable)} unreadable skipped)" if dataset.unreadable else ""
-        print(f"{len(dataset)} images{unreadable}, {n_params:.1f}M parameters, lr {lr:.2e}, {world} process(es) on "
+        trained = f" ({n_train:.1f}M trained: {cfg.train_only})" if cfg.train_only != "all" else ""
+        print(f"{len(dataset)} images{unreadable}, {n_params:.1f}M parameters{trained}, lr {lr:.2e}, {world} process(es) on "
               f"{device.type} ({precision}), steps {start}..{cfg.steps}")
 
     def save(step: int) -> None:
@@ -222,12 +276,12 @@ def main(argv=None) -> Path:
             state = {"step": step, "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
                      "model": vqgan.state_dict(), "usage": vqgan.quantize.usage if hasattr(vqgan.quantize, "usage")
                      else torch.zeros(0), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                     "opt_d": opt_d.state_dict(), "rng": rngs}
+                     "opt_d": opt_d.state_dict(), "loss": loss_fn.state_dict_for_resume(), "rng": rngs}
             tc.save_checkpoint(state, out, step, cfg.keep_last)
             tc.save_model(vqgan, out / "model")
 
     # ---- loop ---------------------------------------------------------------------------------------------
-    vqgan.train(), disc.train()
+    train_mode(), disc.train()
     counts = torch.zeros(vqgan.n_codes, device=device)  # code histogram of the log interval
     sums: dict[str, torch.Tensor] = {}  # summed over the log interval, on the device (no sync per step)
     n_sums = 0
@@ -256,23 +310,28 @@ def main(argv=None) -> Path:
         for group in opt_g.param_groups + opt_d.param_groups:
             group["lr"] = lr_at(step, cfg, lr)
         gan_on = loss_fn.uses_discriminator and tc.disc_factor_at(step, cfg.loss) > 0
-        # generator step: D is only evaluated (its parameters get no gradient from this step). D sees real and
-        # reconstructed images in one batch here as in its own step, so its BatchNorm statistics -- and hence
-        # the function G is trained against -- are the same in both steps.
+        # generator step: D is only evaluated (its parameters get no gradient from this step). A discriminator
+        # with BatchNorm (the patch one) sees real and reconstructed images in one batch here as in its own
+        # step, so its statistics -- and hence the function G is trained against -- are the same in both steps.
+        # Every image D sees goes through the same DiffAugment policy (loss.diffaug), in both steps.
         disc.requires_grad_(False)
         with autocast:
             x_hat, q = vq_ddp(x)  # (B, C, S, S), Quantized
-            # plain module (not DDP): D's gradients are synchronised in its own step
-            logits_fake = disc(torch.cat([x, x_hat])).chunk(2)[1] if gan_on else None  # (B, 1, H_p, W_p)
+            logits_fake = None
+            if gan_on:  # plain module (not DDP): D's gradients are synchronised in its own step
+                if disc.batch_statistics:
+                    logits_fake = tc.split_batch(disc(augment(torch.cat([x, x_hat]))))[1]
+                else:
+                    logits_fake = disc(augment(x_hat))  # (B, 1, H_p, W_p), or a list over scales
             g = loss_fn.generator(target, x_hat, q.loss, step, logits_fake, vqgan.last_layer())
         # discriminator step on real and reconstructed images in one batch (one DDP forward per backward)
         disc.requires_grad_(True)
-        d_total = torch.zeros((), device=device)
+        d_total = d_real = d_fake = torch.zeros((), device=device)
         if gan_on:
             with autocast:
-                logits_real, logits_fake = disc_ddp(torch.cat([x, x_hat.detach()])).chunk(2)  # (B, 1, H_p, W_p)
+                logits_real, logits_fake = tc.split_batch(disc_ddp(augment(torch.cat([x, x_hat.detach()]))))
                 d = loss_fn.discriminator(logits_real, logits_fake, step)
-            d_total = d.total
+            d_total, d_real, d_fake = d.total, d.logits_real, d.logits_fake
         # stop on NaN/inf before any weight changes: the last checkpoint stays the last good state
         bad = (~torch.isfinite(torch.stack([g.total.detach(), d_total.detach()]))).any().float()
         if distributed:
@@ -296,7 +355,7 @@ def main(argv=None) -> Path:
         # ---- logging, images, checkpoints ----
         counts += torch.bincount(q.indices.flatten(), minlength=vqgan.n_codes)
         scalars = {"loss": g.total, "rec": g.reconstruction, "perc": g.perceptual, "vq": g.codebook,
-                   "g": g.gan, "lambda": g.adaptive_weight, "d": d_total}
+                   "g": g.gan, "lambda": g.adaptive_weight, "d": d_total, "d_real": d_real, "d_fake": d_fake}
         for k, v in scalars.items():
             sums[k] = sums.get(k, 0.0) + v.detach().float()
         n_sums += 1
@@ -327,7 +386,7 @@ def main(argv=None) -> Path:
                 rec, _ = vqgan(fx)
             tc.save_grid(preview(vqgan, fx, rec.float(), kind), out / "images" / f"step-{step:08d}.png",
                          nrow=len(fx))
-            vqgan.train()
+            train_mode()
         if step % cfg.save_every == 0 or step == cfg.steps:
             save(step)
     bar.close()
