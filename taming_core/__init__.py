@@ -22,7 +22,7 @@ from .segmenter import Segmenter, SegmenterConfig
 from .sampling import filter_logits, pick_token, quantize_gpt, sample
 from .sliding_window import WindowPlan, sample_sliding_window, window_plan
 from .streaming import StreamEvent, stream
-from .vqgan import VQGAN, VQGANConfig
+from .vqgan import VQGAN, VQGANConfig, to_image
 
 __all__ = [
     "AutoencoderConfig", "Encoder", "Decoder", "VQGAN", "VQGANConfig", "Quantized", "VectorQuantizer",
@@ -33,7 +33,7 @@ __all__ = [
     "sample", "filter_logits", "pick_token", "sample_sliding_window", "window_plan", "WindowPlan", "stream",
     "StreamEvent", "quantize_gpt", "LowBitLinear", "PRECISIONS", "autocast_for", "cpu_has_bf16",
     "resolve_precision", "SAMPLING_PRECISIONS", "SamplingPrecision", "sampling_precision", "Segmenter",
-    "SegmenterConfig",
+    "SegmenterConfig", "to_image",
 ]
 
 # Training-only parts (data, losses, discriminator, perceptual distances, evaluation, resume) live in

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -126,3 +127,16 @@ class VQGAN(nn.Module):
         """A many-channel map (B, n_labels, H, W) -> (B, 3, H, W) in [-1, 1] through the `colorize` projection."""
         x = torch.nn.functional.conv2d(x, weight=self.colorize)
         return 2.0 * (x - x.min()) / (x.max() - x.min()) - 1.0
+
+
+def to_image(x: torch.Tensor) -> np.ndarray | list[np.ndarray]:
+    """Images in [-1, 1] -> uint8 pixels, the inverse of `x.float() / 127.5 - 1`: (C, H, W) -> (H, W, 3) array;
+    (B, C, H, W) -> a list of B such arrays. One channel (C = 1) is repeated to grey RGB; values outside [-1, 1]
+    are clipped."""
+    if x.ndim not in (3, 4) or x.shape[-3] not in (1, 3):
+        raise ValueError(f"expected images (C, H, W) or (B, C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
+    u8 = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    u8 = u8.movedim(-3, -1).cpu().numpy()  # (..., H, W, C)
+    if u8.shape[-1] == 1:  # (..., H, W, 1) grey
+        u8 = np.repeat(u8, 3, axis=-1)  # (..., H, W, 3)
+    return list(u8) if u8.ndim == 4 else u8
