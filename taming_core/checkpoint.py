@@ -223,9 +223,27 @@ def _is_training_only(key: str) -> bool:
     return key.startswith("loss.") or ".loss." in key
 
 
+def shared_keys(model: torch.nn.Module) -> dict[str, str]:
+    """{key: the first key naming the same tensor} for the state-dict entries a model shares (a condition
+    stage that is the first stage itself: `cond_stage_model.*` -> `first_stage_model.*`)."""
+    first: dict[tuple, str] = {}
+    aliases = {}
+    for k, v in model.state_dict(keep_vars=True).items():
+        where = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()), v.dtype)
+        if v.numel() and where in first:
+            aliases[k] = first[where]
+        else:
+            first.setdefault(where, k)
+    return aliases
+
+
 def load_state_dict_strict(model: torch.nn.Module, state: dict, allow_missing_derived: bool = False) -> None:
-    """Copy `state` into `model`, naming the first missing, unexpected or mis-shaped key if any."""
+    """Copy `state` into `model`, naming the first missing, unexpected or mis-shaped key if any. A key of a
+    tensor the model shares (`shared_keys`) may be missing: it is the same tensor as the one it aliases."""
     state = {k: v for k, v in state.items() if not _is_training_only(k)}
+    for alias, key in shared_keys(model).items():
+        if alias not in state and key in state:
+            state[alias] = state[key]
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not (allow_missing_derived and _is_derived(k))]
     unexpected = [k for k in state if k not in expected]
@@ -289,12 +307,11 @@ def save_model(model: Model, folder: str | Path, dtype: torch.dtype | None = Non
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = config_to_dict(model)
-    seen: dict[int, str] = {}
+    aliases = shared_keys(model)
     tensors = {}
     for k, v in model.state_dict().items():
-        if _is_derived(k) or id(v) in seen:
-            continue  # shared stages (first_stage as condition) are stored once
-        seen[id(v)] = k
+        if _is_derived(k) or k in aliases:
+            continue  # shared stages (first_stage as condition) are stored once; loading fills the alias in
         v = v.detach().cpu()
         tensors[k] = (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
     meta = {_META_KEY: json.dumps(config)}

@@ -7,8 +7,8 @@ a safetensors header). Before a model is built from it:
   environment variable into the config): those are refused, never resolved;
 - every size of the typed config lies within `_RULES` (`n_embed: 0`, a negative `ch`, `n_layer: 10000`,
   `num_res_blocks: 1000` are refused by name);
-- the parameters and buffers of the model it describes are counted from the config alone (`model_size`,
-  exact for every layout this package builds); more than `max_params` elements (default `MAX_PARAMS`, raised
+- the parameters and buffers of the model it describes are counted on the meta device (`model_size`: the
+  model's own layers, built without storage); more than `max_params` elements (default `MAX_PARAMS`, raised
   by the `max_params=` keyword of `build_model` / `load_model` or `--max-params` of taming-convert) are
   refused.
 Every refusal is a `ConfigError` naming the field.
@@ -260,83 +260,23 @@ def _check_remap(cfg: VQGANConfig, where: str) -> None:
         raise ConfigError(f"{name} must be a list of codes or a .npy path, got {type(remap).__name__}")
 
 
-def _conv(c_in: int, c_out: int, k: int) -> int:
-    return c_in * c_out * k * k + c_out
-
-
-def _resnet(c_in: int, c_out: int) -> int:  # two GroupNorms, two 3x3 convs, a 1x1 shortcut if widths differ
-    return 2 * c_in + _conv(c_in, c_out, 3) + 2 * c_out + _conv(c_out, c_out, 3) + \
-        (_conv(c_in, c_out, 1) if c_in != c_out else 0)
-
-
-def _attn(c: int) -> int:  # GroupNorm, q, k, v, proj_out
-    return 2 * c + 4 * _conv(c, c, 1)
-
-
-def _level(c_in: int, c_out: int, n_blocks: int, attn: bool) -> int:
-    if n_blocks == 0:
-        return 0
-    return _resnet(c_in, c_out) + (n_blocks - 1) * _resnet(c_out, c_out) + n_blocks * attn * _attn(c_out)
-
-
-def _autoencoder_size(dd: AutoencoderConfig) -> int:
-    """Encoder + Decoder parameters, as autoencoder.py lays them out."""
-    mult, width = dd.ch_mult, dd.ch * dd.ch_mult[-1]
-    n = 2 * (2 * _resnet(width, width) + _attn(width))  # the two mid blocks
-    n += _conv(dd.in_channels, dd.ch, 3) + 2 * width + _conv(width, (1 + dd.double_z) * dd.z_channels, 3)
-    n += _conv(dd.z_channels, width, 3) + 2 * dd.ch * mult[0] + _conv(dd.ch * mult[0], dd.out_ch, 3)
-    res, c_in = dd.resolution, dd.ch
-    for i, m in enumerate(mult):  # encoder levels, downsampling between them
-        n += _level(c_in, dd.ch * m, dd.num_res_blocks, res in dd.attn_resolutions)
-        c_in = dd.ch * m
-        if i != len(mult) - 1:
-            n, res = n + dd.resamp_with_conv * _conv(c_in, c_in, 3), res // 2
-    res, c_in = dd.resolution // 2 ** (len(mult) - 1), width
-    for i in reversed(range(len(mult))):  # decoder levels, one block more each, upsampling between them
-        n += _level(c_in, dd.ch * mult[i], dd.num_res_blocks + 1, res in dd.attn_resolutions)
-        c_in = dd.ch * mult[i]
-        if i != 0:
-            n, res = n + dd.resamp_with_conv * _conv(c_in, c_in, 3), res * 2
-    return n
-
-
-def _vqgan_size(cfg: VQGANConfig) -> int:
-    K, D, z = cfg.n_embed, cfg.embed_dim, cfg.ddconfig.z_channels
-    n = _autoencoder_size(cfg.ddconfig) + _conv(z, D, 1) + _conv(D, z, 1)
-    n += {"vq": K * D + K, "gumbel": _conv(z, K, 1) + K * D, "ema": 2 * K * D + K}[cfg.quantizer]
-    n += len(cfg.remap) if isinstance(cfg.remap, (list, tuple)) else 0  # a .npy remap: at most K more
-    return n + 3 * (cfg.colorize_nlabels or 0)
-
-
-def _gpt_size(cfg: GPTConfig) -> int:
-    E, V, T = cfg.n_embd, cfg.vocab_size, cfg.block_size
-    block = 4 * E + 4 * (E * E + E) + T * T + (E * 4 * E + 4 * E) + (4 * E * E + E)  # lns, attn, mask, mlp
-    return V * E + T * E + cfg.n_layer * block + 2 * E + E * V + cfg.cond_vocab_size * E
-
-
-# MobileNetV2 features[0..17]: weights, BatchNorm statistics and counters (the segmenter's backbone)
-_MOBILENET_V2_SIZE = 1_843_315
-
-
-def _segmenter_size(cfg: SegmenterConfig) -> int:
-    E, K = cfg.width, len(cfg.labels) + 1
-    bn = 2 * E + 2 * E + 1  # weight, bias, running mean and var, batch counter
-    n = 320 * E + bn + 320 * E + E  # top (conv + BN), gate
-    n += sum(c * E + E for c in (96, 32, 24))  # laterals
-    n += 3 * (9 * E + bn + E * E + bn)  # smoothing blocks
-    return _MOBILENET_V2_SIZE + n + E * K + K
-
-
 def model_size(kind: str, cfg: VQGANConfig | Net2NetConfig | SegmenterConfig) -> int:
-    """Parameters + buffers (elements) of the model a config describes, computed from the config alone."""
-    if kind == "vqgan":
-        return _vqgan_size(cfg)
-    if kind == "segmenter":
-        return _segmenter_size(cfg)
-    cond, perm = cfg.cond_stage, cfg.permuter
-    n = _vqgan_size(cfg.first_stage) + _gpt_size(cfg.transformer)
-    n += _vqgan_size(cond.vq) if cond.kind in ("segmentation", "depth", "edges") and cond.vq is not None else 0
-    return n + (2 * perm.H * perm.W if perm.name != "identity" else 0)
+    """Parameters + buffers (elements) of the model a config describes. The model is built on the meta device
+    (shapes without storage: nothing is allocated), so the count cannot drift from the layers it builds."""
+    import torch  # the model classes: imported here, config_checks is imported by their loader
+
+    from .net2net import Net2Net
+    from .segmenter import Segmenter
+    from .vqgan import VQGAN
+
+    cls = {"vqgan": VQGAN, "net2net": Net2Net, "segmenter": Segmenter}[kind]
+    try:
+        with torch.device("meta"):
+            model = cls(cfg)
+    except ValueError as e:  # a combination of fields the model refuses
+        raise ConfigError(str(e)) from None
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}  # shared stages counted once
+    return sum(t.numel() for t in tensors.values())
 
 
 def check_config(kind: str, cfg: VQGANConfig | Net2NetConfig | SegmenterConfig,

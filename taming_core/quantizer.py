@@ -73,7 +73,7 @@ def load_used(remap) -> torch.Tensor:
         if not path.is_file():
             raise FileNotFoundError(f"remap file {path} not found (a .npy array of used code indices)")
         remap = np.load(path, allow_pickle=False)
-    return torch.as_tensor(np.asarray(remap)).long()
+    return torch.as_tensor(np.asarray(remap), device="cpu").long()  # CPU even under a meta-device build
 
 
 class RemapMixin:

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 import taming_core as tc
-from conftest import ORIGINAL_CONFIGS, SHARED, tiny_vqgan_config
+from conftest import ORIGINAL_CONFIGS, SHARED, tiny_net2net_config, tiny_vqgan_config
 
 LISTING = SHARED / "notes" / "reference-keys.txt"
 SECTIONS = {  # title prefix in the listing -> our copy of the config
@@ -94,3 +94,46 @@ def test_scene_transformer_is_refused_clearly():
         "transformer_config": {"target": "taming.modules.transformer.mingpt.GPT", "params": {}}}}}
     with pytest.raises(tc.ConfigError, match="DummyCondStage"):
         tc.build_model(cfg)
+
+
+def drawn_configs(n: int = 24, seed: int = 0) -> list[dict]:
+    """Random small configs over the fields that change the layer layout: quantizer, attention, blocks,
+    double_z, colorize, remap, condition kind and mode, condition convolutions, permuter."""
+    import random
+    rng = random.Random(seed)
+    configs = []
+    for _ in range(n):
+        dd = {"ch": rng.choice([32, 64]), "ch_mult": rng.choice([[1], [1, 2], [1, 2, 2]]),
+              "num_res_blocks": rng.choice([0, 1, 2]), "attn_resolutions": rng.choice([[], [8], [16, 8]]),
+              "in_channels": 3, "out_ch": 3, "resolution": 16, "z_channels": 8, "double_z": rng.random() < 0.3,
+              "resamp_with_conv": rng.random() < 0.8}
+        quantizer = rng.choice(["vq", "gumbel", "ema"])
+        stage = {"n_embed": 32, "embed_dim": 8, "ddconfig": dd, "quantizer": quantizer,
+                 "remap": rng.choice([None, [1, 3, 5, 7]])}
+        if rng.random() < 0.3:
+            configs.append({"model": "vqgan", **stage, "colorize_nlabels": rng.choice([None, 5])})
+            continue
+        kind = rng.choice(["segmentation", "depth", "edges", "class", "none", "first_stage"])
+        cfg = tiny_net2net_config(kind if kind != "first_stage" else "none")
+        cfg["first_stage"] = stage
+        if kind == "first_stage":
+            cfg["cond_stage"] = {"kind": "first_stage"}
+        if kind in ("segmentation", "depth", "edges") and rng.random() < 0.6:
+            cfg.update(cond_mode="aligned")
+            cfg["transformer"].update(cond_vocab_size=32, cond_layers=rng.choice([0, 1, 2, 4]))
+        if rng.random() < 0.3 and not cfg["transformer"].get("cond_layers"):  # they need the raster order
+            cfg["permuter"] = {"name": "subsample", "H": 4, "W": 4}
+        configs.append(cfg)
+    return configs
+
+
+@pytest.mark.parametrize("cfg", drawn_configs(), ids=lambda c: f"{c['model']}-{c.get('cond_stage', {}).get('kind')}"
+                         f"-layers{c.get('transformer', {}).get('cond_layers', 0)}")
+def test_the_size_check_counts_what_the_built_model_holds(cfg):
+    from taming_core.config_checks import model_size
+    kind, typed = tc.resolve_config(cfg)
+    model = tc.build_model(cfg)
+    held = {id(t): t for t in (*model.parameters(), *model.buffers())}  # a shared stage once
+    assert model_size(kind, typed) == sum(t.numel() for t in held.values())
+    with pytest.raises(tc.ConfigError, match="parameters and buffers"):
+        tc.build_model(cfg, max_params=sum(t.numel() for t in held.values()) - 1)
