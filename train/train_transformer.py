@@ -171,7 +171,7 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def build_model(cfg: TrainConfig, n_classes: int) -> tc.Net2Net:
+def build_net2net(cfg: TrainConfig, n_classes: int) -> tc.Net2Net:
     """Net2Net with the trained stages' weights and a fresh transformer sized to the token sequence."""
     first = tc.load_model(cfg.first_stage)
     if not isinstance(first, tc.VQGAN) or first.config.image_key != "image":
@@ -273,26 +273,6 @@ def cache_key(cfg: TrainConfig, files: list[Path], net: tc.Net2Net) -> str:
     return h.hexdigest()
 
 
-class _WithCrops(torch.utils.data.Dataset):
-    """Image i -> its centre-crop example with `crops` random-crop examples (keys (i, seed)) stacked on a new
-    dim 1 of every tensor; a random crop that reads another file (i unreadable) repeats the centre crop."""
-
-    def __init__(self, dataset: tc.ImageFolder, crops: int, seed: int):
-        self.dataset, self.crops, self.seed = dataset, crops, seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict:
-        centre = self.dataset[i]
-        examples = [centre]
-        for j in range(self.crops):
-            ex = self.dataset[(i, int(np.random.SeedSequence([self.seed, i, j]).generate_state(1)[0]))]
-            examples.append(ex if int(ex["index"]) == int(centre["index"]) else centre)
-        out = {k: torch.stack([e[k] for e in examples]) for k in centre if k not in ("index", "class")}
-        return {**out, "index": centre["index"], **({"class": centre["class"]} if "class" in centre else {})}
-
-
 def _small_ints(t: torch.Tensor) -> torch.Tensor:
     """Code indices in the smallest integer type that holds them (int16 below 32768 codes): a 4x smaller
     cache with many crops."""
@@ -303,8 +283,8 @@ def _small_ints(t: torch.Tensor) -> torch.Tensor:
 def encode_dataset(net: tc.Net2Net, dataset: tc.ImageFolder, cfg: TrainConfig, device) -> dict:
     """Every image -> tokens z (N, V, L) and c (N, V, L_c): V variants = the centre crop, its mirror image when
     data.flip, and cfg.crops random crops."""
-    loader = torch.utils.data.DataLoader(_WithCrops(dataset, cfg.crops, cfg.seed), batch_size=cfg.encode_batch_size,
-                                         num_workers=cfg.num_workers)
+    loader = torch.utils.data.DataLoader(tc.WithRandomCrops(dataset, cfg.crops, cfg.seed),
+                                         batch_size=cfg.encode_batch_size, num_workers=cfg.num_workers)
     n_labels = net.config.cond_stage.n_labels
     net.eval()  # stages in training mode would update their codebooks (EMA, dead-code restarts)
     zs, cs, kept, expected = [], [], [], 0
@@ -394,12 +374,12 @@ def main(argv=None) -> Path:
             raise tc.DataError("pass the training images (--data) or a codes file made from them (cache=FILE)")
         codes = tc.load_checkpoint(cache, required=("key", "z", "c"))
         dataset, key = None, codes["key"]
-        net = build_model(cfg, int(codes.get("n_classes", 0))).to(device)
+        net = build_net2net(cfg, int(codes.get("n_classes", 0))).to(device)
         if main_process:
             print(f"training from the codes in {cache} alone (made from {codes.get('root', 'unrecorded images')})")
     else:
         dataset = tc.ImageFolder(cfg.data)  # unreadable files are dropped (and counted) here
-        net = build_model(cfg, len(dataset.classes)).to(device)
+        net = build_net2net(cfg, len(dataset.classes)).to(device)
         key = cache_key(cfg, dataset.files, net)
         codes = cached_codes(cache, key) if main_process else None
     if main_process and codes is None:

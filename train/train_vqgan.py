@@ -267,8 +267,8 @@ def main(argv=None) -> Path:
         n_train = sum(p.numel() for p in vqgan.parameters() if p.requires_grad) / 1e6
         unreadable = f" ({len(dataset.unreadable)} unreadable skipped)" if dataset.unreadable else ""
         trained = f" ({n_train:.1f}M trained: {cfg.train_only})" if cfg.train_only != "all" else ""
-        print(f"{len(dataset)} images{unreadable}, {n_params:.1f}M parameters{trained}, lr {lr:.2e}, {world} process(es) on "
-              f"{device.type} ({precision}), steps {start}..{cfg.steps}")
+        print(f"{len(dataset)} images{unreadable}, {n_params:.1f}M parameters{trained}, lr {lr:.2e}, {world} "
+              f"process(es) on {device.type} ({precision}), steps {start}..{cfg.steps}")
 
     def save(step: int) -> None:
         rngs = tc.gather_rng_states()  # collective: every rank
