@@ -3,12 +3,16 @@
 Shape legend: H,W map size. Every function takes numpy arrays as image files decode them and returns a
 float32 map in [-1, 1] (edges, depth) or int64 label ids (segmentation), ready for `Net2Net.encode_cond`
 after adding batch (and channel) axes. Training data, the app and evaluation use these same functions.
+The last part reads maps as people give them (an upload of any shape, grey ids counted one way or the other,
+a photo by mistake) and refuses what cannot be used with a MapError that says why in words.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
+from PIL import Image
 
+from . import labels as L
 from .labels import COCO_STUFF_UNLABELLED, LabelSpace
 
 CANNY_LOW, CANNY_HIGH = 100, 200  # thresholds of the edge extractor (on a 0..255 grey image)
@@ -207,3 +211,143 @@ def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     shrink = values.shape[0] > h or values.shape[1] > w
     return cv2.resize(values.astype(np.float32), (w, h),
                       interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def map_to_image(values: np.ndarray) -> np.ndarray:
+    """A map (H, W) in [-1, 1] -> grey RGB (H, W, 3) uint8: how an edge or depth map is shown."""
+    grey = ((values + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    return np.stack([grey] * 3, -1)
+
+
+def edges_from_image(image: np.ndarray, kind: str, size: tuple[int, int]) -> np.ndarray:
+    """A sketch (strokes on a plain background) or a photo (its Canny edges) (H, W[, C]) -> edge map (height,
+    width) = size in [-1, 1]. A photo's edges are extracted at the output size, as training extracts them at the
+    training size; a sketch's strokes are resized keeping thin lines."""
+    if kind == "photo":
+        grey = Image.fromarray(to_grey(image)).resize(size[::-1], Image.BICUBIC)
+        return edges_from_photo(np.asarray(grey))
+    if kind == "sketch":
+        return resize_edges(edges_from_sketch(image), size)
+    raise ValueError(f"kind must be 'sketch' or 'photo', got {kind!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Maps as people give them
+
+# A colour upload whose snapped labels change between more neighbouring pixels than this is a photo, not a
+# label map (labels.roughness: real and painted maps 0.01-0.13 at 128 px, photos mostly 0.2-0.6)
+PHOTO_ROUGHNESS = 0.2
+# How grey COCO-Stuff label maps count: "0-based" = the data's ids (COCO category id - 1, 255 = unlabelled),
+# "1-based" = the official COCO-Stuff PNGs (category id itself, 0 = unlabelled)
+GREY_BASES = ("0-based", "1-based")
+
+
+class MapError(ValueError):
+    """A map, or a choice of how to read it, that cannot be used; the message says why, in words for whoever
+    gave it."""
+
+
+class LooksLikePhoto(MapError):
+    """A colour image given as a label map whose snapped labels change from pixel to pixel: a photo."""
+
+    def __init__(self, roughness: float):
+        super().__init__(f"This looks like a photo, not a label map ({roughness:.0%} of neighbouring pixels get "
+                         "different labels).")
+        self.roughness = roughness  # labels.roughness of its snapped labels
+
+
+def fit_map(a: np.ndarray, size: tuple[int, int], fit: str, what: str, fill=None) -> tuple[np.ndarray, str]:
+    """fit_aspect with a report: a map (H, W[, C]) -> (its part or padded form at the aspect ratio of size =
+    (height, width), a sentence naming the map as `what` and saying what was done, empty when nothing was)."""
+    if fit not in FITS:
+        raise MapError(f"fit must be one of {', '.join(FITS)}, got {fit!r}.")
+    out = fit_aspect(a, size, fit, fill)
+    h, w = a.shape[:2]
+    if same_aspect(a.shape, size):
+        return out, ""
+    done = {"crop": f"cropped to its centre {out.shape[1]}x{out.shape[0]}",
+            "pad": f"padded to {out.shape[1]}x{out.shape[0]}", "stretch": "stretched"}[fit]
+    return out, f" The {w}x{h} {what} was {done} to fit {size[1]}x{size[0]}."
+
+
+def check_grey_ids(grey_ids: str) -> None:
+    """Refuses a grey-id counting other than GREY_BASES."""
+    if grey_ids not in GREY_BASES:
+        raise MapError(f"grey_ids must be one of {', '.join(GREY_BASES)}, got {grey_ids!r}.")
+
+
+def label_map(raw: np.ndarray, size: tuple[int, int], fit: str = "stretch", space: LabelSpace = COCO_STUFF_UNLABELLED,
+              grey_ids: str = "0-based") -> tuple[np.ndarray, str]:
+    """A label map as given (grey ids (H, W), or colours (H, W, 3|4) of `space`) -> (raw ids of `space` (height,
+    width) = size int64, a note on cropping or padding). It is brought to the output's aspect ratio (`fit`;
+    padding is unlabelled) and resized before the colours are snapped (the work follows the output's size, not
+    the map's). Refused (MapError): a colour image that snaps to label noise (LooksLikePhoto), black (unlabelled)
+    areas or padding for a space without an unlabelled id, grey ids that are no label (grey_labels)."""
+    check_grey_ids(grey_ids)
+    grey = raw.ndim == 2
+    if fit == "pad" and space.unlabelled is None and not same_aspect(raw.shape, size):
+        raise MapError("This model has no \"unlabelled\" label to pad with: choose crop or stretch for inputs of "
+                       "another shape, or paint every pixel.")
+    unlabelled = space.unlabelled if grey else (*L.UNLABELLED_COLOUR, 255)[:raw.shape[2]]
+    raw, note = fit_map(raw, size, fit, "label map", unlabelled)
+    labels = labels_from_image(raw, size=size, space=space)
+    if grey:
+        labels = grey_labels(labels, space, grey_ids)
+    elif raw.shape[2] >= 3:
+        rough = L.roughness(labels)
+        if rough > PHOTO_ROUGHNESS:
+            raise LooksLikePhoto(rough)
+        if space.unlabelled is None:
+            black = resize_labels((raw[..., :3] == 0).all(-1).astype(np.uint8), size).mean()
+            if black > 0.005:
+                raise MapError(f"{black:.0%} of the map is black (unlabelled, erased or unpainted), and this model "
+                               f"({space.name}) has no unlabelled label: paint every pixel with a legend colour.")
+    return labels, note
+
+
+def grey_labels(values: np.ndarray, space: LabelSpace, grey_ids: str) -> np.ndarray:
+    """Grey values of a given map (H, W) int64 -> the space's raw ids. COCO-Stuff maps count from 0 (the data's
+    ids) or from 1 (the official PNGs: 0 = unlabelled); a 0-based map holding ids that no COCO-Stuff label has
+    is refused, naming what those values mean in the official ids."""
+    coco = space in L.COCO_SPACES
+    if grey_ids == "1-based":
+        if not coco:
+            raise MapError(f"1-based grey ids are the official COCO-Stuff encoding; this model reads {space.name} "
+                           f"ids. {space.grey}")
+        ids = np.where(values == 0, L.UNLABELLED, np.where(values == 255, 255, values - 1))
+        unused = sorted(set(np.unique(ids).tolist()) & set(L.COCO_UNUSED))
+        if unused:
+            raise MapError(f"Grey values {', '.join(str(v + 1) for v in unused[:4])} are no COCO-Stuff label in the "
+                           f"official 1-based ids either (unused categories). {space.grey}")
+        return ids
+    if coco:
+        unused = sorted(set(np.unique(values).tolist()) & set(L.COCO_UNUSED))
+        if unused:
+            named = ", ".join(f"{v} = {L.COCO_STUFF[v - 1]}" for v in unused[:4])
+            raise MapError(f"Grey values {', '.join(map(str, unused[:4]))} are no label in the 0-based COCO-Stuff "
+                           f"ids this map is read with; in the official 1-based ids they are labels ({named}). If "
+                           f"the map counts from 1, choose 1-based grey ids (API: grey_ids=\"1-based\").")
+    return values
+
+
+def labels_found(labels: np.ndarray, space: LabelSpace, skip: int | None = None, at_least: float = 0.01,
+                 most: int = 6) -> str:
+    """'sky-other 52%, grass 30%, ...': the labels of a map (raw ids 0..255) by share, largest first (at most
+    `most`, each at least `at_least` of the map, `skip` left out)."""
+    share = np.bincount(np.asarray(labels).ravel(), minlength=256) / max(1, labels.size)
+    top = [i for i in np.argsort(-share, kind="stable") if i != skip and share[i] >= at_least][:most]
+    return ", ".join(f"{space.names.get(i, f'id {i}')} {share[i]:.0%}" for i in top)
+
+
+def read_depth_map(raw: np.ndarray) -> np.ndarray:
+    """A depth image as given -> (H, W) float32 in [-1, 1] (depth_from_array), or a MapError saying what is
+    wrong and what to give instead."""
+    try:
+        return depth_from_array(raw)
+    except ValueError as e:
+        if raw.ndim == 3 and raw.shape[2] == 4:  # transparency: read as the original float-in-RGBA depth
+            raise MapError("This image has transparency, so it was read as an original float-in-RGBA depth PNG, "
+                           "and its pixels are not valid depths: it looks like a photo, not a depth map. Upload a "
+                           "grey depth PNG (16- or 8-bit, nearer = brighter) or an original depth PNG.") from None
+        raise MapError(f"This is not a depth map the app can read ({e}). Upload a grey depth PNG (16- or 8-bit, "
+                       "nearer = brighter).") from None
