@@ -14,7 +14,8 @@ gr = pytest.importorskip("gradio")
 
 import app as A  # noqa: E402
 import taming_core as tc  # noqa: E402
-from test_app import browser_page, free_port, needs_chromium, small_model  # noqa: E402
+from app_helpers import browser_page, colour_button, free_port, needs_chromium  # noqa: E402
+from conftest import small_model  # noqa: E402
 
 L = tc.labels
 
@@ -172,8 +173,7 @@ def test_browser_ade20k_palette_and_the_class_tab(served):
     from playwright.sync_api import expect
 
     with browser_page(served) as page:
-        colour = page.locator("#seg").get_by_role("button", name="Color", exact=True)
-        colour.wait_for(timeout=30000)
+        colour = colour_button(page)
         expect(page.locator("#legend")).to_contain_text("waterfall")  # ADE20K's painter, not COCO-Stuff's
         expect(page.locator("#legend")).not_to_contain_text("sky-other")
         expect(page.locator("#grey_ids")).to_contain_text("ADE20K ids: 0 = other")

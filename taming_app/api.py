@@ -1,0 +1,55 @@
+"""The HTTP / gradio_client API: one endpoint per mode (generate_segmentation, generate_edges, generate_depth,
+generate_unconditional, generate_class), label_map_from_photo and stop. Their names, parameters (names, order,
+types, defaults) and outputs are a public interface: change none of them.
+
+Each endpoint is an event of a hidden button on hidden inputs: plain files, texts and numbers without the
+sliders' bounds, so that every argument reaches the handlers, whose checks name it. (gr.api would derive other
+parameter names and types from the handlers' signatures.)"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import gradio as gr
+
+import taming_core as tc
+
+from .handlers import App
+from .models import MODES, SEGMENTER
+from .settings import FIT, GUIDANCE_BY_MODE, Settings
+
+
+def add_api(app: App, common: dict) -> None:
+    """Adds the API's hidden inputs and endpoints to the Blocks being built; `common`: the event arguments every
+    generation shares (its concurrency group and Stop-ticket validator)."""
+    with gr.Row(visible=False):
+        api_map = gr.File(label="label map")
+        api_edges = gr.File(label="sketch or photo")
+        api_depth = gr.File(label="depth map")
+        api_photo = gr.File(label="photo")
+        api_photo_button = gr.Button()
+        api_photo_outputs = [gr.Image(format="png"), gr.Textbox()]
+        api_kind = gr.Textbox("sketch", label="kind: sketch or photo")
+        api_fit = gr.Textbox(FIT, label="fit: crop, pad or stretch")
+        api_grey = gr.Textbox(tc.condition_maps.GREY_BASES[0], label="grey_ids: 0-based or 1-based")
+        api_class = gr.Textbox("0", label="class_id: a class id or name")
+        defaults = asdict(Settings())
+        api = {name: gr.Number(value, label=name) for name, value in defaults.items() if name != "guidance"}
+        api_buttons = {mode: gr.Button() for mode in MODES}
+        api_outputs = [gr.Image(format="png"), gr.Textbox(), gr.Image(format="png")]
+        api_stop = gr.Button()
+        api_guidance = {mode: gr.Number(g, label="guidance") for mode, g in GUIDANCE_BY_MODE.items()}
+
+    def api_settings(mode: str) -> list:  # the settings' inputs, with that mode's guidance default
+        return [api_guidance[mode] if name == "guidance" else api[name] for name in defaults]
+    api_uncond = [api[name] for name in ("seed", "temperature", "top_k", "top_p", "frames", "images")]
+    for mode, fn, inputs in (("segmentation", app.generate_segmentation,
+                              [api_map, *api_settings("segmentation"), api_fit, api_grey]),
+                             ("edges", app.generate_edges, [api_edges, api_kind, *api_settings("edges"), api_fit]),
+                             ("depth", app.generate_depth, [api_depth, *api_settings("depth"), api_fit]),
+                             ("unconditional", app.generate_unconditional, api_uncond),
+                             ("class", app.generate_class, [api_class, *api_uncond, api_guidance["class"]])):
+        api_buttons[mode].click(fn, inputs, api_outputs, api_name=f"generate_{mode}", **common)
+    api_stop.click(app.request_stop, None, None, queue=False, api_name="stop")
+    if app.can_segment():
+        api_photo_button.click(app.label_map_from_photo, api_photo, api_photo_outputs,
+                               api_name="label_map_from_photo", concurrency_id=SEGMENTER)

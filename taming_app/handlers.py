@@ -1,0 +1,253 @@
+"""The handlers: one per mode (each also an API endpoint), taking plain images and numbers and streaming
+(image, status, condition view) as the image is sampled; Stop; the photo -> label map of "Start from a photo"."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterator
+
+import gradio as gr
+import numpy as np
+import torch
+
+import taming_core as tc
+
+from .models import SEGMENTER, ModelBank, Stops
+from .refused import Refused
+from .scenes import SCENE_SPACES
+from .settings import FIT, GUIDANCE_BY_MODE, MAX_SCALE, Settings, class_index, class_names
+from .uploads import depth_of_upload, edges_of_upload, label_map_of, read_upload
+
+
+class App:
+    """The handlers over one ModelBank, shared by every session; Stop is per session (Stops)."""
+
+    def __init__(self, bank: ModelBank):
+        self.bank, self.stops = bank, Stops()
+
+    def output_size(self, model: tc.Net2Net, s: Settings) -> tuple[int, int]:
+        """(height, width) in pixels: the native size by default, else multiples of the token size."""
+        f = model.first_stage_model.downsample_factor
+        gh, gw = model.grid
+        height, width = s.height or gh * f, s.width or gw * f
+        if height % f or width % f:
+            raise Refused(f"Width and height must be multiples of {f} pixels, got {width}x{height}.")
+        if height < gh * f or width < gw * f or max(height / (gh * f), width / (gw * f)) > MAX_SCALE:
+            raise Refused(f"Sizes go from the model's {gw * f}x{gh * f} up to {MAX_SCALE}x that; "
+                          f"got {width}x{height}.")
+        return height, width
+
+    def run(self, mode: str, cond: torch.Tensor | None, size: tuple[int, int], s: Settings,
+            view: np.ndarray | None, request: gr.Request | None, note: str = "") -> Iterator[tuple]:
+        """Sample and stream (image, status, view) about `frames` times, then the final image. `view` is the
+        condition as shown, also the fill of the not yet sampled area; `note` ends the final status line."""
+        ticket = self.stops.ticket(request)
+        if self.stops.presses(request) != ticket:  # Stop was pressed while this job waited in the queue
+            yield gr.skip(), "Stopped before it started.", gr.skip()
+            return
+        model = self.bank.get(mode)
+        device = self.bank.device
+        f = model.first_stage_model.downsample_factor
+        grid = (size[0] // f, size[1] // f)
+        with torch.no_grad():
+            c = model.encode_cond(cond.to(device) if cond is not None else None)  # (1, L_c)
+        if grid != model.grid:
+            if mode in ("unconditional", "class"):
+                raise Refused(f"{mode.capitalize()} samples have the model's native size only.")
+            c = c.view(1, *grid)  # the condition grid for the sliding window
+        c = c.repeat(s.images, *[1] * (c.dim() - 1))  # variations: one batch, each row its own draws
+        fill = None
+        if view is not None:
+            fill = torch.from_numpy(view).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
+        gen = torch.Generator(device=device).manual_seed(s.seed)
+        guided = mode != "unconditional" and model.config.null_token is not None
+        if not guided and s.guidance not in (1, GUIDANCE_BY_MODE.get(mode, 1)) and mode != "unconditional":
+            note += " Guidance off: this model was trained without a null condition."  # a value the user chose
+        # Larger grids: the fast sliding window (the window held for half-window bands, cached), many times
+        # faster than the original's exact placement; bench/sampling.py compares their likelihoods.
+        events = tc.stream(model, c, grid=grid, window=model.grid, mode="fast", temperature=s.temperature,
+                           top_k=s.top_k or None, top_p=s.top_p if s.top_p < 1 else None,
+                           generator=gen, fill=fill, guidance=s.guidance if guided else 1.0,
+                           decode_dtype=self.bank.sampling.decode_dtype)
+        every, last, frame, t0 = max(1, (grid[0] * grid[1]) // s.frames), 0, None, time.time()
+        try:
+            for ev in events:
+                if ev.preview is not None:
+                    frame = ev.preview
+                if self.stops.presses(request) != ticket:
+                    yield (gr.skip() if frame is None else tiled(frame),
+                           f"Stopped at {ev.done}/{ev.total} tokens ({ev.tokens_per_s:.0f} tokens/s).", view)
+                    return
+                if ev.finished:
+                    what = f"{s.images} images of {ev.total} tokens" if s.images > 1 else f"{ev.total} tokens"
+                    yield tiled(ev.preview), (f"Done: {what} in {time.time() - t0:.1f} s ({ev.tokens_per_s:.0f} "
+                                              f"tokens/s each), {size[1]}x{size[0]} px.{note}"), view
+                elif ev.preview is not None and ev.done - last >= every:
+                    last = ev.done
+                    yield tiled(ev.preview), f"{ev.done}/{ev.total} tokens, {ev.tokens_per_s:.0f} tokens/s", view
+        finally:
+            events.close()  # stops all work at once, also when the client goes away
+
+    def admit(self, request: gr.Request, *inputs, **named):
+        """Gradio's validator of every generation: runs as a job enters the queue, to give it its Stop ticket.
+        The arguments themselves (positional, and named for the page's events) are checked by the handlers,
+        whose errors name them."""
+        self.stops.admit(request)
+        return tuple(gr.validate(True, "") for _ in (*inputs, *named))
+
+    # --- the five modes, one handler each (also the API's endpoints) -----------------------------------
+
+    def generate_segmentation(self, label_map, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
+                              height=0, frames=16, guidance=GUIDANCE_BY_MODE["segmentation"], images=1, fit=FIT,
+                              grey_ids="0-based",
+                              request: gr.Request = None):
+        """Label map (grey ids of the model's label space, or colour-coded with the app's palette for it) ->
+        streamed images. A map of another aspect ratio than the output is cropped to its centre, padded with
+        unlabelled, or stretched (`fit`), as the status line says, which also names the labels read. Grey
+        COCO-Stuff maps count from 0 (the data's ids, 255 = unlabelled) or, with grey_ids="1-based", from 1
+        (the official PNGs, 0 = unlabelled)."""
+        s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
+                             height=height, frames=frames, guidance=guidance, images=images)
+        model = self.bank.get("segmentation")
+        size = self.output_size(model, s)
+        space = self.label_space()
+        # resized before the colours are snapped: the work follows the output's size, not the upload's
+        labels, note = label_map_of(label_map, size, self.can_segment(), fit, space, grey_ids)
+        try:
+            model.conditioner.labels_to_onehot(torch.from_numpy(labels)[None])  # checks the label ids
+        except ValueError as e:
+            raise Refused(f"This label map has grey values that are no label: {e}. {space.grey} A photo is not "
+                          "a label map: paint one, or upload one coloured with the legend's colours.") from None
+        yield from self.run("segmentation", torch.from_numpy(labels)[None], size, s, space.colourise(labels),
+                            request, f"{note} Labels: {tc.condition_maps.labels_found(labels, space)}.")
+
+    def generate_edges(self, image, kind="sketch", seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
+                       height=0, frames=16, guidance=GUIDANCE_BY_MODE["edges"], images=1, fit=FIT,
+                       request: gr.Request = None):
+        """An edge sketch (strokes on a plain background) or a photo (edges extracted) -> streamed images. An
+        image of another aspect ratio is cropped, padded with its border's tone, or stretched (`fit`)."""
+        s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
+                             height=height, frames=frames, guidance=guidance, images=images)
+        if kind not in ("sketch", "photo"):
+            raise Refused(f"kind must be 'sketch' or 'photo', got {kind!r}")
+        size = self.output_size(self.bank.get("edges"), s)
+        edges, note = edges_of_upload(image, kind, size, fit)
+        view = tc.condition_maps.map_to_image(-edges)  # dark edges on white, as drawn
+        yield from self.run("edges", torch.from_numpy(edges)[None, None], size, s, view, request, note)
+
+    def generate_depth(self, depth, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0, height=0,
+                       frames=16, guidance=GUIDANCE_BY_MODE["depth"], images=1, fit=FIT,
+                       request: gr.Request = None):
+        """A depth map (16- or 8-bit grey PNG, nearer = brighter, or the original float-in-RGBA PNG). A map of
+        another aspect ratio is cropped, padded with its border's depth, or stretched (`fit`)."""
+        s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width,
+                             height=height, frames=frames, guidance=guidance, images=images)
+        size = self.output_size(self.bank.get("depth"), s)
+        d, note = depth_of_upload(depth, size, fit)
+        yield from self.run("depth", torch.from_numpy(d)[None, None], size, s, tc.condition_maps.map_to_image(d),
+                            request, note)
+
+    def generate_unconditional(self, seed=0, temperature=1.0, top_k=100, top_p=1.0, frames=16, images=1,
+                               request: gr.Request = None):
+        """Samples from the start token alone, at the model's native size (a model with a coordinate stage,
+        as FacesHQ's, is given every pixel's position, as the original's data gives it)."""
+        s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, frames=frames,
+                             images=images)
+        model = self.bank.get("unconditional")
+        size = self.output_size(model, s)
+        cond = None
+        if model.config.cond_stage.kind == "coord":
+            h, w = size
+            cond = (torch.arange(h * w, dtype=torch.float32) / (h * w)).view(1, 1, h, w)  # raster position
+        yield from self.run("unconditional", cond, size, s, None, request)
+
+    def generate_class(self, class_id, seed=0, temperature=1.0, top_k=100, top_p=1.0, frames=16, images=1,
+                       guidance=GUIDANCE_BY_MODE["class"], request: gr.Request = None):
+        """A class (its id, or its name as class_names lists it) -> streamed images at the model's native
+        size."""
+        s = Settings.checked(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, frames=frames,
+                             images=images, guidance=guidance)
+        model = self.bank.get("class")
+        names = class_names(model.conditioner.n_classes)
+        i = class_index(class_id, names)
+        size = self.output_size(model, s)
+        yield from self.run("class", torch.tensor([i]), size, s, None, request, f" Class {i}: {names[i]}.")
+
+    def class_choices(self) -> list[tuple[str, int]]:
+        """The class picker's entries: ("980: volcano", 980), ... (empty when no class model is loaded)."""
+        if not self.bank.available("class"):
+            return []
+        return [(f"{i}: {n}", i) for i, n in enumerate(class_names(self.bank.get("class").conditioner.n_classes))]
+
+    def request_stop(self, request: gr.Request = None):
+        self.stops.press(request)
+
+    def label_map_from_photo(self, photo, size: int = 0) -> tuple[np.ndarray, str]:
+        """A photo -> (its label map in the palette colours (size, size, 3) uint8, a message naming what was
+        found). The centre square of the photo is segmented (size 0: the segmentation model's native size).
+        The photo only goes to the segmenter, never to the generator."""
+        if not self.can_segment():
+            raise Refused(f"Start from a photo needs the segmenter (--segmenter) and a segmentation model over "
+                          f"COCO-Stuff or ADE20K labels; this one has {self.label_space().name}.")
+        segmenter, space = self.bank.get(SEGMENTER), self.label_space()
+        if not size:
+            size = self.native_size("segmentation")
+        rgb = tc.condition_maps.to_rgb(read_upload(photo, "photo"))
+        h, w = rgb.shape[:2]
+        ids = segmenter.segment(tc.condition_maps.centre_square(rgb))  # (S, S) uint8, COCO-Stuff ids
+        labels = tc.labels.from_coco_stuff(tc.condition_maps.resize_labels(ids, (size, size)), space)
+        other_id = tc.labels.UNLABELLED if space.unlabelled is None else space.unlabelled
+        other = labels == other_id
+        found = tc.condition_maps.labels_found(labels, space, skip=other_id)
+        crop = f"its centre {min(h, w)}x{min(h, w)} square" if h != w else "it"
+        missing = "" if space.unlabelled is not None else ", which this model has no label for: paint them"
+        black = (f"; black = {space.names.get(space.unlabelled, 'unlabelled')} ({other.mean():.0%}: things "
+                 f"outside the palette{missing})" if other.mean() >= 0.01 else "")
+        message = (f"Label map of the {w}x{h} photo ({crop}, segmented): {found or 'no palette label'}"
+                   f"{black}. Repaint it, then press Generate; the photo itself is not used.")
+        return space.colourise(labels), message  # "other" is black (255 too, where it is no label)
+
+    def label_space(self) -> tc.labels.LabelSpace:
+        """The label space of the segmentation model (COCO-Stuff + unlabelled when none is loaded)."""
+        if not self.bank.available("segmentation"):
+            return tc.labels.COCO_STUFF_UNLABELLED
+        cond = self.bank.get("segmentation").conditioner
+        return tc.labels.label_space(cond.n_labels, cond.label_offset)
+
+    def can_segment(self) -> bool:
+        """Whether "Start from a photo" works: a segmenter, and a model whose labels its COCO-Stuff maps fit."""
+        return self.bank.available(SEGMENTER) and self.label_space() in SCENE_SPACES
+
+    def native_size(self, mode: str) -> int:
+        """The side in pixels of the images a mode's model makes (256 when no model is loaded)."""
+        if not self.bank.available(mode):
+            return 256
+        m = self.bank.get(mode)
+        return m.grid[0] * m.first_stage_model.downsample_factor
+
+
+def tiled(x: torch.Tensor, gap: int = 2) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> one (H', W', 3) uint8 image: the B images in a near-square grid with white
+    gaps (B = 1: the image itself)."""
+    images = tc.to_image(x)  # B x (H, W, 3)
+    if len(images) == 1:
+        return images[0]
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    h, w = images[0].shape[:2]
+    out = np.full((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = im
+    return out
+
+
+def untiled(image: np.ndarray, n: int, gap: int = 2) -> list[np.ndarray]:
+    """The inverse of `tiled`: one (H', W', 3) grid of n images -> the n images (H, W, 3)."""
+    if n == 1:
+        return [image]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    h, w = (image.shape[0] - (rows - 1) * gap) // rows, (image.shape[1] - (cols - 1) * gap) // cols
+    return [image[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w]
+            for r, c in (divmod(i, cols) for i in range(n))]

@@ -1,0 +1,210 @@
+"""The app in a real browser (Debian's chromium through Playwright): painting, Generate, Stop, tabs, uploads,
+"Start from a photo", the blank canvas and the named swatches."""
+import io
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+gr = pytest.importorskip("gradio")
+
+import app as A  # noqa: E402
+import taming_core as tc  # noqa: E402
+from app_helpers import browser_page, colour_button, needs_chromium  # noqa: E402
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_browser_paint_generate_stop_and_errors(served, files, tmp_path):
+    from playwright.sync_api import expect
+
+    with browser_page(served) as page:
+        colour = colour_button(page)
+        canvas = page.locator("#seg canvas").first
+        box = canvas.bounding_box()
+        for rgb, y in (((0, 102, 0), 0.3), ((255, 0, 255), 0.7)):  # tree, then person
+            colour.click()
+            page.locator(f'#seg button.color[style*="rgb({rgb[0]}, {rgb[1]}, {rgb[2]})"]').click()
+            page.locator("#seg").get_by_role("button", name="Brush", exact=True).click()
+            x0, x1, yy = box["x"] + box["width"] * 0.3, box["x"] + box["width"] * 0.7, box["y"] + box["height"] * y
+            page.mouse.move(x0, yy)
+            page.mouse.down()
+            page.mouse.move(x1, yy, steps=8)
+            page.mouse.up()
+        page.evaluate("""() => { window.__srcs = []; new MutationObserver(() => {
+            const img = document.querySelector('#out_seg img');
+            if (img && window.__srcs[window.__srcs.length - 1] !== img.src) window.__srcs.push(img.src);
+        }).observe(document.body, {subtree: true, childList: true, attributes: true}); }""")
+        page.locator("#width input").fill("64")
+        page.locator("#height input").fill("64")
+        page.click("#go_seg")
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Done"), timeout=60000)
+        srcs = page.evaluate("window.__srcs")
+        assert len(set(srcs[:-1])) >= 3, srcs  # at least three different partial images before the final one
+        page.wait_for_function("document.querySelector('#out_seg img').naturalWidth > 0")
+        # the file keeps the true size, the page shows it enlarged
+        assert page.evaluate("[document.querySelector('#out_seg img').naturalWidth, "
+                             "document.querySelector('#out_seg img').naturalHeight]") == [64, 64]
+        assert page.locator("#out_seg img").bounding_box()["width"] >= 256
+        page.screenshot(path=str(tmp_path / "segmentation.png"))
+
+        # Stop midway: sampling ends early and the partial result stays
+        page.locator("#width input").fill("128")
+        page.locator("#height input").fill("128")
+        page.click("#go_seg")
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile(r"^\d+/4096 tokens"), timeout=60000)
+        expect(page.locator("#stop_seg")).to_have_class(re.compile(r"\bstop\b"))  # active while a job runs
+        page.click("#stop_seg")
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Stopped at"), timeout=10000)
+        expect(page.locator("#stop_seg")).to_have_class(re.compile(r"\bsecondary\b"))
+
+        # A corrupt upload: a clear message, and the app keeps serving
+        page.get_by_role("tab", name="Depth").click()
+        page.locator("#depth input[type=file]").set_input_files(str(files / "corrupt.png"))
+        expect(page.get_by_text(re.compile("not an image file")).first).to_be_visible(timeout=20000)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_browser_tabs_keep_their_results_and_refused_uploads_clear(served, files):
+    from playwright.sync_api import expect
+
+    with browser_page(served) as page:
+        page.locator("#go_seg").wait_for(timeout=30000)
+        expect(page.locator("#grey_ids")).to_contain_text("156 = sky-other")
+        expect(page.locator("#stop_seg")).to_have_class(re.compile(r"\bsecondary\b"))  # nothing runs yet
+
+        page.get_by_role("tab", name="Unconditional").click()
+        expect(page.locator("#width")).to_be_hidden()  # the size fields apply to the other tabs only
+        page.locator("#seed input").fill("5")
+        page.click("#go_uncond")
+        expect(page.locator("#status_uncond textarea")).to_have_value(re.compile("^Done"), timeout=60000)
+        uncond_src = page.locator("#out_uncond img").get_attribute("src")
+        assert uncond_src.endswith("/taming-unconditional-seed5.png"), uncond_src
+
+        page.get_by_role("tab", name="Segmentation").click()
+        expect(page.locator("#width")).to_be_visible()
+        expect(page.locator("#out_seg img")).to_have_count(0)  # not the other tab's result
+        expect(page.locator("#status_seg textarea")).to_have_value("")
+        page.click("#go_seg")
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Done"), timeout=60000)
+        page.get_by_role("tab", name="Unconditional").click()
+        expect(page.locator("#status_uncond textarea")).to_have_value(re.compile("^Done"))
+        assert page.locator("#out_uncond img").get_attribute("src") == uncond_src
+
+        # A refused upload empties its box: Generate then asks for a depth map, it uses no earlier one
+        page.get_by_role("tab", name="Depth").click()
+        page.locator("#depth input[type=file]").set_input_files(str(files / "corrupt.png"))
+        expect(page.get_by_text(re.compile("not an image file")).first).to_be_visible(timeout=20000)
+        expect(page.locator("#depth")).not_to_contain_text("corrupt.png", timeout=10000)
+        page.click("#go_depth")
+        expect(page.get_by_text("Upload a depth map first.").first).to_be_visible(timeout=20000)
+        page.locator("#depth input[type=file]").set_input_files(str(files / "depth16.png"))  # the box takes another
+        expect(page.locator("#depth_preview img")).to_be_visible(timeout=20000)
+        # the same in the Segmentation tab: the file box empties, the canvas stays as it was
+        page.get_by_role("tab", name="Segmentation").click()
+        page.locator("#seg_upload input[type=file]").set_input_files(str(files / "corrupt.png"))
+        expect(page.locator("#seg_upload")).not_to_contain_text("corrupt.png", timeout=20000)
+        expect(page.locator("#seg_upload input[type=file]")).to_have_count(1)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_browser_start_from_a_photo(served, bank, files, tmp_path):
+    """A photo uploaded under "Start from a photo" becomes the canvas (its label map in the palette colours), the
+    status names what was found, and Generate then uses that map."""
+    from playwright.sync_api import expect
+
+    with browser_page(served) as page:
+        page.locator("#go_seg").wait_for(timeout=30000)
+        expect(page.locator("#seg_photo")).to_be_visible()
+        page.locator("#seg_photo input[type=file]").set_input_files(str(files / "photo.jpg"))
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Label map of the 90x60 photo"),
+                                                                    timeout=20000)
+        page.click("#go_seg")
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Done"), timeout=60000)
+        page.screenshot(path=str(tmp_path / "from_photo.png"))
+        # the condition the model saw is the photo's label map, pixel for pixel
+        src = page.locator("#cond_seg img").get_attribute("src")
+        seen = np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+        expected, _ = A.App(bank).label_map_from_photo(str(files / "photo.jpg"))
+        assert np.array_equal(seen, expected)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_browser_blank_canvas_and_clear_give_an_unlabelled_map(served, files):
+    """"Blank (unlabelled)" in the scene list and the editor's "Clear canvas" both give an all-unlabelled map
+    (black), and Generate then conditions on exactly that; the legend names the unlabelled colour."""
+    from playwright.sync_api import expect
+
+    def generate(page) -> np.ndarray:
+        """Press Generate, wait for this run's condition view, return it."""
+        view = page.locator("#cond_seg img")
+        before = view.get_attribute("src") if view.count() else None
+        page.click("#go_seg")
+        page.wait_for_function("([sel, old]) => { const i = document.querySelector(sel); "
+                               "return i && i.src && i.src !== old; }", arg=["#cond_seg img", before], timeout=60000)
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Done"), timeout=60000)
+        src = view.get_attribute("src")
+        return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+
+    with browser_page(served) as page:
+        colour_button(page)
+        expect(page.locator("#legend")).to_contain_text("unlabelled")
+        page.locator("#seg_example input").click()
+        page.get_by_role("option", name=A.BLANK).click()
+        page.wait_for_timeout(1500)  # the server sends the new canvas; Generate sends what the canvas holds
+        assert (generate(page) == 0).all()
+        # back to a scene, then Clear canvas: blank again, and the list says so
+        page.locator("#seg_example input").click()
+        page.get_by_role("option", name="Beach").click()
+        page.wait_for_timeout(1500)
+        assert not (generate(page) == 0).all()
+        page.locator("#seg").get_by_role("button", name="Clear canvas", exact=True).click()
+        expect(page.locator("#seg_example input")).to_have_value(A.BLANK, timeout=10000)
+        page.wait_for_timeout(1500)
+        assert (generate(page) == 0).all()
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_browser_swatches_are_named_picking_one_closes_the_popup_and_a_stroke_paints_it(served):
+    from playwright.sync_api import expect
+
+    with browser_page(served) as page:
+        colour = colour_button(page)
+        colour.click()
+        grass = page.locator("#seg").get_by_role("button", name="grass", exact=True)
+        expect(grass).to_be_visible(timeout=10000)
+        assert grass.get_attribute("title") == "grass"
+        swatches = page.locator("#seg button.color")
+        named = [swatches.nth(i).get_attribute("title") for i in range(swatches.count())]
+        assert set(named) >= {"sky-other", "tree", "unlabelled"}, named
+        grass.click()
+        expect(page.locator("#seg button.color").first).to_be_hidden(timeout=5000)  # the popup closed on pick
+        # a stroke from the middle of the (blank) canvas then paints grass, and Generate conditions on it
+        page.locator("#seg_example input").click()
+        page.get_by_role("option", name=A.BLANK).click()
+        page.wait_for_timeout(1500)  # the server sends the blank canvas
+        box = page.locator("#seg canvas").first.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2  # the image is centred in the canvas
+        page.mouse.move(x - 30, y)
+        page.mouse.down()
+        for dx in range(-25, 35, 5):
+            page.mouse.move(x + dx, y)
+        page.mouse.up()
+        page.wait_for_timeout(500)
+        page.click("#go_seg")
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Done.*Labels: unlabelled"),
+                                                                     timeout=60000)
+        view = np.asarray(Image.open(io.BytesIO(page.request.get(
+            page.locator("#cond_seg img").get_attribute("src")).body())).convert("RGB"))
+        grass_rgb = tc.labels.coco_stuff_colours()[tc.labels.label_id("grass")]
+        painted = (view == grass_rgb).all(-1)
+        assert painted.any() and ((view == 0).all(-1) | painted).all()  # grass where stroked, the rest blank
+        rows = np.nonzero(painted.any(1))[0]
+        assert rows.min() >= 8 and rows.max() <= 24  # a horizontal stroke through the middle
