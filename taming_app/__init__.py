@@ -1,7 +1,8 @@
 """The Gradio app over taming_core, by concern: models.py (the models behind the tabs, Stop per session),
-uploads.py (uploads and canvases -> arrays), settings.py (the arguments and their limits), handlers.py (one
-handler per mode, also the API's), page.py (the page's own handlers), scenes.py (ready-made label maps,
-legend, swatch names), layout.py (the page), api.py (the public endpoints); app.py serves it."""
+refused.py (refusals in words), uploads.py (uploads and canvases -> arrays), settings.py (the arguments and
+their limits), handlers.py (one handler per mode, also the API's), page.py (the page's own handlers),
+scenes.py (ready-made label maps, legend, swatch names), layout.py (the page; app.css, swatch_names.js),
+api.py (the public endpoints). app.py is the command line that serves it."""
 from .handlers import App, tiled, untiled
 from .layout import build_demo, page_css
 from .models import CONDITION_KINDS_BY_MODE, MODES, SEGMENTER, ModelBank, Stops
