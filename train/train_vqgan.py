@@ -54,6 +54,9 @@ class TrainConfig:
     steps: int = 100_000
     batch_size: int = 8  # per process
     base_lr: float = 4.5e-6  # lr = base_lr * batch_size * world_size, as the original main.py
+    # The discriminator's rate as a multiple of the generator's (1 = the original; a fine-tuned decoder against a
+    # discriminator trained from scratch wants a larger one: the two time-scale rule, Heusel et al. 2017)
+    disc_lr_scale: float = 1.0
     # "constant" (the original) | "cosine": linear warmup over warmup_steps, then cosine decay to
     # min_lr_ratio * lr at the last step (both networks)
     lr_schedule: str = "constant"
@@ -115,6 +118,8 @@ def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainCo
     cfg = tc.merge_run_config(TrainConfig, layers, flags)
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise tc.ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
+    if cfg.disc_lr_scale <= 0:
+        raise tc.ConfigError(f"disc_lr_scale must be > 0, got {cfg.disc_lr_scale}")
     if cfg.train_only not in TRAIN_ONLY:
         raise tc.ConfigError(f"train_only must be one of {TRAIN_ONLY}, got {cfg.train_only!r}")
     if cfg.train_only == "decoder" and not cfg.init_from:
@@ -258,7 +263,7 @@ def main(argv=None) -> Path:
     # ---- optimizers ---------------------------------------------------------------------------------------
     lr = cfg.base_lr * cfg.batch_size * world
     opt_g = torch.optim.Adam([p for p in vqgan.parameters() if p.requires_grad], lr=lr, betas=tuple(cfg.betas))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=tuple(cfg.betas))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr * cfg.disc_lr_scale, betas=tuple(cfg.betas))
     if ckpt:
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
@@ -307,8 +312,10 @@ def main(argv=None) -> Path:
             break
         x, target = model_input(next(batches), kind, n_labels, device)
         x = x.contiguous(memory_format=memory_format)
-        for group in opt_g.param_groups + opt_d.param_groups:
+        for group in opt_g.param_groups:
             group["lr"] = lr_at(step, cfg, lr)
+        for group in opt_d.param_groups:
+            group["lr"] = lr_at(step, cfg, lr) * cfg.disc_lr_scale
         gan_on = loss_fn.uses_discriminator and tc.disc_factor_at(step, cfg.loss) > 0
         # generator step: D is only evaluated (its parameters get no gradient from this step). A discriminator
         # with BatchNorm (the patch one) sees real and reconstructed images in one batch here as in its own
