@@ -192,7 +192,7 @@ class App:
         segmenter, space = self.bank.get(SEGMENTER), self.label_space()
         if not size:
             size = self.native_size("segmentation")
-        rgb = tc.condition_maps.to_rgb(read_upload(photo, "photo"))
+        rgb = tc.condition_maps.rgb_of(read_upload(photo, "photo"))
         h, w = rgb.shape[:2]
         ids = segmenter.segment(tc.condition_maps.centre_square(rgb))  # (S, S) uint8, COCO-Stuff ids
         labels = tc.labels.from_coco_stuff(tc.condition_maps.resize_labels(ids, (size, size)), space)

@@ -37,7 +37,7 @@ def _as_uint8(image: np.ndarray) -> np.ndarray:
     return a
 
 
-def to_rgb(image: np.ndarray) -> np.ndarray:
+def rgb_of(image: np.ndarray) -> np.ndarray:
     """An image (see to_grey) -> (H, W, 3) uint8, grey repeated: a photo as the segmenter reads it."""
     a = _as_uint8(image)
     return np.ascontiguousarray(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a)

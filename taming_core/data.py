@@ -109,7 +109,7 @@ def read_error(path: Path, decode: bool = True) -> Optional[Exception]:
     return None
 
 
-def to_rgb(im: Image.Image) -> np.ndarray:
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
     """Any PIL image -> (H, W, 3) uint8: 16-bit and 32-bit grey scaled to 8 bits, alpha composited on white."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
@@ -240,7 +240,7 @@ class ImageFolder(torch.utils.data.Dataset):
             if need_image:
                 if not self.maps and im.format == "JPEG" and scale < 1:
                     im.draft("RGB", (W, H))  # decode at a reduced JPEG scale, still >= (W, H)
-                rgb = to_rgb(im)  # (h', w', 3) uint8
+                rgb = pil_to_rgb(im)  # (h', w', 3) uint8
         # One crop window (top, left) and flip for the image and its map.
         top = int(rng.integers(0, H - S + 1)) if rng is not None else (H - S) // 2
         left = int(rng.integers(0, W - S + 1)) if rng is not None else (W - S) // 2

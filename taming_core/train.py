@@ -4,7 +4,7 @@
 as `taming_core.<name>`, which imports this module on first use.
 """
 from .data import (DataConfig, DataError, ImageFolder, ResumableSampler, WithRandomCrops, list_images,
-                   save_grid, to_rgb)
+                   pil_to_rgb, save_grid)
 from .diffaug import diff_augment, parse_policy
 from .discriminator import NLayerDiscriminator, ProjectedDiscriminator, build_discriminator, split_batch
 from .hed import HED, hed_edges, load_hed
@@ -23,7 +23,7 @@ from .resume import (RUN_ERRORS, gather_rng_states, latest_checkpoint, list_chec
 
 __all__ = [
     "DataConfig", "DataError", "ImageFolder", "ResumableSampler", "WithRandomCrops", "list_images", "save_grid",
-    "to_rgb",
+    "pil_to_rgb",
     "NLayerDiscriminator", "ProjectedDiscriminator", "build_discriminator", "split_batch", "diff_augment",
     "parse_policy", "HED", "hed_edges", "load_hed", "InceptionFeatures", "ReconstructionReport",
     "bits_per_token", "confusion_matrix",

@@ -96,13 +96,13 @@ def test_maps_of_another_shape_are_cropped_padded_or_left_to_stretch():
 
 def test_photos_of_any_mode_become_rgb_and_grey_alike():
     import numpy as np
-    from taming_core.condition_maps import to_grey, to_rgb
+    from taming_core.condition_maps import rgb_of, to_grey
 
     grey16 = np.full((2, 3), 0x8000, np.uint16)
-    assert to_rgb(grey16).shape == (2, 3, 3) and (to_rgb(grey16) == 128).all() and (to_grey(grey16) == 128).all()
+    assert rgb_of(grey16).shape == (2, 3, 3) and (rgb_of(grey16) == 128).all() and (to_grey(grey16) == 128).all()
     rgba = np.zeros((2, 2, 4), np.uint8)
     rgba[0, 0] = (10, 20, 30, 255)  # opaque; the other pixels fully transparent: white paper
-    assert to_rgb(rgba)[0, 0].tolist() == [10, 20, 30] and (to_rgb(rgba)[1, 1] == 255).all()
+    assert rgb_of(rgba)[0, 0].tolist() == [10, 20, 30] and (rgb_of(rgba)[1, 1] == 255).all()
     assert to_grey(rgba)[1, 1] == 255 and to_grey(rgba[..., :1])[0, 0] == 10
     with pytest.raises(ValueError, match="expected an image"):
-        to_rgb(np.zeros((2, 2, 2), np.uint8))
+        rgb_of(np.zeros((2, 2, 2), np.uint8))

@@ -47,7 +47,7 @@ def main(argv=None) -> None:
           f"{'bf16' if bf16 else 'fp32'} on {args.device}")
     for path in tqdm(todo, desc="HED", dynamic_ncols=True):
         with Image.open(path) as im:
-            rgb = tc.to_rgb(im)  # (H, W, 3) uint8
+            rgb = tc.pil_to_rgb(im)  # (H, W, 3) uint8
         p = tc.hed_edges(net, rgb, torch.bfloat16 if bf16 else None)  # (H, W) in [0, 1]
         target = out / path.relative_to(data).with_suffix(".png")
         target.parent.mkdir(parents=True, exist_ok=True)

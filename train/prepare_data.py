@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from taming_core.condition_maps import edges_from_sketch, resize_edges
-from taming_core.data import IMAGE_EXTS, to_rgb
+from taming_core.data import IMAGE_EXTS, pil_to_rgb
 
 # map folder -> how it is resized; boundaries (BSDS500 human outlines) are thinned at full size first, as the
 # training data and the app treat sketches (condition_maps.edges_from_sketch), and saved as white on black
@@ -76,7 +76,7 @@ def main(argv=None) -> None:
         if (dst / "images" / f"{f.stem}.png").is_file() and not maps:
             continue
         with Image.open(f) as im:
-            rgb = to_rgb(im)
+            rgb = pil_to_rgb(im)
         size = scaled_size(rgb.shape[1], rgb.shape[0], args.short_side)  # (W, H)
         interp = cv2.INTER_AREA if size[0] < rgb.shape[1] else cv2.INTER_CUBIC
         (dst / "images").mkdir(parents=True, exist_ok=True)

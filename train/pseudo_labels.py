@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
             model = model.to(args.device)
         try:
             with Image.open(f) as im:
-                rgb = tc.to_rgb(im)
+                rgb = tc.pil_to_rgb(im)
         except (OSError, ValueError, SyntaxError) as e:
             tqdm.write(f"skipping unreadable {f}: {e}")
             counts["unreadable"] += 1
