@@ -148,3 +148,17 @@ def test_stop_cancels_the_sessions_queued_jobs_only(served, files):
     assert queued.result()[1] == "Stopped before it started."
     assert theirs.result()[1].startswith("Done")
     assert me.predict(*settings, 8, api_name="/generate_unconditional")[1].startswith("Done")
+
+
+def test_the_readme_api_block_runs_as_written(served, files, tmp_path, monkeypatch):
+    from test_readme import python_blocks
+
+    (block,) = python_blocks("The app")
+    assert 'Client("http://127.0.0.1:7860/")' in block
+    monkeypatch.chdir(tmp_path)  # the block names labels.png and photo.jpg in the working folder
+    for name in ("labels.png", "photo.jpg"):
+        (tmp_path / name).write_bytes((files / name).read_bytes())
+    scope: dict = {}
+    exec(compile(block.replace("http://127.0.0.1:7860/", served), "README.md", "exec"), scope)  # noqa: S102
+    assert Image.open(scope["image"]).size == (32, 32) and "Done" in scope["status"]
+    assert Image.open(scope["label_map"]).size[0] > 0 and scope["found"]
