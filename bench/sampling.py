@@ -169,7 +169,7 @@ def floors(gpt, device, rounds=15, context=384):
     jobs = {"stream": lambda: [F.linear(xs[w.shape[1]], w) for w in mats], "copy": lambda: dst.copy_(src)}
     for label, model in (("fp32", gpt), ("int8", low)):
         for B in (1, 4):
-            cache = tc.sampling._new_cache(model, B, 512, None)  # the cache the samplers give this model
+            cache = tc.sampling.new_sampling_cache(model, B, 512, None)  # the cache the samplers give this model
             model(torch.randint(0, 1024, (B, context), device=device), cache)
             tok = torch.zeros(B, 1, dtype=torch.long, device=device)
 

@@ -18,8 +18,8 @@ import torch
 
 from .gpt import GPT, KVCache
 from .net2net import Net2Net
-from .sampling import (Picker, _check_guidance, _gpt, _guide, _logits, _never_null, _new_cache, _picker,
-                       _plain_job)
+from .sampling import (Picker, check_guidance, exclude_null_token, gpt_of, guided, make_picker,
+                       new_sampling_cache, next_logits, plain_sampler)
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,11 @@ def window_plan(grid: tuple[int, int], window: tuple[int, int] = (16, 16), mode:
 
 
 @torch.no_grad()
-def _window_steps(gpt: GPT, c_grid: torch.Tensor, grid: torch.Tensor, start: int, plan: WindowPlan,
-                  pick: Picker, dtype: torch.dtype | None, sos: int | None = None,
+def _window_steps(gpt: GPT, c_grid: torch.Tensor, tokens: torch.Tensor, start: int, plan: WindowPlan,
+                  pick: Picker, autocast_dtype: torch.dtype | None, sos: int | None = None,
                   guidance: float | None = None, cond_of=None) -> Iterator[int]:
-    """Fill grid (B, H, W) in raster order from position `start`; yields each raster position after writing it.
+    """Fill tokens (B, H, W) in raster order from position `start`; yields each raster position after writing
+    it.
 
     One KV cache per window placement (top, left), created with the window's lead (prefix mode: the condition
     window, Lw tokens; aligned mode, sos given: the start token) and the window's tokens before the first
@@ -94,53 +95,56 @@ def _window_steps(gpt: GPT, c_grid: torch.Tensor, grid: torch.Tensor, start: int
     cond_of (aligned mode): Net2Net.condition_input, which turns a window's condition tokens (B', Lw) into
     what the GPT adds per position (ids, or features of the window's condition grid), once per placement.
     """
-    B, H, W = grid.shape
-    rows = c_grid.shape[0]  # B, or 2B with guidance
+    B, H, W = tokens.shape
+    batch = c_grid.shape[0]  # B', B or 2B with guidance
     wh, ww = plan.window
     Lw = wh * ww
     lead = Lw if sos is None else 1  # positions before a window's first image token
-    positions = range(start, H * W)
+    order = range(start, H * W)
     last_use, context = {}, {}  # per placement: last raster position, tokens fed before predicting it
-    for n in positions:
+    for n in order:
         i, j = divmod(n, W)
         key = (plan.top[i], plan.left[j])
         last_use[key] = n
         context[key] = lead + (i - key[0]) * ww + (j - key[1])
     caches: dict[tuple[int, int], KVCache] = {}
     conds: dict[tuple[int, int], torch.Tensor] = {}  # aligned mode: per placement, (B', Lw) or (B', Lw, E)
-    for n in positions:
+    for n in order:
         i, j = divmod(n, W)
         top, left = key = plan.top[i], plan.left[j]
         upto = (i - top) * ww + (j - left)  # window tokens before (i, j) in the window's raster order
-        window_tokens = grid[:, top:top + wh, left:left + ww].reshape(B, Lw)  # (B, Lw)
+        window_tokens = tokens[:, top:top + wh, left:left + ww].reshape(B, Lw)  # (B, Lw)
         window_tokens = window_tokens if guidance is None else window_tokens.repeat(2, 1)  # (B', Lw)
         cache = caches.get(key)
         new_cache = cache is None
         if new_cache:
-            cache = caches[key] = _new_cache(gpt, rows, context[key], dtype)
+            cache = caches[key] = new_sampling_cache(gpt, batch, context[key], autocast_dtype)
         # prefix mode needs the condition window once, aligned mode at every step (kept per placement)
-        cond_window = c_grid[:, top:top + wh, left:left + ww].reshape(rows, Lw) if new_cache else None  # (B', Lw)
+        cond_window = c_grid[:, top:top + wh, left:left + ww].reshape(batch, Lw) if new_cache else None
+        # (B', Lw)
         if new_cache and sos is not None:
             conds[key] = cond_of(cond_window, (wh, ww))  # (B', Lw[, E])
         if new_cache:
-            head = cond_window if sos is None else window_tokens.new_full((rows, 1), sos)  # (B', lead)
+            head = cond_window if sos is None else window_tokens.new_full((batch, 1), sos)  # (B', lead)
             fed = torch.cat([head, window_tokens[:, :upto]], dim=1)  # (B', lead + upto)
         else:
             fed = window_tokens[:, cache.length - lead:upto]  # (B', new tokens since the last use)
         cond = None if sos is None else conds[key][:, cache.length:lead + upto]  # (B', fed[, E]), aligned
-        logits = _logits(gpt, fed, cache, dtype, cond)
-        grid[:, i, j] = pick(_guide(logits, guidance))[:, 0]
+        logits = next_logits(gpt, fed, cache, autocast_dtype, cond)
+        tokens[:, i, j] = pick(guided(logits, guidance))[:, 0]
         if last_use[key] == n:
             del caches[key]
             conds.pop(key, None)
         yield n
 
 
-def _window_job(model: Net2Net | GPT, c_grid: torch.Tensor, window: tuple[int, int], mode: str,
-                stride: tuple[int, int] | None, prefix: torch.Tensor | None, start: int, pick: Picker,
-                dtype: torch.dtype | None, guidance: float = 1.0) -> tuple[torch.Tensor, Iterator[int]]:
-    """Checks and setup shared by sample_sliding_window and stream -> (grid (B, H, W), its step generator)."""
-    gpt = _gpt(model)
+def window_sampler(model: Net2Net | GPT, c_grid: torch.Tensor, window: tuple[int, int], mode: str,
+                   stride: tuple[int, int] | None, prefix: torch.Tensor | None, start: int, pick: Picker,
+                   autocast_dtype: torch.dtype | None,
+                   guidance: float = 1.0) -> tuple[torch.Tensor, Iterator[int]]:
+    """Checks and setup shared by sample_sliding_window and stream -> (tokens (B, H, W), an iterator that
+    samples one token of them per next() and yields its raster position)."""
+    gpt = gpt_of(model)
     if isinstance(model, Net2Net) and not model.permuter.is_identity:
         raise ValueError(f"sliding-window sampling needs raster order; this model uses the "
                          f"{model.permuter.name!r} permuter (the original ignored permuters here)")
@@ -155,19 +159,19 @@ def _window_job(model: Net2Net | GPT, c_grid: torch.Tensor, window: tuple[int, i
     if prefix is None:
         if start > 0:
             raise ValueError(f"start={start} keeps tokens of a prefix grid (B, H, W): pass prefix")
-        grid = torch.zeros_like(c_grid)
+        tokens = torch.zeros_like(c_grid)
     elif prefix.shape != c_grid.shape:
         raise ValueError(f"prefix must match the condition grid {tuple(c_grid.shape)}, got "
                          f"{tuple(prefix.shape)}")
     else:
-        grid = prefix.to(c_grid.device, torch.long).clone()
+        tokens = prefix.to(c_grid.device, torch.long).clone()
     wh, ww = window
     if H <= wh and W <= ww and (H, W) != (wh, ww):  # fits one (smaller) window: plain sampling over the grid
-        flat = grid.view(B, H * W)
-        job = _plain_job(model, c_grid.reshape(B, H * W), flat[:, :start], flat[:, start:], pick, dtype, guidance,
-                         (H, W))
-        return grid, (start + s for s in job)
-    pick = _never_null(model, pick)  # (_plain_job above applies it itself)
+        flat = tokens.view(B, H * W)
+        progress = plain_sampler(model, c_grid.reshape(B, H * W), flat[:, :start], flat[:, start:], pick,
+                                 autocast_dtype, guidance, (H, W))
+        return tokens, (start + step for step in progress)
+    pick = exclude_null_token(model, pick)  # (plain_sampler above applies it itself)
     plan = window_plan((H, W), window, mode, stride)
     aligned = isinstance(model, Net2Net) and model.aligned
     needed = wh * ww if aligned else 2 * wh * ww - 1  # aligned: sos + Lw - 1 tokens, condition added
@@ -177,8 +181,8 @@ def _window_job(model: Net2Net | GPT, c_grid: torch.Tensor, window: tuple[int, i
         c_grid = torch.cat([c_grid, model.null_condition(c_grid)])  # (2B, H, W): conditional, then null rows
     sos = model.config.cond_stage.sos_token if aligned else None
     cond_of = model.condition_input if aligned else None
-    return grid, _window_steps(gpt, c_grid, grid, start, plan, pick, dtype, sos,
-                               None if guidance == 1.0 else guidance, cond_of)
+    return tokens, _window_steps(gpt, c_grid, tokens, start, plan, pick, autocast_dtype, sos,
+                                 None if guidance == 1.0 else guidance, cond_of)
 
 
 @torch.no_grad()
@@ -198,11 +202,12 @@ def sample_sliding_window(model: Net2Net | GPT, c_grid: torch.Tensor, *, window:
     condition uses the image grid's layout (a VQ condition of the same size, as in the original).
     Aligned models (cond_mode "aligned"): each window's condition tokens are added at the positions of the
     window's image tokens, the window starting with the start token. guidance: classifier-free guidance
-    (1 = off), both branches in one batch of 2B.
+    (1 = off), both branches in one batch of 2B. dtype: autocast dtype of the GPT's forward and of the KV
+    caches, as in `sample` (None: the weights' dtype).
     """
-    pick = _picker(temperature, top_k, top_p, greedy, generator)
-    grid, steps = _window_job(model, c_grid, window, mode, stride, prefix, start, pick, dtype,
-                              _check_guidance(guidance))
-    for _ in steps:
+    pick = make_picker(temperature, top_k, top_p, greedy, generator)
+    tokens, progress = window_sampler(model, c_grid, window, mode, stride, prefix, start, pick, dtype,
+                                      check_guidance(guidance))
+    for _ in progress:
         pass
-    return grid
+    return tokens

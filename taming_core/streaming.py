@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from .net2net import Net2Net
-from .sampling import _check_guidance, _gpt, _picker, _plain_job
-from .sliding_window import _window_job
+from .sampling import check_guidance, gpt_of, make_picker, plain_sampler
+from .sliding_window import window_sampler
 
 FADE = 0.35  # a condition image under the unsampled rows is pulled this far from mid-grey (0) toward itself
 
@@ -83,6 +83,7 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
     fill: an image (1 or B, 3, H', W') in [-1, 1] shown faded under the rows not yet sampled (for instance the
     condition painted by the user), resized to the preview; None shows mid-grey.
     guidance: classifier-free guidance scale (1 = off), on both paths, as in the batch samplers.
+    dtype: autocast dtype of the GPT's forward (and its KV caches), as in `sample`; None: the weights' dtype.
     preview_budget: the share of the time (sampling + previews) that previews may take. The last event
     (done == total) always carries the full decoded image, outside the budget: it is the result.
     decode_dtype: autocast dtype of the previews' and the result's decodes (torch.bfloat16 on CUDA or on
@@ -90,13 +91,13 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
     """
     if not 0 < preview_budget <= 1:
         raise ValueError(f"preview_budget is a fraction of the time in (0, 1], got {preview_budget}")
-    gpt = _gpt(model)
+    gpt = gpt_of(model)
     if not isinstance(model, Net2Net):
         raise TypeError("stream needs a Net2Net model (its first stage decodes the previews)")
-    pick = _picker(temperature, top_k, top_p, greedy, generator)
-    guidance = _check_guidance(guidance)
+    pick = make_picker(temperature, top_k, top_p, greedy, generator)
+    guidance = check_guidance(guidance)
     if c.ndim == 3:  # condition grid: sliding window (or plain sampling when it fits a smaller window)
-        tokens, steps = _window_job(model, c, window, mode, stride, prefix, start, pick, dtype, guidance)
+        tokens, progress = window_sampler(model, c, window, mode, stride, prefix, start, pick, dtype, guidance)
         B, h, w = tokens.shape
         order = None  # raster order
 
@@ -107,8 +108,8 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
         B, L = c.shape[0], h * w
         flat = c.new_zeros(B, L) if prefix is None else model.permuter(prefix.reshape(B, L))  # token order
         c, flat = c.to(gpt.pos_emb.device), flat.to(gpt.pos_emb.device)
-        steps = (start + s for s in _plain_job(model, c, flat[:, :start], flat[:, start:], pick, dtype, guidance,
-                                               (h, w)))
+        progress = (start + step for step in plain_sampler(model, c, flat[:, :start], flat[:, start:], pick, dtype,
+                                                           guidance, (h, w)))
         order = None if model.permuter.is_identity else model.permuter.forward_shuffle_idx.tolist()
 
         def raster() -> torch.Tensor:
@@ -121,7 +122,7 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
     last_cost_s, last_rows = 0.0, 0
     for done in range(1, total + 1):
         t0 = time.perf_counter()
-        n = next(steps)  # the position just written, in sampling order
+        n = next(progress)  # the position just written, in sampling order
         sampling_s += time.perf_counter() - t0
         pos = n if order is None else order[n]
         known[pos] = True
