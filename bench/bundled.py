@@ -44,7 +44,7 @@ def stream_times(net: tc.Net2Net, cond: torch.Tensor, precision: str, repeats: i
     (16 previews at most, top-k 100, `guidance` for a model with a null condition) and `precision`
     (tc.sampling_precision on the CPU)."""
     plan = tc.sampling_precision(precision, "cpu")
-    model = net if plan.weight_dtype is None else tc.quantize_gpt(net, plan.weight_dtype, plan.prefill_dtype)
+    model = tc.prepare_for_sampling(net, plan)  # as the app loads it (fp32: packed in place)
     firsts, finals = [], []
     for i in range(repeats + 1):  # the first run warms up
         t0, first = time.perf_counter(), None
@@ -80,8 +80,8 @@ def main(argv=None) -> list[dict]:
     vq = tc.load_model(ROOT / "checkpoints" / "vqgan").eval()
     side = vq.config.ddconfig.resolution // vq.downsample_factor
     codes = torch.randint(0, vq.n_codes, (1, side, side), generator=torch.Generator().manual_seed(0))
-    nets = {m: tc.load_model(ROOT / "checkpoints" / m).eval() for m in MODES
-            if (ROOT / "checkpoints" / m).is_dir()}
+    nets = {m: tc.prepare_for_sampling(tc.load_model(ROOT / "checkpoints" / m).eval())  # fp32, packed
+            for m in MODES if (ROOT / "checkpoints" / m).is_dir()}
     segmenter = tc.load_model(ROOT / "checkpoints" / "segmenter") if (ROOT / "checkpoints" / "segmenter").is_dir() \
         else None
     found = sorted((SHARED / "sflckr" / "images").glob("*.jpg"))  # timing does not depend on the content

@@ -1,6 +1,6 @@
 """The app's path on a full-size original model: an S-FLCKR-shaped Net2Net (f16 VQGAN first and condition
 stages, 182 labels, GPT 24 x 1024, about 456M parameters, random weights) built from the original config
-schema, prepared as app.py loads it (fp32: `GPT.pack_for_sampling`; int8 / bf16: `tc.quantize_gpt`) and streamed
+schema, prepared as app.py loads it (`tc.prepare_for_sampling`: fp32 packed, or int8 / bf16 weights) and streamed
 as app.py streams a 256x256 image: time to prepare, to the first preview and to the final image, for each
 --precision.
 
@@ -70,11 +70,7 @@ def main(argv=None) -> list[dict]:
     for precision in args.precision:
         plan = tc.sampling_precision(precision, "cpu")
         t = time.perf_counter()
-        if plan.weight_dtype is None:  # as app.py loads it: fp32 weights packed for sampling at load time
-            model = net
-            net.transformer.pack_for_sampling()
-        else:
-            model = tc.quantize_gpt(net, plan.weight_dtype, plan.prefill_dtype)
+        model = tc.prepare_for_sampling(net, plan)  # as the app loads it: fp32 packed in place, or a low-bit copy
         prepare = time.perf_counter() - t
         firsts, finals = [], []
         for i in range(args.repeats):
@@ -94,7 +90,7 @@ def main(argv=None) -> list[dict]:
               f"256x256 image {row['final_s']:.1f} s ({row['tokens_per_s']:.1f} tokens/s sampling, "
               f"{row['preview_s']:.1f} s decoding previews and the image)")
         del model
-        net.transformer.drop_sampling_copies()  # the next precision's run does not carry fp32 packed copies
+        tc.drop_sampling_copies(net)  # the next precision's run does not carry fp32 packed copies
     out = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
            "threads": args.threads, "params": params, "gpt_params": gpt_params, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

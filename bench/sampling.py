@@ -12,12 +12,13 @@ tokens) and a stand-in for the bundled model size (`--bundled-layers/--bundled-w
   inside a sampling run the weights of a small or int8 model stay in this CPU's large L3 and steps are faster;
 - plain sampling of 256 tokens after 256 condition tokens: the original's recompute-per-token sampler
   (re-implemented on our GPT: the whole sequence and all logits every step) against `tc.sample` at batch 1
-  and 4, in fp32 and with int8 / bf16 GPT weights (`tc.quantize_gpt`);
+  and 4, in fp32 (prepared as the app loads it) and with int8 / bf16 GPT weights (`tc.quantize_gpt`);
 - int8 / bf16 quality: top-1 agreement with fp32 logits (teacher-forced) and the fp32 model's mean
   log-likelihood of their samples against fp32 samples (same seeds);
 - a 32x32 grid: the original's recompute sliding window (plain torch products, as the original; on a CPU
-  also estimated on our packed weight copies, gpt.Linear, to separate their share) against `exact` and `fast`, and the mean
-  log-likelihood (under the exact window context) of fast-mode samples against exact-mode samples;
+  also estimated on our packed weight copies, tc.prepare_for_sampling, to separate their share) against
+  `exact` and `fast`, and the mean log-likelihood (under the exact window context) of fast-mode samples
+  against exact-mode samples;
 - the decode time of one preview (a stand-in VQGAN, f=8) and the preview share of a `tc.stream` run.
 With --quick, rows whose cost per token is constant (recompute) are timed on a spread of positions and
 extrapolated, and marked "estimated".
@@ -27,6 +28,7 @@ barrier for a core someone else holds (measured here: 10-40x slower steps); pass
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -83,6 +85,11 @@ def make_gpt(n_layer: int, width: int, device: str) -> tc.GPT:
     return tc.GPT(cfg).to(device).eval()
 
 
+def prepared(gpt: tc.GPT) -> tc.GPT:
+    """A copy of gpt prepared for fp32 sampling as the app loads it (packed weight copies on a CPU)."""
+    return tc.prepare_for_sampling(copy.deepcopy(gpt))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The original's algorithms, re-implemented on our GPT (no cache: the whole context every token)
 
@@ -102,17 +109,16 @@ def window_sequence(c_grid, grid, top, left):
 
 
 @torch.no_grad()
-def recompute_window_token(gpt, c_grid, grid, i, j, generator, packed=False):
+def recompute_window_token(gpt, c_grid, grid, i, j, generator):
     """One token of the original `make_samples.run_conditional`: 511 tokens forward for one logit row.
 
-    As the original, plain torch products (a call without a cache); packed=True runs the same forward through
-    a throw-away cache, which multiplies by our packed weight copies (gpt.Linear), to show their share."""
+    As the original, plain torch products for a plain GPT; a `prepared` one multiplies by our packed weight
+    copies, to show their share."""
     wh, ww = WINDOW
     plan = tc.window_plan(grid.shape[1:], WINDOW)
     t, l = plan.top[i], plan.left[j]
     seq = window_sequence(c_grid, grid, t, l)
-    cache = gpt.new_cache(grid.shape[0], seq.shape[1] - 1) if packed else None
-    logits = gpt(seq[:, :-1], cache)[:, -wh * ww:]  # (B, Lw, V)
+    logits = gpt(seq[:, :-1])[:, -wh * ww:]  # (B, Lw, V)
     row = logits[:, (i - t) * ww + (j - l)].float()  # (B, V)
     grid[:, i, j] = tc.pick_token(row, top_k=100, generator=generator)[:, 0]
 
@@ -167,7 +173,7 @@ def floors(gpt, device, rounds=15, context=384):
     dst = torch.empty_like(src)
     low = tc.quantize_gpt(gpt, torch.int8)
     jobs = {"stream": lambda: [F.linear(xs[w.shape[1]], w) for w in mats], "copy": lambda: dst.copy_(src)}
-    for label, model in (("fp32", gpt), ("int8", low)):
+    for label, model in (("fp32", prepared(gpt)), ("int8", low)):
         for B in (1, 4):
             cache = tc.sampling.new_sampling_cache(model, B, 512, None)  # the cache the samplers give this model
             model(torch.randint(0, 1024, (B, context), device=device), cache)
@@ -205,7 +211,7 @@ def bench_plain(table, name, gpt, steps, quick, device, seed, dtype=None):
         table.add("plain", name, "recompute (original algorithm)", 1, steps, base * steps,
                   "estimated from 8 lengths" if quick else "")
         results["recompute_s"] = base * steps
-    variants = [("fp32", gpt, None)]
+    variants = [("fp32", prepared(gpt), None)]
     if device == "cpu":
         variants.append(("int8 weights", tc.quantize_gpt(gpt, torch.int8, INT8_PREFILL), None))
         if not quick:
@@ -264,6 +270,7 @@ def low_bit_quality(gpt, device, seed, B=4, steps=64):
 
 
 def bench_window(table, name, gpt, quick, device, seed):
+    fast = prepared(gpt)
     """Recompute sliding window vs exact vs fast on a 32x32 grid, batch 1, top_k 100 (the original's default)."""
     H, W = GRID
     g = torch.Generator(device).manual_seed(seed)
@@ -278,15 +285,15 @@ def bench_window(table, name, gpt, quick, device, seed):
               f"estimated from {len(positions)} tokens" if quick else "")
     if device == "cpu":  # the same algorithm on our packed products: how much of the gain is the products'
         spread = list(range(0, H * W, H * W // 64))
-        _, t = timed(lambda: [recompute_window_token(gpt, c_grid, grid.clone(), n // W, n % W, gen, packed=True)
+        _, t = timed(lambda: [recompute_window_token(fast, c_grid, grid.clone(), n // W, n % W, gen)
                               for n in spread], device)
         res["recompute packed"] = t / len(spread) * H * W
         table.add("window", name, "recompute, packed products", 1, H * W, res["recompute packed"],
                   f"estimated from {len(spread)} tokens; {base / res['recompute packed']:.2f}x faster than plain")
     samples = {}
-    modes = [("exact", gpt, {}), ("fast stride 8x8", gpt, {"mode": "fast"})]
+    modes = [("exact", fast, {}), ("fast stride 8x8", fast, {"mode": "fast"})]
     if not quick:
-        modes.append(("fast stride 4x4", gpt, {"mode": "fast", "stride": (4, 4)}))
+        modes.append(("fast stride 4x4", fast, {"mode": "fast", "stride": (4, 4)}))
     if device == "cpu":
         modes.append(("fast stride 8x8, int8 weights", tc.quantize_gpt(gpt, torch.int8, INT8_PREFILL),
                       {"mode": "fast"}))
@@ -318,6 +325,7 @@ def bench_preview(table, gpt_cfg, device, seed):
     model = tc.build_model({"model": "net2net", "first_stage": vq,
                             "cond_stage": {"kind": "none"}, "transformer": gpt_cfg,
                             "permuter": {"name": "identity"}}).to(device).eval()
+    model = tc.prepare_for_sampling(model)  # as the app loads it
     res = {}
     for side in (16, 32):
         z = torch.randint(0, 1024, (1, side, side), device=device)

@@ -10,7 +10,8 @@ from .autoencoder import AutoencoderConfig, Decoder, Encoder
 from .checkpoint import (ConfigError, build_model, config_from_original, config_to_dict, load_model,
                          load_state_dict_strict, resolve_config, save_model)
 from .conditioners import ConditionerConfig, Conditioner
-from .gpt import GPT, GPTConfig, KVCache, LowBitLinear
+from .cpu_fastpath import LowBitLinear, drop_sampling_copies, prepare_for_sampling, quantize_gpt
+from .gpt import GPT, GPTConfig, KVCache
 from .net2net import Net2Net, Net2NetConfig
 from .permuter import Permuter, PermuterConfig
 from .precision import (PRECISIONS, SAMPLING_PRECISIONS, SamplingPrecision, autocast_for, cpu_has_bf16,
@@ -19,7 +20,7 @@ from .quantizer import (CodebookUsage, EMAVectorQuantizer, GumbelQuantizer, Quan
                         codebook_usage)
 from .safe_unpickle import CheckpointError, UnsafeCheckpointError, safe_load
 from .segmenter import Segmenter, SegmenterConfig
-from .sampling import filter_logits, pick_token, quantize_gpt, sample
+from .sampling import filter_logits, pick_token, sample
 from .sliding_window import WindowPlan, sample_sliding_window, window_plan
 from .streaming import StreamEvent, stream
 from .vqgan import VQGAN, VQGANConfig, to_image

@@ -12,20 +12,18 @@ H, W token grid (rows, columns), (wh, ww) window, Lw = wh * ww tokens in a windo
   `next_logits` (the prefill and each decode step: tokens in, the next token's logits out), `guided`,
   `plain_sampler` (an iterator that samples one token per next()).
 Names: `grid` is always a token grid's size (h, w), `steps` a number of tokens to sample, and the public
-keyword `dtype` the autocast dtype of the GPT's forward (`autocast_dtype` inside).
-- `quantize_gpt`: a copy of the model with int8 or bf16 GPT weights, for fewer bytes per decoded token.
+keyword `dtype` the autocast dtype of the GPT's forward (`autocast_dtype` inside). Faster products for
+sampling on a CPU (packed, int8 or bf16 weights) are applied by `cpu_fastpath.prepare_for_sampling`.
 """
 from __future__ import annotations
 
-import copy
 from functools import partial
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .gpt import GPT, CausalSelfAttention, KVCache, LowBitLinear
+from .gpt import GPT, KVCache
 from .net2net import Net2Net
 
 Picker = Callable[[torch.Tensor], torch.Tensor]  # logits (B, V) -> tokens (B, 1)
@@ -235,36 +233,3 @@ def sample(model: Net2Net | GPT, c: torch.Tensor, steps: int, prefix: torch.Tens
     for _ in progress:
         pass
     return torch.cat([prefix, out], dim=1)  # (B, P + S)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Fewer bytes per token
-
-
-def quantize_gpt(model: Net2Net | GPT, dtype: torch.dtype = torch.int8,
-                 prefill_dtype: torch.dtype = torch.float32) -> Net2Net | GPT:
-    """A copy of model whose GPT matrices (attention, MLP, head) are LowBitLinear in int8 or bf16.
-
-    For CPU decoding, which reads every weight once per token: int8 reads 1/4 of the fp32 bytes (the samplers
-    keep keys and values in bf16 on a GPU, in fp32 on a CPU: see new_sampling_cache). Embeddings,
-    LayerNorms and the residual stream stay fp32; a Net2Net copy shares its (frozen) first and condition
-    stages with the original. The effect on tokens and log-likelihood is measured in
-    bench/sampling.py. Inference only: the copy is not a checkpoint format. prefill_dtype: the dtype of
-    the products of many rows at once (a prefill), torch.bfloat16 on CPUs with bf16 units (sampling_precision).
-    """
-    gpt_of(model)  # a GPT in eval mode
-    shared = {}
-    if isinstance(model, Net2Net):
-        shared = {id(m): m for name, m in model.named_children() if name != "transformer"}
-    clone = copy.deepcopy(model, shared)
-    for module in list(gpt_of(clone).modules()):
-        if isinstance(module, CausalSelfAttention):  # one stacked low-bit product for query, key, value
-            parts = (module.query, module.key, module.value)
-            weight = torch.cat([m.weight for m in parts])  # (3E, E)
-            module.qkv = LowBitLinear(weight, torch.cat([m.bias for m in parts]), dtype, prefill_dtype)
-            del module.query, module.key, module.value
-            module._stacked = None
-        for name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear):
-                setattr(module, name, LowBitLinear(child.weight, child.bias, dtype, prefill_dtype))
-    return clone

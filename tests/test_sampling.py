@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import taming_core as tc
+from taming_core.packed import PackedLinear, StackedQKV
 from conftest import reference_case, tiny_net2net_config
 
 
@@ -217,8 +218,8 @@ def test_closing_the_stream_stops_within_one_token(windowed):
 def test_a_bf16_prefill_of_int8_weights_stays_close():
     model = tiny_model()
     plain, fast = tc.quantize_gpt(model, torch.int8), tc.quantize_gpt(model, torch.int8, torch.bfloat16)
-    assert fast.transformer.head.gemm_dtype == torch.bfloat16
-    seq = tokens(2, 40)  # 40 rows: the prefill path (more than LowBitLinear.ROWS_FOR_GEMM)
+    assert fast.transformer.head.prefill_dtype == torch.bfloat16
+    seq = tokens(2, 40)  # 40 rows: the prefill path (more than LowBitLinear.DECODE_ROWS)
     with torch.no_grad():
         ref, low = model.transformer(seq), fast.transformer(seq)
         mid = plain.transformer(seq)
@@ -232,7 +233,7 @@ def test_quantized_gpt_is_a_close_copy(dtype):
     model = tiny_model()
     low = tc.quantize_gpt(model, dtype)
     assert low.first_stage_model is model.first_stage_model  # frozen stages are shared, not copied
-    assert type(model.transformer.blocks[0].attn.query) is tc.gpt.Linear  # the original is untouched
+    assert type(model.transformer.blocks[0].attn.query) is torch.nn.Linear  # the original is untouched
     z, c = tokens(2, 20), tokens(2, 16, seed=1)
     with torch.no_grad():
         ref, out = model(z, c), low(z, c)
@@ -286,10 +287,10 @@ def test_bf16_weights_use_a_packed_copy_that_matches_the_plain_product_and_survi
         y = layer(x)
     plain = F.linear(x.reshape(15, -1).bfloat16(), layer.weight).float() + layer.bias
     assert torch.allclose(y.reshape(15, -1), plain, rtol=0, atol=1e-5 * plain.abs().max().item())
-    packed = layer.packed_weight()
+    packed = layer.sampling_copy()
     if tc.cpu_has_bf16() and torch.backends.mkldnn.is_available():
         assert packed is not None and packed.is_mkldnn  # packed once, reused
-        assert layer.packed_weight() is packed
+        assert layer.sampling_copy() is packed
     else:
         assert packed is None  # plain F.linear there
     again = copy.deepcopy(low)  # the opaque packed tensor is dropped, not copied, and rebuilt on demand
@@ -307,73 +308,105 @@ def test_bf16_weights_use_a_packed_copy_that_matches_the_plain_product_and_survi
 
 
 def test_sampling_multiplies_by_a_packed_fp32_copy_that_follows_the_weights():
-    """GPT calls with a KV cache use oneDNN-packed copies of the fp32 weights on a CPU; calls without one
-    (training, evaluation) the plain weights; both give the same logits, and the copy follows weight edits."""
+    """A model prepared for fp32 sampling on a CPU multiplies by oneDNN-packed copies of its weights in calls
+    without gradients; the plain model and calls with gradients use the weights themselves; both give the same
+    logits, and the copy follows weight edits."""
     model = tiny_model()
-    gpt = model.transformer
+    plain = copy.deepcopy(model)
+    gpt = tc.prepare_for_sampling(model).transformer
     fc = gpt.blocks[0].mlp[0]
+    assert isinstance(fc, PackedLinear) and isinstance(gpt.blocks[0].attn.qkv, StackedQKV)
     seq = tokens(2, 40)  # a prefill of 40 rows, then single rows
     with torch.no_grad():
-        ref = gpt(seq)  # no cache: plain products, nothing packed
-        assert fc._packed is None and gpt.blocks[0].attn._stacked[1]._packed is None
+        ref = plain.transformer(seq)  # plain products
         cache = gpt.new_cache(2)
         cached = torch.cat([gpt(seq[:, :39], cache), gpt(seq[:, 39:], cache)], dim=1)
     assert torch.allclose(cached, ref, rtol=0, atol=1e-5 * ref.abs().max().item())
-    packs = torch.backends.mkldnn.is_available()
-    if packs:  # packed once, reused
-        assert fc._packed[1] is not None and fc._packed[1].is_mkldnn
-        assert gpt.blocks[0].attn._stacked[1]._packed[1].is_mkldnn and gpt.head._packed[1].is_mkldnn
+    if torch.backends.mkldnn.is_available():  # packed once, reused
+        assert fc.copy.value is not None and fc.copy.value.is_mkldnn
+        assert gpt.blocks[0].attn.qkv.copy.value[2].is_mkldnn and gpt.head.copy.value.is_mkldnn
     x = torch.randn(3, fc.in_features)
     with torch.no_grad():
-        assert torch.allclose(fc.sampling_forward(x), fc(x), rtol=0, atol=1e-5)
-        packed = fc._packed
-        fc.sampling_forward(x)
-        assert fc._packed is packed
+        assert torch.allclose(fc(x), F.linear(x, fc.weight, fc.bias), rtol=0, atol=1e-5)
+        packed = fc.copy.value
+        fc(x)
+        assert fc.copy.value is packed
         fc.weight.mul_(0.5)  # an in-place edit: the copy is rebuilt
-        assert torch.allclose(fc.sampling_forward(x), fc(x), rtol=0, atol=1e-5)
+        assert torch.allclose(fc(x), F.linear(x, fc.weight, fc.bias), rtol=0, atol=1e-5)
         other = tiny_model(seed=1).transformer.blocks[0].mlp[0]
         fc.load_state_dict(other.state_dict())  # values copied in place, same address
-        assert torch.allclose(fc.sampling_forward(x), other(x), rtol=0, atol=1e-5)
+        assert torch.allclose(fc(x), other(x), rtol=0, atol=1e-5)
         with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps its own (bf16) products
-            assert fc.sampling_forward(x).dtype == torch.bfloat16
-    y = fc.sampling_forward(x.requires_grad_())  # with gradients: the plain product, which trains
+            assert fc(x).dtype == torch.bfloat16
+    y = fc(x.requires_grad_())  # with gradients: the plain product, which trains
     y.sum().backward()
     assert fc.weight.grad is not None
+    y = gpt.blocks[0].attn.qkv(x[None])  # the stacked product too: gradients reach query, key and value
+    y.sum().backward()
+    assert all(m.weight.grad is not None for m in gpt.blocks[0].attn.qkv.parts)
     again = copy.deepcopy(model)  # the opaque packed copies are dropped, not copied, and rebuilt on demand
     c = tokens(2, 16)
     assert torch.equal(tc.sample(again, c, 6, greedy=True), tc.sample(model, c, 6, greedy=True))
+    checked = again.transformer.head.checked  # the copy's layers share their own cache check
+    assert checked is not gpt.head.checked and checked is again.transformer.blocks[1].attn.qkv.checked
 
 
-def test_pack_for_sampling_packs_what_sampling_multiplies_by_and_changes_no_token():
+def test_prepare_for_sampling_packs_what_sampling_multiplies_by_and_changes_no_token_or_key():
     model = tiny_model()
     c = tokens(2, 16)
     before = tc.sample(copy.deepcopy(model), c, 8, greedy=True)
+    keys = list(model.state_dict())
+    assert tc.prepare_for_sampling(model) is model  # fp32 on a CPU: in place
+    assert list(model.state_dict()) == keys  # the original's key names, in order
     gpt = model.transformer
-    assert gpt.pack_for_sampling() is gpt
     attn = gpt.blocks[0].attn
     if torch.backends.mkldnn.is_available():
-        assert attn._stacked[1]._packed[1].is_mkldnn and gpt.head._packed[1].is_mkldnn
-        assert all(m._packed[1].is_mkldnn for m in gpt.blocks[1].mlp if isinstance(m, tc.gpt.Linear))
-    assert all(m._packed is None for m in (attn.query, attn.key, attn.value))  # the stacked copy serves them
+        assert attn.qkv.copy.value[2].is_mkldnn and gpt.head.copy.value.is_mkldnn
+        assert all(m.copy.value.is_mkldnn for m in gpt.blocks[1].mlp if isinstance(m, PackedLinear))
+    assert all(type(m) is torch.nn.Linear for m in (attn.query, attn.key, attn.value))  # the stacked copy serves them
     assert torch.equal(tc.sample(model, c, 8, greedy=True), before)
-    low = tc.quantize_gpt(model, torch.int8).transformer  # low-bit layers keep their own format
-    assert low.pack_for_sampling() is low
+    assert tc.prepare_for_sampling(model, "fp32") is model  # again: nothing more to do
+    low = tc.quantize_gpt(model, torch.int8)  # low-bit layers keep their own format
+    assert tc.prepare_for_sampling(low) is low and isinstance(low.transformer.head, tc.LowBitLinear)
+    plan = tc.sampling_precision("int8", "cpu")
+    for precision in ("int8", plan):  # a plan's name or the plan itself: a low-bit copy
+        copied = tc.prepare_for_sampling(model, precision)
+        assert copied is not model and isinstance(copied.transformer.blocks[0].attn.qkv, tc.LowBitLinear)
+    loaded = tiny_model()
+    loaded.load_state_dict(model.state_dict(), strict=True)  # a prepared model's state dict loads strictly
+
+
+@pytest.mark.parametrize("sampler", ["plain", "window", "stream"])
+def test_a_prepared_model_samples_the_plain_models_tokens(sampler):
+    model = tiny_model(block_size=512)
+    prepared = tc.prepare_for_sampling(copy.deepcopy(model))
+    c = tokens(2, 16, 16) if sampler == "window" else tokens(2, 16)
+
+    def run(m):
+        if sampler == "plain":
+            return tc.sample(m, c, 64, greedy=True)
+        if sampler == "window":
+            return tc.sample_sliding_window(m, c, window=(8, 8), mode="fast", greedy=True)
+        return list(tc.stream(m, c, grid=(8, 8), greedy=True))[-1].tokens
+    assert torch.equal(run(prepared), run(model))
 
 
 def test_a_new_cache_checks_the_weight_copies_that_later_steps_trust():
     """Weights edited in place between two sampling runs: the next cache's first call rebuilds the stacked and
     packed copies, so its logits follow the new weights (steps of one cache reuse them unchecked)."""
     model = tiny_model()
-    gpt = model.transformer
+    gpt = tc.prepare_for_sampling(model).transformer
     seq = tokens(2, 24)
     with torch.no_grad():
         cache = gpt.new_cache(2)
         gpt(seq[:, :20], cache)  # copies made and checked
+        assert gpt.head.checked.cache() is cache and not gpt.head.checked.now  # trusted in this cache's calls
         for block in gpt.blocks:  # in place: same addresses, new versions
             block.attn.key.weight.mul_(1.5)
             block.mlp[0].weight.mul_(0.5)
         gpt.head.weight.add_(0.1)
-        ref = gpt(seq)  # no cache: the plain weights
+        with torch.enable_grad():
+            ref = gpt(seq).detach()  # with gradients: the plain weights
         fresh = gpt.new_cache(2)
         cached = torch.cat([gpt(seq[:, :20], fresh), gpt(seq[:, 20:23], fresh), gpt(seq[:, 23:], fresh)], dim=1)
     assert torch.allclose(cached, ref, rtol=0, atol=1e-5 * ref.abs().max().item())
@@ -382,24 +415,24 @@ def test_a_new_cache_checks_the_weight_copies_that_later_steps_trust():
 def test_copies_are_trusted_only_by_caches_whose_first_call_checked_them_and_train_drops_them():
     """A cache first filled with gradients on is not checked, so its later calls keep checking (no stale copies);
     empty inputs pass through the packed path; train() frees the copies (the weights are about to change)."""
-    gpt = tiny_model().transformer
+    gpt = tc.prepare_for_sampling(tiny_model()).transformer
     seq = tokens(1, 12)
     with torch.no_grad():
         gpt(seq, gpt.new_cache(1))  # copies made
         for p in gpt.parameters():
             p.mul_(0.9)  # in place: the copies above are stale now
-        ref = gpt(seq)
+    ref = gpt(seq).detach()  # with gradients: the plain weights
     cache = gpt.new_cache(1)
     gpt(seq[:, :8], cache)  # first call with gradients: nothing checked, so nothing trusted later
-    assert cache.checked_by is None
+    assert gpt.head.checked.cache() is not cache
     with torch.no_grad():
         steps = torch.cat([gpt(seq[:, 8:10], cache), gpt(seq[:, 10:], cache)], dim=1)
         assert torch.allclose(steps, ref[:, 8:], rtol=0, atol=1e-5 * ref.abs().max().item())
         empty = gpt.new_cache(1)
         assert gpt(seq[:, :0], empty).shape == (1, 0, gpt.config.vocab_size)  # no rows, no crash
-        assert gpt.head.sampling_forward(torch.zeros(0, 3, gpt.config.n_embd)).shape == (0, 3, gpt.config.vocab_size)
+        assert gpt.head(torch.zeros(0, 3, gpt.config.n_embd)).shape == (0, 3, gpt.config.vocab_size)
     gpt.eval()
-    assert gpt.head._packed is not None  # eval keeps them
+    assert gpt.head.copy.value is not None  # eval keeps them
     gpt.train()
-    assert gpt.head._packed is None and gpt.blocks[0].attn._stacked is None
+    assert gpt.head.copy.value is None and gpt.blocks[0].attn.qkv.copy.value is None
     gpt.eval()
