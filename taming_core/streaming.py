@@ -30,7 +30,7 @@ FADE = 0.35  # a condition image under the unsampled rows is pulled this far fro
 @dataclass
 class StreamEvent:
     """Progress after one sampled token."""
-    tokens: torch.Tensor  # (B, h, w) int64 raster grid so far (a copy); unsampled: 0 or the prefix's tokens
+    tokens: torch.Tensor  # (B, h, w) int64 raster grid so far, this event's own copy; unsampled: 0 or prefix
     position: tuple[int, int]  # (row, column) of the newest token
     done: int  # tokens sampled so far
     total: int  # tokens this run samples
@@ -101,8 +101,8 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
         B, h, w = tokens.shape
         order = None  # raster order
 
-        def raster() -> torch.Tensor:
-            return tokens.clone()
+        def raster() -> torch.Tensor:  # (B, h, w), a view of the tokens being written
+            return tokens
     else:
         h, w = grid if grid is not None else model.grid
         B, L = c.shape[0], h * w
@@ -112,7 +112,7 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
                                                            guidance, (h, w)))
         order = None if model.permuter.is_identity else model.permuter.forward_shuffle_idx.tolist()
 
-        def raster() -> torch.Tensor:
+        def raster() -> torch.Tensor:  # (B, h, w); a view of `flat` for the identity permuter
             return model.permuter(flat, reverse=True).reshape(B, h, w)
 
     total = h * w - start
@@ -126,7 +126,7 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
         sampling_s += time.perf_counter() - t0
         pos = n if order is None else order[n]
         known[pos] = True
-        snapshot = raster()
+        snapshot = raster().clone()  # the event's own tokens: later steps write on, events stay as they were
         rows, preview = _finished_rows(known.view(h, w)), None
         # previews may take preview_budget of the time so far, counting the next one at the cost of the last
         # (the first is taken blind, as soon as a row is finished; an overshoot delays the ones after it)

@@ -195,6 +195,21 @@ def test_stream_previews_before_the_end_on_a_16x16_grid(windowed):
 
 
 @pytest.mark.parametrize("windowed", [False, True])
+def test_collected_stream_events_keep_their_own_tokens(windowed):
+    """Each event's tokens are a copy: after list(stream), event k still shows the first k tokens and the
+    unsampled fill, not the finished grid (the identity permuter's raster view is live)."""
+    model = tiny_model()
+    assert model.permuter.is_identity
+    c = tokens(1, 8, 8) if windowed else tokens(1, 16)
+    events = list(tc.stream(model, c, window=(4, 4), generator=gen(1)))
+    final = events[-1].tokens.view(-1)
+    assert final[1:].ne(0).any()  # else the check below could not tell a copy from a live view
+    for e in events:
+        flat = e.tokens.view(-1)
+        assert torch.equal(flat[:e.done], final[:e.done]) and not flat[e.done:].any(), e.done
+
+
+@pytest.mark.parametrize("windowed", [False, True])
 def test_closing_the_stream_stops_within_one_token(windowed):
     model = tiny_model()
     calls = []
