@@ -2,10 +2,9 @@
 fastest faithful way to sample on a device (`sampling_precision`).
 
 On CUDA bf16 autocast is the usual choice. On a CPU with AVX-512 bf16 or AMX units (oneDNN) it also pays for
-convolutions and matrix products: measured on a 2-core AVX-512-bf16 VM with torch 2.13, the bundled VQGAN's
-forward + backward went from 1,219 ms to 533 ms per batch of 16 64-px crops. Depthwise convolutions get slower
-in bf16 on that CPU (MobileNetV2 145 -> 280 ms), which is why `losses.py` keeps the perceptual network in fp32
-on a CPU. Weights, optimiser states and the codebook distances stay fp32 in every mode.
+convolutions and matrix products. Depthwise convolutions get slower in bf16 on such a CPU, which is why
+`losses.py` keeps the perceptual network (MobileNetV2) in fp32 on a CPU. Weights, optimiser states and the
+codebook distances stay fp32 in every mode.
 """
 from __future__ import annotations
 
@@ -43,8 +42,8 @@ SAMPLING_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 @dataclass(frozen=True)
 class SamplingPrecision:
     """How to sample: the GPT's weights ("fp32", or "int8" / "bf16" kept once through quantize_gpt, whose
-    prefill products run in `prefill_dtype`) and the autocast dtype of the first stage's decodes (previews and
-    the final image; None: fp32)."""
+    int8 prefill products run in `prefill_dtype`) and the autocast dtype of the first stage's decodes (previews
+    and the final image; None: fp32). prepare_for_sampling(model, plan) applies the weights."""
 
     weights: str = "fp32"
     decode_dtype: torch.dtype | None = None
@@ -65,18 +64,16 @@ class SamplingPrecision:
 def sampling_precision(precision: str, device: torch.device | str) -> SamplingPrecision:
     """'auto' | 'fp32' | 'bf16' | 'int8' -> how to sample on `device`.
 
-    'auto' is the fastest measured path that keeps samples faithful:
-    - on a CPU, int8 GPT weights (a decode step reads every weight once: 1/4 of the fp32 bytes; on this repo's
-      2-core AVX-512 machine, 2 threads, a step of the paper-size GPT went from 10.8 to 4.0 ms and one of the
-      bundled 3.6M-parameter GPT's from 2.6 to 1.2 ms; next-token distributions within KL 0.00005-0.00015
-      nats of fp32, bench/sampling.py and README), and on CPUs with bf16 units bf16 decodes (the bundled
-      VQGAN's 16x16 decode 68 -> 37 ms, 56 dB from fp32) and bf16 prefill products of int8 GPTs (a
-      305M-parameter GPT's 256-token prefill 0.99 -> 0.31 s, the same KL to fp32);
-    - on CUDA, fp32: on an H200 (bench/results/sampling_cuda.json, torch 2.11) a decode step of the paper-size
-      GPT took 3.6 ms in fp32 and 47 ms with bf16 weights (86 ms under bf16 autocast, which casts every weight
-      at every step); the cause of the bf16 slowness is not found yet, so CUDA keeps the path measured fastest.
+    'auto' is the fastest measured path that keeps samples faithful (bench/sampling.py, bench/results):
+    - on a CPU, int8 GPT weights: a decode step reads every weight once, and int8 reads 1/4 of the fp32 bytes,
+      with next-token distributions close to fp32's (the KL is measured there); on CPUs with bf16 units also bf16
+      decodes of the first stage and bf16 prefill products of the int8 GPT;
+    - on CUDA, fp32: bf16 GPT weights (and bf16 autocast, which casts every weight at every step) measured
+      many times slower per decode step on an H200 with torch 2.11 (bench/results/sampling_cuda.json), for a
+      cause not found yet.
     'fp32' samples and decodes in fp32 everywhere; 'bf16' (bf16 weights and decodes) and 'int8' (int8 weights,
-    CPU only) force those paths."""
+    CPU only) force those paths. The weights are applied by tc.prepare_for_sampling (or quantize_gpt); the
+    decode dtype is tc.stream's decode_dtype."""
     if precision not in SAMPLING_PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(SAMPLING_PRECISIONS)}, got {precision!r}")
     kind = torch.device(device).type
