@@ -25,16 +25,23 @@ from .sliding_window import WindowPlan, sample_sliding_window, window_plan
 from .streaming import StreamEvent, stream
 from .vqgan import VQGAN, VQGANConfig, to_image
 
+# What users call. Internals (Encoder, Decoder, the quantizer classes, KVCache, LowBitLinear, Conditioner,
+# Permuter, load_state_dict_strict, safe_load, filter_logits, pick_token, resolve_config, ...) stay importable
+# from their modules (and as `tc.<name>`, for existing code), but are not part of this list.
 __all__ = [
-    "AutoencoderConfig", "Encoder", "Decoder", "VQGAN", "VQGANConfig", "Quantized", "VectorQuantizer",
-    "GumbelQuantizer", "EMAVectorQuantizer", "CodebookUsage", "codebook_usage", "GPT", "GPTConfig", "KVCache",
-    "Conditioner", "ConditionerConfig", "Permuter", "PermuterConfig", "Net2Net", "Net2NetConfig",
-    "build_model", "load_model", "save_model", "resolve_config", "config_from_original", "config_to_dict",
-    "load_state_dict_strict", "ConfigError", "CheckpointError", "UnsafeCheckpointError", "safe_load",
-    "sample", "filter_logits", "pick_token", "sample_sliding_window", "window_plan", "WindowPlan", "stream",
-    "StreamEvent", "quantize_gpt", "LowBitLinear", "PRECISIONS", "autocast_for", "cpu_has_bf16",
-    "resolve_precision", "SAMPLING_PRECISIONS", "SamplingPrecision", "sampling_precision", "Segmenter",
-    "SegmenterConfig", "to_image",
+    # loading, building, saving; errors
+    "load_model", "build_model", "save_model", "ConfigError", "CheckpointError", "UnsafeCheckpointError",
+    # models and their configs
+    "VQGAN", "VQGANConfig", "AutoencoderConfig", "Quantized", "CodebookUsage", "codebook_usage",
+    "Net2Net", "Net2NetConfig", "GPT", "GPTConfig", "ConditionerConfig", "PermuterConfig",
+    "Segmenter", "SegmenterConfig",
+    # sampling
+    "sample", "stream", "StreamEvent", "sample_sliding_window", "window_plan", "WindowPlan",
+    "prepare_for_sampling", "quantize_gpt", "sampling_precision", "SamplingPrecision", "SAMPLING_PRECISIONS",
+    # training precision
+    "PRECISIONS", "resolve_precision", "autocast_for", "cpu_has_bf16",
+    # pixels
+    "to_image",
 ]
 
 # Training-only parts (data, losses, discriminator, perceptual distances, evaluation, resume) live in

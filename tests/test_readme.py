@@ -37,3 +37,16 @@ def test_the_library_blocks_sample_from_an_original_checkpoint(tmp_path, monkeyp
     image = scope["image"]
     assert isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape == (16, 16, 3)
     assert scope["tokens"].shape == (1, 256)
+
+
+def test_the_public_api_lists_what_users_call_and_internals_stay_in_their_modules():
+    import taming_core as tc
+    from taming_core.checkpoint import load_state_dict_strict
+    from taming_core.gpt import KVCache
+
+    assert all(hasattr(tc, name) for name in tc.__all__) and len(set(tc.__all__)) == len(tc.__all__)
+    for used in ("load_model", "sample", "stream", "sample_sliding_window", "prepare_for_sampling", "to_image"):
+        assert used in tc.__all__
+    for internal in ("KVCache", "load_state_dict_strict", "LowBitLinear", "safe_load", "Encoder"):
+        assert internal not in tc.__all__
+    assert KVCache is tc.KVCache and load_state_dict_strict is tc.load_state_dict_strict  # still reachable
