@@ -79,10 +79,9 @@ class ModelBank:
                 if isinstance(model, tc.Net2Net):
                     params = sum(p.numel() for p in model.transformer.parameters())
                     plan = self.sampling
-                    if plan.weight_dtype is not None:  # int8 or bf16 weights, kept once; the fp32 GPT is let go
-                        model = tc.quantize_gpt(model, plan.weight_dtype, plan.prefill_dtype)
-                    elif self.device.type == "cpu":  # fp32: the packed copies now, not during the first image
-                        model.transformer.pack_for_sampling()
+                    # int8 or bf16 weights (a copy; the fp32 GPT is let go), or fp32 packed now on a CPU rather
+                    # than during the first image
+                    model = tc.prepare_for_sampling(model, plan)
                     self.plans[mode] = f"{params / 1e6:.1f}M GPT parameters, {plan.describe()}"
                     with torch.no_grad(), self.decoding():  # warm up the decoder: the first previews are not late
                         model.decode_indices(torch.zeros(1, model.grid[0] * model.grid[1], dtype=torch.long,

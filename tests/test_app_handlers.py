@@ -228,11 +228,13 @@ def test_untiled_inverts_tiled():
 def test_precision_chooses_the_gpt_weights_and_the_app_says_how_each_model_samples(bank, files):
     """--precision int8 / bf16 / auto sample with low-bit GPT matrices on a CPU, fp32 with the plain ones;
     every loaded model's plan is stated."""
+    from taming_core.packed import PackedLinear  # fp32 on a CPU: the plain weights, packed for sampling
+
     paths = {"segmentation": bank.paths["segmentation"]}
     bf16 = "bf16" if tc.cpu_has_bf16() else "fp32"
     for precision, layer, plan in (("int8", tc.LowBitLinear, "GPT int8 weights (fp32 prefill), decode fp32"),
                                    ("bf16", tc.LowBitLinear, "GPT bf16 weights, decode bf16"),
-                                   ("fp32", tc.gpt.Linear, "GPT fp32 weights, decode fp32"),
+                                   ("fp32", PackedLinear, "GPT fp32 weights, decode fp32"),
                                    ("auto", tc.LowBitLinear, f"GPT int8 weights ({bf16} prefill), decode {bf16}")):
         low = A.ModelBank(paths, precision=precision)
         model = low.get("segmentation")
