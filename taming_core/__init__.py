@@ -37,7 +37,7 @@ __all__ = [
     "Segmenter", "SegmenterConfig",
     # sampling
     "sample", "stream", "StreamEvent", "sample_sliding_window", "window_plan", "WindowPlan",
-    "prepare_for_sampling", "quantize_gpt", "sampling_precision", "SamplingPrecision", "SAMPLING_PRECISIONS",
+    "prepare_for_sampling", "drop_sampling_copies", "quantize_gpt", "sampling_precision", "SamplingPrecision", "SAMPLING_PRECISIONS",
     # training precision
     "PRECISIONS", "resolve_precision", "autocast_for", "cpu_has_bf16",
     # pixels

@@ -111,7 +111,7 @@ def evaluate_transformer(args: argparse.Namespace) -> dict:
     if not isinstance(net, tc.Net2Net):
         raise SystemExit(f"{args.model} is not a Net2Net model")
     device = torch.device(args.device)
-    net = net.to(device).eval()
+    net = tc.prepare_for_sampling(net.to(device).eval())  # fp32; on a CPU with packed weights, as the app
     cc = net.config.cond_stage
     kind = {"none": "image", "segmentation": "segmentation", "depth": "depth", "edges": "edges"}.get(cc.kind)
     if kind is None:
