@@ -125,7 +125,6 @@ class VQGANLoss(torch.nn.Module):
     def __init__(self, cfg: VQGANLossConfig):
         super().__init__()
         self.check_config(cfg)
-        self.augment_policy = parse_policy(cfg.diffaug)
         self.cfg = cfg
         # LeCam's moving averages of the mean real / generated logits (saved with resume checkpoints)
         self.register_buffer("lecam_ema", torch.zeros(2))

@@ -38,12 +38,15 @@ def same_codes(old: tc.VQGAN, new: tc.VQGAN) -> None:
 def write(model, dest: Path, dtype: torch.dtype, first_stage: Path | None = None) -> Path:
     """Save beside `dest`, load back, compare; returns the checked temporary folder (moved later)."""
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    tc.save_model(model, tmp, dtype=dtype, first_stage=first_stage)
-    back = tc.load_model(tmp)
-    for k, v in model.state_dict().items():
-        w = back.state_dict()[k]
-        if v.is_floating_point() and not torch.allclose(v.float(), w.float(), rtol=1e-2, atol=1e-3):
-            raise SystemExit(f"{dest}: {k} differs after the round trip: nothing replaced")
+    try:
+        tc.save_model(model, tmp, dtype=dtype, first_stage=first_stage)
+        back = tc.load_model(tmp).state_dict()
+        for k, v in model.state_dict().items():
+            if v.is_floating_point() and not torch.allclose(v.float(), back[k].float(), rtol=1e-2, atol=1e-3):
+                raise SystemExit(f"{dest}: {k} differs after the round trip: nothing replaced")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written folder left beside dest
+        raise
     return tmp
 
 

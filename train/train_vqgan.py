@@ -19,6 +19,7 @@ Steps: setup, data, models, optimizers, loop (generator step, discriminator step
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -151,9 +152,15 @@ def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainCo
 TRAIN_ONLY = ("all", "decoder")
 
 
+@functools.lru_cache(maxsize=1)
+def released_stage(path: str) -> tc.VQGAN:
+    """The first stage at `path`, read once for its config and its weights."""
+    return tc.load_model(path)
+
+
 def init_config(path: str) -> tc.VQGANConfig:
-    """The VQGANConfig of the released first stage at `path` (weights are read later, in `init_weights`)."""
-    model = tc.load_model(path)
+    """The VQGANConfig of the released first stage at `path` (its weights are loaded into the model later)."""
+    model = released_stage(path)
     if not isinstance(model, tc.VQGAN):
         raise tc.ConfigError(f"init_from={path} is a {type(model).__name__}, not a first stage (VQGAN)")
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(tc.VQGANConfig), vars(model.config)))
@@ -248,7 +255,7 @@ def main(argv=None) -> Path:
             vqgan.quantize.usage.copy_(ckpt["usage"])  # running code usage of the dead-code restart
         loss_fn.load_resume_state(ckpt.get("loss", {}))
     elif cfg.init_from:
-        tc.load_state_dict_strict(vqgan, tc.load_model(cfg.init_from).state_dict())
+        tc.load_state_dict_strict(vqgan, released_stage(cfg.init_from).state_dict())
     frozen = frozen_parts(vqgan, cfg.train_only)
     for part in frozen:
         part.requires_grad_(False)
