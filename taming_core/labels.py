@@ -58,6 +58,7 @@ SCENE_COLOURS = {
 }
 SCENE_LABELS = list(SCENE_COLOURS)
 UNLABELLED_COLOUR = (0, 0, 0)
+PAINTER_MAX = 35  # colours a painter offers at most (6x6 swatches with black)
 SNAP_CHUNK = 1 << 14  # pixels snapped at a time: two (SNAP_CHUNK, n <= 256) int32 arrays, at most 32 MiB
 
 # ADE20K's 150 classes (objectInfo150 order) after id 0 = "other"
@@ -130,8 +131,10 @@ class LabelSpace:
 
     @property
     def painter(self) -> list[str]:
-        """The labels a painter offers: the scene labels, then the unlabelled one (black) when there is one."""
-        return [*self.scene, *([self.names[self.unlabelled]] if self.unlabelled is not None else [])]
+        """The labels a painter offers: the scene labels (a space without them, as a generic one: its labels in id
+        order, PAINTER_MAX at most), then the unlabelled one (black) when there is one."""
+        scene = list(self.scene) or [self.names[i] for i in self.ids if i != self.unlabelled][:PAINTER_MAX]
+        return [*scene, *([self.names[self.unlabelled]] if self.unlabelled is not None else [])]
 
     def id(self, name: str) -> int:
         """The raw id of a label name (e.g. COCO-Stuff 'sky-other' -> 156)."""

@@ -114,6 +114,18 @@ def test_a_model_without_unlabelled_wants_every_pixel_labelled(tmp_path):
         final(app.generate_segmentation(np.full((32, 32), 255, np.uint8)))
 
 
+def test_a_model_with_any_label_count_gets_a_generic_palette_and_loads(tmp_path):
+    """6 labels (data.n_labels=6): the palette is "label 0".."label 5", the page builds, a painted map samples."""
+    app = A.App(bank_of(tmp_path, segmentation=("segmentation", 6)))
+    space = app.label_space()
+    assert space.painter == [f"label {i}" for i in range(6)]
+    assert len({tuple(space.colours[i]) for i in range(6)}) == 6  # six distinct colours
+    A.build_demo(app.bank)  # no IndexError at the palette
+    painted = space.colourise(np.repeat(np.arange(6, dtype=np.uint8), 6)[None].repeat(32, 0)[:, :32])
+    image, status, view = final(app.generate_segmentation(painted, seed=1))
+    assert status.startswith("Done") and "label 5" in status and np.array_equal(view, painted)
+
+
 def test_class_samples_by_id_or_name(ade_bank):
     app = A.App(ade_bank)
     assert app.class_choices()[980] == ("980: volcano", 980)
