@@ -18,7 +18,7 @@ from .precision import (PRECISIONS, SAMPLING_PRECISIONS, SamplingPrecision, auto
                         resolve_precision, sampling_precision)
 from .quantizer import (CodebookUsage, EMAVectorQuantizer, GumbelQuantizer, Quantized, VectorQuantizer,
                         codebook_usage)
-from .safe_unpickle import CheckpointError, UnsafeCheckpointError, safe_load
+from .safe_unpickle import CheckpointError, UnsafeCheckpointError, load_plain, safe_load
 from .segmenter import Segmenter, SegmenterConfig
 from .sampling import filter_logits, pick_token, sample
 from .sliding_window import WindowPlan, sample_sliding_window, window_plan

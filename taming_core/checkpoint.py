@@ -283,6 +283,10 @@ def load_original(ckpt: str | Path, config=None, max_params: float | None = MAX_
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{ckpt} is not a model checkpoint (no state_dict of tensors)")
+    bad = next((k for k in state if not isinstance(k, str) or len(k) > 1000), None)
+    if bad is not None:
+        raise CheckpointError(f"{ckpt} holds a state_dict key of type {type(bad).__name__}"
+                              f"{f' and length {len(bad)}' if isinstance(bad, str) else ''}; keys are parameter names")
     model = _build(kind, cfg)
     load_state_dict_strict(model, state)
     return model.eval()

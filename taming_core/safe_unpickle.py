@@ -8,12 +8,16 @@ No code from the file runs. A restricted unpickler rebuilds tensors, storages, O
 numbers and strings. Any other global named in the file becomes an inert placeholder class (PyTorch-Lightning
 1.0 files key a dict by a `pytorch_lightning` callback class, so unknown classes must not stop loading);
 calling such a global (how a malicious `__reduce__` runs `os.system`) raises `UnsafeCheckpointError`. The
-legacy header slots admit no globals at all. No module named in the file is ever imported.
+legacy header slots admit no globals at all; `load_plain` (resume checkpoints) admits only tensor rebuilds.
+No module named in the file is ever imported.
 
-Memory is bounded. Every pickle is scanned opcode by opcode before it is unpickled (the C unpickler allocates
-a BINBYTES8's claimed length before reading it); every byte a load decodes (pickled strings, zip members,
-legacy storages, embedded archives) is charged to one `_Budget` before it is allocated; zip members are read
-in chunks against their declared sizes; embedded archives nest at most `MAX_NESTING` deep.
+Memory and the C stack are bounded. Every pickle is simulated opcode by opcode before it is unpickled
+(pickle_scan.py: lengths within the file, every object and memo slot charged, memo indices within the opcode
+count, tuples/frozensets/slices at most MAX_DEPTH deep, BUILD never on a tensor); every byte a load decodes
+(pickled strings, zip members and the zip directory, legacy storages, embedded archives) and what every allowed
+call returns is charged to one `_Budget` before it is allocated; zip members are read in chunks against their
+declared sizes; embedded archives nest at most `MAX_NESTING` deep; the loaded object's containers nest at most
+MAX_DEPTH deep (`_check_tree`). Messages quote the file's values by type and length only (`_kind`).
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ import collections
 import io
 import os
 import pickle
-import pickletools
+import re
+import stat
 import zipfile
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -29,11 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .pickle_scan import MAX_DEPTH, PickleRefused, canonical, scan
+
 EXPANSION = 4  # a load may decode EXPANSION x the file size (+ SLACK): legit files decode to 1-2x, see _Budget
 SLACK = 16 << 20
 MAX_BYTES = 64 << 30  # absolute cap on the bytes one load decodes (a 5e9-parameter fp32 model plus Adam fits)
 MAX_NESTING = 4  # embedded archives inside embedded archives; plain pickles of tensors need 1
-_OPCODE_COST = 8  # bytes charged per pickle opcode: about the reference it leaves in a container or the memo
+_ZIP_MEMBER_COST = 1024  # bytes charged per zip directory entry: zipfile keeps a ZipInfo (~650 B) per member
 _NESTED_COST = 256  # bytes charged per embedded archive: the tensor object it becomes
 _CHUNK = 1 << 20  # zip members are inflated this much at a time
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -85,7 +92,8 @@ class _StorageType:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
-    if not isinstance(storage, torch.Tensor):
+    if not isinstance(storage, torch.Tensor) or not all(isinstance(v, (tuple, list)) and len(v) <= 64
+                                                        for v in (size, stride)):
         raise CheckpointError("malformed tensor record in checkpoint")
     return storage.as_strided(tuple(size), tuple(stride), offset)  # a view: torch checks the bounds
 
@@ -95,10 +103,14 @@ def _rebuild_parameter(data, *_ignored):
 
 
 def _rebuild_from_type(func, new_type, args, state):
+    if not isinstance(args, tuple):
+        raise CheckpointError("malformed tensor record in checkpoint")
     return func(*args)  # func came from find_class: a safe rebuild function or a refusing placeholder
 
 
 def _ordered_dict(*args):
+    if len(args) > 1 or (args and not isinstance(args[0], (list, tuple))):
+        raise CheckpointError("collections.OrderedDict is called with other than a list of pairs")
     return collections.OrderedDict(*args)
 
 
@@ -108,28 +120,104 @@ def _encode(text, encoding="latin1"):
     return text.encode("latin1")
 
 
-def _np_scalar(dtype, data):
-    return np.frombuffer(data, dtype=dtype)[0]
+class NumpyDtype:
+    """A numpy dtype named in a checkpoint (as numpy pickles one: `numpy.dtype(name)`, then BUILD with its
+    byte order). Only single-type names (`f8`, `<i4`, `U5`) are accepted: a field string such as `"u1," * 10**6`
+    would make numpy build a million-field type. BUILD reaches this record, never a real numpy dtype."""
+
+    def __init__(self, name: str):
+        self.name, self.byteorder = name, "="
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 8 and state[1] in ("<", ">", "|", "=")
+                and state[2:5] == (None, None, None)):
+            raise CheckpointError(f"numpy dtype {self.name}: a state of an unsupported form (structured, "
+                                  "sub-array or datetime types are not read)")
+        self.byteorder = state[1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.name).newbyteorder(self.byteorder) if self.byteorder in "<>" else np.dtype(self.name)
 
 
 def _np_dtype(name, align=False, copy=False):
-    return np.dtype(name)
+    if not (isinstance(name, str) and _DTYPE_NAME.fullmatch(name)):
+        raise CheckpointError(f"numpy.dtype is called with {_kind(name)}; only single-type names (f8, <i4, U5) "
+                              "are read")
+    try:
+        np.dtype(name)
+    except TypeError:
+        raise CheckpointError(f"numpy.dtype: {name!r} is not a numpy type name") from None
+    return NumpyDtype(name)
 
 
-_ALLOWED = {
+def _np_scalar(dtype, data=None):
+    if not isinstance(dtype, NumpyDtype) or dtype.dtype.hasobject or not isinstance(data, bytes) \
+            or len(data) != dtype.dtype.itemsize:
+        raise CheckpointError("a numpy scalar record holds other than a plain type and its bytes")
+    return np.frombuffer(data, dtype=dtype.dtype)[0]
+
+
+def _container_arg(what: str, per_item: int):
+    """set / frozenset of a list, tuple or set (never of a string: set(str) makes one object per character),
+    charged per item."""
+    kind = {"set": set, "frozenset": frozenset}[what]
+
+    def make(*args):
+        if len(args) > 1 or (args and not isinstance(args[0], (list, tuple, set, frozenset))):
+            raise CheckpointError(f"builtins.{what} is called with {_kind(args[0]) if args else 'nothing'}; "
+                                  "checkpoints pass it a list")
+        return kind(*args)
+    make.per_item = per_item
+    return make
+
+
+def _complex(real=0.0, imag=0.0):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (real, imag)):
+        raise CheckpointError("builtins.complex is called with other than two numbers")
+    return complex(real, imag)
+
+
+def _size(dims=()):
+    if not (isinstance(dims, tuple) and len(dims) <= 64 and all(type(d) is int for d in dims)):
+        raise CheckpointError("torch.Size is called with other than a short tuple of integers")
+    return torch.Size(dims)
+
+
+_DTYPE_NAME = re.compile(r"[<>|=]?[a-zA-Z][0-9]{0,3}")
+_TENSOR_REBUILDS = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
     ("collections", "OrderedDict"): _ordered_dict,
-    ("torch", "Size"): lambda *a: torch.Size(*a),
-    ("builtins", "set"): set, ("builtins", "frozenset"): frozenset, ("builtins", "complex"): complex,
-    ("builtins", "slice"): slice,
+}
+_ALLOWED = {  # what a call may allocate beyond its arguments is charged in _RestrictedUnpickler._charged
+    **_TENSOR_REBUILDS,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
+    ("torch", "Size"): _size,
+    ("builtins", "set"): _container_arg("set", 64), ("builtins", "frozenset"): _container_arg("frozenset", 64),
+    ("builtins", "complex"): _complex, ("builtins", "slice"): slice,
     ("_codecs", "encode"): _encode,
     ("numpy.core.multiarray", "scalar"): _np_scalar, ("numpy._core.multiarray", "scalar"): _np_scalar,
     ("numpy", "dtype"): _np_dtype,
 }
+_CALL_COST = 512  # bytes charged per call for the object it returns (a tensor view, a slice, a dtype record)
+
+
+def _kind(value) -> str:
+    """How a message quotes a value from the file: its type and length, never its text (str() of a nested
+    list that repeats memoised parts can expand a 2 KB file to gigabytes)."""
+    size = f" of length {len(value)}" if isinstance(value, (str, bytes, bytearray, list, tuple, dict)) else ""
+    return f"a {type(value).__name__}{size}"
+
+
+def _brief(e: BaseException) -> str:
+    """An exception's message when its arguments are already strings or numbers, else its type only."""
+    if all(isinstance(a, (str, int, float)) for a in e.args):
+        text = " ".join(" ".join(str(a) for a in e.args).split())
+        return text[:200] + ("..." if len(text) > 200 else "")
+    return type(e).__name__
 
 
 class _Budget:
@@ -183,7 +271,8 @@ class _Bounded:
 
 class _RestrictedUnpickler(pickle.Unpickler):
     """find_class hands out only the rebuild functions of `_ALLOWED` (and inert placeholders); with
-    `header=True` (legacy header slots) it hands out nothing."""
+    `header=True` (legacy header slots) it hands out nothing, with `plain=True` (resume checkpoints) only the
+    tensor rebuilds and OrderedDict."""
 
     def __init__(self, file, reader: _Reader, read_storage=None, legacy: bool = False, header: bool = False):
         super().__init__(file)
@@ -192,57 +281,101 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._placeholders: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str):
+        module, name = canonical(module, name)  # as pickle.Unpickler.find_class does for protocols < 3
+        where = f"{module[:100]}.{name[:100]}"
         if self._header:
-            raise UnsafeCheckpointError(f"a legacy header slot names {module}.{name}; header slots hold plain "
+            raise UnsafeCheckpointError(f"a legacy header slot names {where}; header slots hold plain "
                                         "numbers, strings and dicts only (refused, nothing was run)")
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        if self._reader.plain and (module, name) not in _TENSOR_REBUILDS:
+            raise UnsafeCheckpointError(f"{self._reader.budget.name} names {where}; a resume checkpoint holds "
+                                        "tensors and plain containers only (refused, nothing was run)")
         if (module, name) == ("torch.storage", "_load_from_bytes"):
             return self._reader.load_from_bytes
         if (module, name) in _ALLOWED:
-            return self._charged(_ALLOWED[(module, name)], f"{module}.{name}")
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(_STORAGE_DTYPES[name])
+            return self._charged(_ALLOWED[(module, name)], where)
         if module == "torch" and name in _DTYPES:
             return _DTYPES[name]
         key = (module, name)
         if key not in self._placeholders:
-            self._placeholders[key] = _PlaceholderMeta(name, (Placeholder,), {"__module__": module,
-                                                                             "__qualname__": name})
+            self._placeholders[key] = _PlaceholderMeta(name[:100], (Placeholder,), {"__module__": module[:100],
+                                                                                  "__qualname__": name[:100]})
         return self._placeholders[key]
 
     def _charged(self, fn, what: str):
-        """`fn` behind a wrapper made for this load: each call charges what its arguments may copy (a file can
-        call a rebuild function many times on one memoised object), and a pickle's BUILD opcode, which can set
-        attributes on what find_class returns, reaches only this wrapper, never the shared function."""
-        budget = self._reader.budget
+        """`fn` behind a wrapper made for this load: each call charges what its arguments may copy and what it
+        returns (a file can call a rebuild function many times on one memoised object), and a pickle's BUILD
+        opcode, which can set attributes on what find_class returns, reaches only this wrapper, never the
+        shared function."""
+        budget, per_item = self._reader.budget, getattr(fn, "per_item", 8)
 
         def call(*args):
-            budget.charge(sum(_copy_cost(a) for a in args), f"a call of {what}")
+            budget.charge(_CALL_COST + sum(_copy_cost(a, per_item) for a in args), f"a call of {what}")
             return fn(*args)
         return call
 
     def persistent_load(self, pid):
         if self._read_storage is None or not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise CheckpointError("unexpected persistent record: not a torch checkpoint")
-        storage_type, key = pid[1], str(pid[2])
+        storage_type, key = pid[1], pid[2]
         if not isinstance(storage_type, _StorageType):
-            raise UnsafeCheckpointError(f"unexpected storage type in checkpoint: {storage_type!r}")
+            raise UnsafeCheckpointError(f"a storage record names {_kind(storage_type)} as its type")
+        if not (isinstance(key, str) and 0 < len(key) <= 64):
+            raise CheckpointError(f"a storage record's key is {_kind(key)}, not a short string")
         if not self._legacy:
             return self._read_storage(key, storage_type.dtype)
         storage = self._read_storage(key, storage_type.dtype, pid[4])  # (.., location, numel, view)
         if len(pid) > 5 and pid[5] is not None:
-            _, offset, size = pid[5]
-            storage = storage[offset: offset + size]
+            view = pid[5]
+            if not (isinstance(view, tuple) and len(view) == 3 and all(type(v) is int for v in view[1:])):
+                raise CheckpointError(f"storage {key}: its view record is {_kind(view)}, not (key, offset, size)")
+            storage = storage[view[1]: view[1] + view[2]]
         return storage
 
 
-def _copy_cost(arg) -> int:
-    """Bytes a rebuild function may allocate from one argument: its length for bytes and strings, a pointer
+def _copy_cost(arg, per_item: int = 8) -> int:
+    """Bytes a rebuild function may allocate from one argument: its length for bytes and strings, `per_item`
     per item for containers (their items were charged when they were built), 8 for anything else."""
     if isinstance(arg, (bytes, bytearray, str)):
         return len(arg)
     if isinstance(arg, (list, tuple, dict, set, frozenset)):
-        return 8 * (len(arg) + 1)
+        return per_item * (len(arg) + 1)
     return 8
+
+
+def _check_tree(obj, name: str, plain: bool) -> None:
+    """Refuse a loaded object whose containers nest deeper than MAX_DEPTH (code that walks it recursively,
+    deepcopy in Optimizer.load_state_dict among it, would fail), or cyclic; with `plain`, one that holds other
+    than tensors, numbers, strings, None and lists, tuples and dicts of them. Iterative; an object reached
+    again is walked again only when reached deeper, so the walk costs at most MAX_DEPTH x the objects."""
+    deepest: dict[int, int] = {}
+    stack = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"{name}: its containers nest deeper than {MAX_DEPTH} levels (or refer to "
+                                  "themselves); refused")
+        if isinstance(value, dict):
+            items = [*value.keys(), *value.values()]
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            items = list(value)
+        elif isinstance(value, slice):
+            items = [value.start, value.stop, value.step]
+        elif isinstance(value, Placeholder):
+            items = list(value.__dict__.values())
+        else:
+            if plain and not isinstance(value, (torch.Tensor, str, bytes, int, float, complex, type(None))):
+                raise CheckpointError(f"{name} holds {_kind(value)}; a resume checkpoint holds tensors, numbers, "
+                                      "strings and lists, tuples and dicts of them only")
+            continue
+        if plain and not isinstance(value, (dict, list, tuple)):
+            raise CheckpointError(f"{name} holds {_kind(value)}; a resume checkpoint holds lists, tuples and "
+                                  "dicts only")
+        if deepest.get(id(value), -1) >= depth:
+            continue
+        deepest[id(value)] = depth
+        stack.extend((v, depth + 1) for v in items)
 
 
 @contextmanager
@@ -250,13 +383,17 @@ def _corrupt(name: str, what: str):
     """Turn the errors a malformed file raises deep inside pickle, zipfile or torch into one CheckpointError."""
     try:
         yield
-    except CheckpointError:
-        raise
-    except MemoryError:
-        raise CheckpointError(f"{name}: ran out of memory while decoding it") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            RuntimeError, OverflowError, zipfile.BadZipFile, OSError) as e:
+    except CheckpointError as e:
+        if str(e).startswith(name):
+            raise
+        raise type(e)(f"{name}: {e}") from None  # raised by a rebuild function, which does not know the file
+    except PickleRefused as e:
         raise CheckpointError(f"{name} is {what}: {e}") from None
+    except (MemoryError, RecursionError) as e:
+        raise CheckpointError(f"{name}: {type(e).__name__} while decoding it") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            RuntimeError, OverflowError, SyntaxError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{name} is {what}: {type(e).__name__}: {_brief(e)}") from None
 
 
 def _is_plain(obj, depth: int = 0) -> bool:
@@ -273,8 +410,8 @@ def _is_plain(obj, depth: int = 0) -> bool:
 class _Reader:
     """One safe_load call: its budget, the nesting depth of embedded archives, and the three layouts."""
 
-    def __init__(self, budget: _Budget):
-        self.budget, self.depth = budget, 0
+    def __init__(self, budget: _Budget, plain: bool = False):
+        self.budget, self.depth, self.plain = budget, 0, plain
 
     def load(self, stream, name: str):
         is_zip = stream.read(4) == b"PK\x03\x04"  # as torch.load decides; an EOCD near the end is not enough
@@ -304,15 +441,10 @@ class _Reader:
             self.depth -= 1
 
     def _unpickle(self, stream, read_storage=None, legacy: bool = False, header: bool = False):
-        """Scan the pickle at the stream's position (every length it claims must fit in what is left, every
-        opcode is charged), then unpickle it for real."""
-        start, cost = stream.tell(), 0
-        for _, arg, _ in pickletools.genops(stream):
-            cost += _OPCODE_COST + (len(arg) if isinstance(arg, (bytes, bytearray, str)) else 0)
-            if cost > 1 << 16:  # charged in batches: one call per opcode would double the scan's time
-                self.budget.charge(cost, "a pickle")
-                cost = 0
-        self.budget.charge(cost, "a pickle")
+        """Scan the pickle at the stream's position (pickle_scan: every length it claims must fit in what is
+        left, every object and memo slot is charged, nesting and BUILD targets are checked), then unpickle it."""
+        start = stream.tell()
+        scan(stream, self.budget.charge)
         stream.seek(start)
         return _RestrictedUnpickler(stream, self, read_storage, legacy, header).load()
 
@@ -337,6 +469,12 @@ class _Reader:
         return data
 
     def _zip(self, stream, name: str):
+        end = zipfile._EndRecData(stream)  # the central directory's size and entry count, read from its end
+        if end is None:
+            raise CheckpointError(f"{name} starts as a zip file but has no zip directory (truncated?)")
+        members = end[zipfile._ECD_ENTRIES_TOTAL]
+        self.budget.charge(end[zipfile._ECD_SIZE] + _ZIP_MEMBER_COST * members,
+                           f"a zip directory of {members} members")
         with zipfile.ZipFile(stream) as zf:
             pkl = [n for n in zf.namelist() if n.endswith("data.pkl")]
             if not pkl:
@@ -355,8 +493,8 @@ class _Reader:
     def _header(self, stream, slot: str, valid) -> object:
         value = self._unpickle(stream, header=True)
         if not valid(value):
-            raise CheckpointError(f"{self.budget.name}: the legacy {slot} slot holds {type(value).__name__} "
-                                  f"{str(value)[:60]!r}, not what the format defines")
+            raise CheckpointError(f"{self.budget.name}: the legacy {slot} slot holds {_kind(value)}, not what the "
+                                  "format defines")
         return value
 
     def _legacy(self, stream, name: str):
@@ -369,10 +507,12 @@ class _Reader:
         def read_storage(key: str, dtype: torch.dtype, numel) -> torch.Tensor:
             if key not in storages:
                 if type(numel) is not int or numel < 0:
-                    raise CheckpointError(f"{name}: storage {key} declares {numel!r} elements")
+                    raise CheckpointError(f"{name}: storage {key} declares {_kind(numel)} as its element count")
                 nbytes = numel * dtype.itemsize
                 self.budget.charge(nbytes, f"storage {key} ({nbytes} bytes)")
-                storages[key] = torch.empty(numel, dtype=dtype)  # filled below; every one must be
+                # over a bytearray: a storage torch cannot resize (filled below; every one must be)
+                storages[key] = torch.frombuffer(bytearray(nbytes), dtype=dtype) if nbytes else \
+                    torch.empty(0, dtype=dtype)
             return storages[key]
 
         obj = self._unpickle(stream, read_storage, legacy=True)
@@ -391,17 +531,43 @@ class _Reader:
         return obj
 
 
-def safe_load(path: str | Path | io.BytesIO, name: str | None = None, max_bytes: int = MAX_BYTES):
+def regular_file(path: str | Path, what: str = "checkpoint") -> int:
+    """The size of the regular file at `path` (symlinks followed); FileNotFoundError if there is none,
+    CheckpointError for a FIFO, device, directory or a file of /proc, /sys or /dev (their sizes are not what
+    reading them returns, and reading some blocks or fails)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise CheckpointError(f"{what} {path} cannot be read: {e.strerror}") from None
+    real = os.path.realpath(path)
+    if not stat.S_ISREG(st.st_mode) or real.startswith(("/proc/", "/sys/", "/dev/")):
+        raise CheckpointError(f"{what} {path} is not a regular file (it is {real}); refused")
+    return st.st_size
+
+
+def safe_load(path: str | Path | io.BytesIO, name: str | None = None, max_bytes: int = MAX_BYTES,
+              plain: bool = False):
     """Unpickle a torch.save file (zip or legacy format) or a plain pickle without running code from it.
 
-    Raises CheckpointError (UnsafeCheckpointError for code) for anything malformed, hostile, or decoding to
-    more than EXPANSION x its size (at most `max_bytes`)."""
+    Raises CheckpointError (UnsafeCheckpointError for code) for anything malformed, hostile, nested deeper than
+    MAX_DEPTH, or decoding to more than EXPANSION x its size (at most `max_bytes`). plain: see load_plain."""
     if isinstance(path, io.BytesIO):
         name, size, opened = name or "checkpoint", len(path.getbuffer()), nullcontext(path)
     else:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        name, size, opened = name or str(path), path.stat().st_size, open(path, "rb")
+        size = regular_file(path)
+        name, opened = name or str(path), open(path, "rb")
     with opened as f:
-        return _Reader(_Budget(name, size, max_bytes)).load(_Bounded(f), name)
+        reader = _Reader(_Budget(name, size, max_bytes), plain)
+        obj = reader.load(_Bounded(f), name)
+    _check_tree(obj, name, plain)
+    return obj
+
+
+def load_plain(path: str | Path | io.BytesIO, name: str | None = None, max_bytes: int = MAX_BYTES):
+    """A resume checkpoint (torch.save of tensors, numbers, strings, None and lists, tuples and dicts of
+    them) -> that object, with safe_load's guarantees; any other global it names (numpy, a class) is refused
+    (UnsafeCheckpointError). Use it instead of torch.load(weights_only=True), which lets a file resize a
+    tensor's storage to any size (BUILD) and hash tuples nested a million deep."""
+    return safe_load(path, name, max_bytes, plain=True)

@@ -1,0 +1,231 @@
+"""A pickle's opcodes simulated before it is unpickled: what the C unpickler will allocate, how deep the values
+it hashes or frees recursively nest, and what its calls, item opcodes and BUILDs act on.
+
+`scan` walks the opcodes once with a model of the unpickler's stack and memo in which every value is a small
+record (its kind, and for tuples, frozensets and slices its height). It refuses, before anything is built:
+- a memo index larger than the number of opcodes read so far (the C unpickler sizes its memo to twice the
+  largest index and zero-fills it: `LONG_BINPUT 2**28` in 11 bytes would take 4.3 GiB); the memo is charged;
+- a tuple, frozenset or slice nested deeper than `MAX_DEPTH`: CPython hashes tuples and frozensets (as dict
+  keys, set members) and frees slices by C recursion, which overflows the C stack at ~100,000 levels (a 1 MB
+  file of TUPLE1 opcodes). Lists, dicts and sets break that recursion (unhashable; freed through CPython's
+  trashcan); their nesting is bounded after loading (`safe_unpickle._check_tree`);
+- BUILD on anything but an inert placeholder instance, an OrderedDict (a state dict's `_metadata`) or a
+  numpy dtype record: BUILD on a rebuilt tensor calls `Tensor.__setstate__`, whose `set_` resizes its storage
+  to a size the file chooses;
+- APPEND/SETITEM/ADDITEMS on anything but a list, a dict and a set (on other objects the unpickler calls
+  their `append`, `extend`, `__setitem__` or `add`), out-of-band buffers and extension codes (torch never
+  writes them).
+Each opcode is charged what the object it makes costs (`_COST`), so a pickle of a million empty dicts counts
+its 64 MB, not its 2 MB. Calls are charged by `safe_unpickle` when they run (it sees the real arguments).
+"""
+from __future__ import annotations
+
+import _compat_pickle
+import pickletools
+from typing import Callable
+
+MAX_DEPTH = 100  # nesting of tuples/frozensets/slices (and, after loading, of all containers)
+_MEMO_SLOT = 16  # bytes per memo index: the C unpickler grows its table to twice the largest index
+_BATCH = 1 << 16  # charges are passed on in batches: one call per opcode would double the scan's time
+_COST = {  # bytes the C unpickler allocates for the object an opcode makes (CPython 3.11, 64-bit), roughly
+    "EMPTY_LIST": 64, "LIST": 64, "EMPTY_DICT": 240, "DICT": 240, "EMPTY_SET": 216, "FROZENSET": 216,
+    "EMPTY_TUPLE": 48, "TUPLE": 48, "TUPLE1": 56, "TUPLE2": 64, "TUPLE3": 72, "BINFLOAT": 24, "FLOAT": 24,
+    "NEWOBJ": 128, "NEWOBJ_EX": 128, "OBJ": 128, "INST": 128, "REDUCE": 64, "BUILD": 64,
+}
+_ITEM_COST = {"list": 8, "dict": 48, "odict": 104, "set": 32}  # per item added (table growth included)
+_STR_COST, _INT_COST = 56, 32  # object headers of str/bytes and int
+
+
+class PickleRefused(ValueError):
+    """A pickle the scan refuses; the message says why (lengths and kinds only, never the file's values)."""
+
+
+class _Rec:
+    """One value on the simulated stack or in the memo. kind: see `_KIND_OF_CALL` and the opcodes below;
+    height: nesting of immutables (0 for anything else); inner: the largest height among a container's items;
+    name: a short string's value, a global's "module.name", or what made an opaque value; first: a tuple's
+    first item (a call's first argument)."""
+    __slots__ = ("kind", "height", "inner", "name", "first")
+
+    def __init__(self, kind: str, height: int = 0, inner: int = 0, name: str | None = None, first=None):
+        self.kind, self.height, self.inner, self.name, self.first = kind, height, inner, name, first
+
+
+_SCALAR = _Rec("scalar")
+_LEAF = {"str": _Rec("str"), "bytes": _Rec("bytes")}
+_KIND_OF_CALL = {  # what a call of an allowed global returns; any other call: an opaque value
+    "builtins.set": "set", "builtins.frozenset": "frozenset", "builtins.slice": "slice", "torch.Size": "tuple",
+    "collections.OrderedDict": "odict", "numpy.dtype": "dtype", "builtins.complex": "scalar",
+    "numpy.core.multiarray.scalar": "scalar", "numpy._core.multiarray.scalar": "scalar", "_codecs.encode": "bytes",
+}
+_IMMUTABLE = ("tuple", "frozenset", "slice")
+_BUILD_TARGETS = ("object", "odict", "dtype")  # placeholder instances record the state; see module docstring
+_STRINGS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
+            "BINUNICODE8"}
+_BYTES = {"BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"}
+_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_GETS = {"GET", "BINGET", "LONG_BINGET"}
+_REFUSED = {"NEXT_BUFFER": "an out-of-band buffer", "READONLY_BUFFER": "an out-of-band buffer",
+            "EXT1": "an extension code", "EXT2": "an extension code", "EXT4": "an extension code"}
+
+
+def canonical(module: str, name: str) -> tuple[str, str]:
+    """Python 2 names as the unpickler maps them for protocols < 3 (`__builtin__.set` is `builtins.set`)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def _made(rec: _Rec) -> _Rec:
+    if rec.height > MAX_DEPTH:
+        raise PickleRefused(f"its tuples, frozensets or slices nest deeper than {MAX_DEPTH} levels (hashing or "
+                            "freeing them would recurse in C and crash the process)")
+    return rec
+
+
+def _immutable(kind: str, items: list) -> _Rec:
+    inner = max((r.height for r in items), default=0)
+    return _made(_Rec(kind, inner + 1, inner, first=items[0] if items else None))
+
+
+def _call_result(func: _Rec, args: _Rec) -> _Rec:
+    name = func.name if func.kind == "global" else None
+    kind = _KIND_OF_CALL.get(name or "", "opaque")
+    if kind in ("set", "frozenset"):  # one level above the items of the iterable, the first argument
+        items = args.first.inner if args.kind == "tuple" and args.first is not None else 0
+        return _made(_Rec(kind, items + 1 if kind == "frozenset" else 0, items))
+    if kind in ("slice", "tuple"):  # slice(*args), Size(args): above the arguments
+        return _made(_Rec(kind, args.height, args.inner))
+    return _SCALAR if kind == "scalar" else _LEAF["bytes"] if kind == "bytes" else _Rec(kind, name=name)
+
+
+def _pop_mark(stack: list, marks: list) -> list:
+    if not marks:
+        raise PickleRefused("an opcode pops to a MARK that was never pushed")
+    at = marks.pop()
+    items = stack[at:]
+    del stack[at:]
+    return items
+
+
+def _pop(stack: list, marks: list, n: int = 1) -> list:
+    if len(stack) - n < (marks[-1] if marks else 0):  # the C unpickler never pops below the last MARK
+        raise PickleRefused("an opcode pops more values than the stack holds")
+    items = stack[len(stack) - n:]
+    del stack[len(stack) - n:]
+    return items
+
+
+def _target(stack: list, kinds: tuple, op: str) -> _Rec:
+    if stack and stack[-1].kind in kinds:
+        return stack[-1]
+    if stack and stack[-1].kind == "opaque" and stack[-1].name:  # a rebuilt tensor is the dangerous case
+        raise PickleRefused(f"{op} acts on what {stack[-1].name} returned (setting a rebuilt tensor's state "
+                            "can resize its storage to any size)")
+    what = f"a {stack[-1].kind} value" if stack else "nothing"
+    raise PickleRefused(f"{op} acts on {what}; torch pickles apply it to a {' or '.join(kinds)} only")
+
+
+def scan(stream, charge: Callable[[int, str], None]) -> None:
+    """Simulate the pickle at the stream's position up to its STOP; `charge(n, what)` is called with the bytes
+    it will allocate (in batches), and raises to stop. Raises PickleRefused (see the module docstring), or
+    ValueError from pickletools for a malformed opcode or a length that runs past the end."""
+    stack: list = []
+    marks: list[int] = []
+    memo: list = []
+    cost, top_index = 0, -1
+    for count, (op, arg, _) in enumerate(pickletools.genops(stream)):
+        name = op.name
+        cost += _COST.get(name, 8)
+        if name in _STRINGS or name in _BYTES:
+            cost += _STR_COST + len(arg)
+            kind = "str" if name in _STRINGS else "bytes"
+            stack.append(_Rec("str", name=arg) if kind == "str" and len(arg) <= 256 else _LEAF[kind])
+        elif name in ("INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"):
+            cost += _INT_COST + (arg.bit_length() // 8 if isinstance(arg, int) else 0)
+            stack.append(_SCALAR)
+        elif name in ("NONE", "NEWTRUE", "NEWFALSE", "FLOAT", "BINFLOAT"):
+            stack.append(_SCALAR)
+        elif name == "MARK":
+            marks.append(len(stack))
+        elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"):
+            stack.append(_Rec({"EMPTY_LIST": "list", "EMPTY_DICT": "dict", "EMPTY_SET": "set"}[name]))
+        elif name in ("LIST", "DICT"):
+            items = _pop_mark(stack, marks)
+            per = _ITEM_COST["list" if name == "LIST" else "dict"]
+            cost += per * len(items)
+            stack.append(_Rec(name.lower(), 0, max((r.height for r in items), default=0)))
+        elif name in ("EMPTY_TUPLE", "TUPLE", "FROZENSET"):
+            items = _pop_mark(stack, marks) if name != "EMPTY_TUPLE" else []
+            cost += (_ITEM_COST["set"] if name == "FROZENSET" else 8) * len(items)
+            stack.append(_immutable("frozenset" if name == "FROZENSET" else "tuple", items))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            stack.append(_immutable("tuple", _pop(stack, marks, int(name[-1]))))
+        elif name in ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS"):
+            items = _pop_mark(stack, marks) if name.endswith("S") else _pop(stack, marks, 2 if name == "SETITEM" else 1)
+            kinds = ("list",) if name.startswith("APPEND") else ("set",) if name == "ADDITEMS" else \
+                ("dict", "odict")
+            target = _target(stack, kinds, name)
+            cost += _ITEM_COST[target.kind] * len(items)
+            target.inner = max(target.inner, *(r.height for r in items)) if items else target.inner
+        elif name == "POP":
+            if marks and marks[-1] == len(stack):  # the C unpickler's POP right after a MARK pops the mark
+                marks.pop()
+            else:
+                _pop(stack, marks)
+        elif name == "POP_MARK":
+            _pop_mark(stack, marks)
+        elif name == "DUP":
+            stack.extend(_pop(stack, marks) * 2)
+        elif name in ("GLOBAL", "INST"):
+            module, _, attr = arg.partition(" ")
+            if name == "INST":
+                _pop_mark(stack, marks)
+                stack.append(_Rec("object"))
+            else:
+                stack.append(_Rec("global", name=".".join(canonical(module, attr))))
+        elif name == "STACK_GLOBAL":
+            module, attr = _pop(stack, marks, 2)
+            named = module.kind == attr.kind == "str" and module.name is not None and attr.name is not None
+            stack.append(_Rec("global", name=".".join(canonical(module.name, attr.name)) if named else None))
+        elif name == "REDUCE":
+            func, args = _pop(stack, marks, 2)
+            stack.append(_call_result(func, args))
+        elif name in ("NEWOBJ", "OBJ", "NEWOBJ_EX"):
+            if name == "OBJ":
+                _pop_mark(stack, marks)
+            else:
+                _pop(stack, marks, 3 if name == "NEWOBJ_EX" else 2)
+            stack.append(_Rec("object"))
+        elif name == "BUILD":
+            _pop(stack, marks)
+            _target(stack, _BUILD_TARGETS, "BUILD")
+        elif name in ("PERSID", "BINPERSID"):
+            if name == "BINPERSID":
+                _pop(stack, marks)
+            stack.append(_Rec("opaque", name="a persistent id"))
+        elif name in _PUTS or name == "MEMOIZE":
+            index = len(memo) if name == "MEMOIZE" else arg
+            if index > count:
+                raise PickleRefused(f"memo index {index} at opcode {count}: a pickler numbers its memo entries "
+                                    "in order, and the C unpickler would zero-fill a table that large")
+            if len(stack) <= (marks[-1] if marks else 0):
+                raise PickleRefused(f"{name} with an empty stack")
+            if index >= len(memo):
+                memo.extend([None] * (index + 1 - len(memo)))
+            memo[index] = stack[-1]
+            top_index = max(top_index, index)
+        elif name in _GETS:
+            if not 0 <= arg < len(memo) or memo[arg] is None:
+                raise PickleRefused(f"{name} of memo index {arg}, which was never set")
+            stack.append(memo[arg])
+        elif name in _REFUSED:
+            raise PickleRefused(f"it holds {_REFUSED[name]} ({name}), which torch never writes")
+        elif name == "STOP":
+            break
+        elif name not in ("PROTO", "FRAME"):
+            raise PickleRefused(f"unsupported opcode {name}")
+        if cost > _BATCH:
+            charge(cost, "a pickle")
+            cost = 0
+    charge(cost + _MEMO_SLOT * (top_index + 1), "a pickle and its memo")
