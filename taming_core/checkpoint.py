@@ -12,9 +12,11 @@ read as plain data and checked (config_checks.py) before a model is built or a w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file, save_file
 
-from .config_checks import MAX_PARAMS, ConfigError, check_config, check_plain, parse_json, read_yaml
+from .config_checks import MAX_PARAMS, ConfigError, check_config, check_plain, model_size, parse_json, read_yaml
 from .net2net import Net2Net, Net2NetConfig
-from .safe_unpickle import CheckpointError, safe_load
+from .safe_unpickle import CheckpointError, regular_file, safe_load
 from .segmenter import Segmenter, SegmenterConfig
 from .vqgan import VQGAN, VQGANConfig
 
@@ -39,6 +41,10 @@ _CLASSES = {"vqgan": VQGAN, "net2net": Net2Net, "segmenter": Segmenter}
 Model = VQGAN | Net2Net | Segmenter
 Config = VQGANConfig | Net2NetConfig | SegmenterConfig
 _LINK_KEY = "taming_core.first_stage"  # {"path": folder relative to the model's, "sha256": of its weights}
+# A safetensors header (tensor names, shapes, offsets and our metadata: the config) is checked by size before it
+# is parsed: the library takes ~27x its bytes. Legit: ~100 bytes a tensor plus a config of at most 1 MiB.
+MAX_HEADER_BYTES = 4 << 20
+_DERIVED_SLACK = 1 << 24  # elements a config may rebuild (causal masks) beyond what its checkpoint stores
 
 _VQ_TARGETS = {
     "taming.models.vqgan.VQModel": "vq",
@@ -188,12 +194,40 @@ def resolve_config(config, max_params: float | None = MAX_PARAMS) -> tuple[str, 
     if schema is None:
         raise ConfigError(f"config 'model' must be 'vqgan', 'net2net' or 'segmenter' (ours) or a dict with a "
                           f"target (original), got {kind!r}")
+    config, remaps = _without_inline_remaps(config)
     try:
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), config))
     except OmegaConfBaseException as e:
         raise ConfigError(f"invalid {kind} config: {e}") from None
+    for where, codes in remaps.items():  # put back what OmegaConf never saw
+        node = typed
+        for key in where:
+            node = getattr(node, key, None)
+        if not dataclasses.is_dataclass(node) or not hasattr(node, "remap"):
+            raise ConfigError(f"{'.'.join(where + ('remap',))}: no such field")
+        node.remap = codes
     check_config(kind, typed, max_params)
     return kind, typed
+
+
+def _without_inline_remaps(config: dict) -> tuple[dict, dict[tuple[str, ...], list]]:
+    """config -> (a copy with every inline `remap` list set to None, {path of its dict: the list}). OmegaConf
+    takes ~1 ms per list item it merges: a remap of 16384 used codes would take 15 s; the codes are checked as
+    plain integers by check_config instead."""
+    found: dict[tuple[str, ...], list] = {}
+
+    def strip(node, where):
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for k, v in node.items():
+            if k == "remap" and isinstance(v, list):
+                found[where] = v
+                out[k] = None
+            else:
+                out[k] = strip(v, where + (k,))
+        return out
+    return strip(config, ()), found
 
 
 def config_to_dict(model: Model) -> dict:
@@ -287,9 +321,22 @@ def load_original(ckpt: str | Path, config=None, max_params: float | None = MAX_
     if bad is not None:
         raise CheckpointError(f"{ckpt} holds a state_dict key of type {type(bad).__name__}"
                               f"{f' and length {len(bad)}' if isinstance(bad, str) else ''}; keys are parameter names")
+    _check_stored_size(kind, cfg, state, str(ckpt))
     model = _build(kind, cfg)
     load_state_dict_strict(model, state)
     return model.eval()
+
+
+def _check_stored_size(kind: str, cfg, state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse, before the model is built, a config that describes more elements than the checkpoint stores
+    (+ _DERIVED_SLACK for the causal masks the model rebuilds): a 200-byte checkpoint must not make the loader
+    allocate a billion-parameter model only to find its keys missing. Counted on the meta device."""
+    stored = sum(v.numel() for k, v in state.items() if not _is_training_only(k))
+    needed = model_size(kind, cfg)
+    if needed > stored + _DERIVED_SLACK:
+        raise ConfigError(f"the {kind} config describes {needed / 1e6:.1f}M parameters and buffers, but {where} "
+                          f"stores {stored / 1e6:.1f}M: the checkpoint does not hold this model (refused before "
+                          "building it)")
 
 
 def _sha256(path: Path) -> str:
@@ -340,21 +387,53 @@ def save_model(model: Model, folder: str | Path, dtype: torch.dtype | None = Non
     return folder
 
 
-def _linked_first_stage(weights: Path, link: str) -> dict[str, torch.Tensor]:
-    """The first-stage tensors a model stores by reference, checked against the recorded digest."""
+def _linked_first_stage(weights: Path, link: str, first_stage) -> dict[str, torch.Tensor]:
+    """The first-stage tensors a model stores by reference, checked against the recorded digest. The file's
+    size is checked against the first stage its config describes (8 bytes an element at most, + a header)
+    before it is hashed, a chunk at a time, then mapped."""
     try:
         info = json.loads(link)
         linked = (weights.parent / info["path"] / WEIGHTS).resolve()
         digest = str(info["sha256"])
     except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{weights}: malformed first-stage link in its metadata: {e!r}") from None
-    if not linked.is_file():
+        raise CheckpointError(f"{weights}: malformed first-stage link in its metadata: {type(e).__name__}") from None
+    if not linked.exists():
         raise FileNotFoundError(f"{weights} reads its first stage from {linked}, which is missing")
-    data = linked.read_bytes()  # read once: hashed, then parsed
-    if hashlib.sha256(data).hexdigest() != digest:
+    size = regular_file(linked, "first-stage weights")
+    most = 8 * model_size("vqgan", first_stage) + MAX_HEADER_BYTES + 8
+    if size > most:
+        raise CheckpointError(f"{linked} is {size} bytes, more than the first stage the config describes can "
+                              f"take ({most} bytes); refused before reading it")
+    if _sha256(linked) != digest:
         raise CheckpointError(f"{weights} was saved over a different first stage than {linked} holds now "
                               f"(sha256 differs): re-save the model, or restore that file")
-    return {"first_stage_model." + k: v for k, v in load_safetensors(data).items()}
+    return {"first_stage_model." + k: v for k, v in _read_safetensors(linked).items()}
+
+
+def _safetensors_metadata(weights: Path) -> dict:
+    """The metadata of a safetensors file, its header's size checked before the header is parsed."""
+    size = regular_file(weights)
+    try:
+        with open(weights, "rb") as f:
+            header = struct.unpack("<Q", f.read(8).ljust(8, b"\0"))[0]
+    except OSError as e:
+        raise CheckpointError(f"{weights} cannot be read: {e.strerror}") from None
+    if size < 8 or header > min(size - 8, MAX_HEADER_BYTES):
+        raise CheckpointError(f"{weights}: its header declares {header} bytes (file {size} bytes, at most "
+                              f"{MAX_HEADER_BYTES >> 20} MiB read); truncated or not a safetensors file")
+    try:
+        with safe_open(str(weights), "pt") as f:  # reads the header only
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} is truncated or not a safetensors file: {e}") from None
+
+
+def _read_safetensors(weights: Path) -> dict[str, torch.Tensor]:
+    _safetensors_metadata(weights)  # size and header checked first
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} is truncated or not a safetensors file: {e}") from None
 
 
 def load_ours(path: str | Path, config=None, max_params: float | None = MAX_PARAMS) -> Model:
@@ -364,20 +443,16 @@ def load_ours(path: str | Path, config=None, max_params: float | None = MAX_PARA
     weights = path / WEIGHTS if path.is_dir() else path
     if not weights.is_file():
         raise FileNotFoundError(f"weights not found: {weights}")
-    try:
-        with safe_open(str(weights), "pt") as f:  # reads the header only
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} is truncated or not a safetensors file: {e}") from None
+    meta = _safetensors_metadata(weights)
     if config is None:
         config = parse_json(meta[_META_KEY], str(weights)) if _META_KEY in meta else weights.parent / CONFIG
     kind, cfg = resolve_config(config, max_params)
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} is truncated or not a safetensors file: {e}") from None
+    state = _read_safetensors(weights)
     if _LINK_KEY in meta:
-        state.update(_linked_first_stage(weights, meta[_LINK_KEY]))
+        if kind != "net2net":
+            raise CheckpointError(f"{weights} links a first stage, but its config is a {kind}")
+        state.update(_linked_first_stage(weights, meta[_LINK_KEY], cfg.first_stage))
+    _check_stored_size(kind, cfg, state, str(weights))
     model = _build(kind, cfg)
     expected = model.state_dict()
     for k, v in expected.items():  # restore stages shared by two prefixes

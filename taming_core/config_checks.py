@@ -19,7 +19,9 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +38,13 @@ from .segmenter import SegmenterConfig
 from .vqgan import VQGANConfig
 
 MAX_PARAMS = 5_000_000_000  # parameters + buffers (elements): 20 GB in fp32
-MAX_CONFIG_BYTES = 16 << 20  # a config file; the largest legit ones list a few thousand used codes (remap)
-_MAX_NODES, _MAX_DEPTH = 1 << 20, 32  # values and nesting of the raw data (yaml aliases can repeat a subtree)
+# A config file or the config in a safetensors header, checked before it is parsed: the largest legit ones list
+# a few thousand used codes (an inline remap, ~8 bytes a code); PyYAML takes ~50x the bytes it parses.
+MAX_CONFIG_BYTES = 1 << 20
+_MAX_NODES, _MAX_DEPTH = 1 << 18, 32  # values and nesting of the raw data (yaml aliases can repeat a subtree)
+# Items of one list: OmegaConf takes ~1 ms and ~2 KB per item it merges, so lists are short, except an inline
+# `remap` (used codes), which the loader keeps out of OmegaConf (checkpoint.resolve_config).
+_MAX_LIST, MAX_INLINE_REMAP = 4096, 1 << 17
 _INTERPOLATION = re.compile(r"\$\{")
 
 
@@ -50,8 +57,9 @@ class ConfigError(ValueError):
 # Raw data: yaml, JSON
 
 
-class _YamlLoader(yaml.SafeLoader):
-    """yaml.SafeLoader (plain data only) that also reads `1e-6` as a float, as OmegaConf does (YAML 1.2)."""
+class _YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """yaml.SafeLoader (plain data only; libyaml's parser where PyYAML has it, 5x faster) that also reads
+    `1e-6` as a float, as OmegaConf does (YAML 1.2)."""
 
 
 _YamlLoader.add_implicit_resolver(
@@ -65,19 +73,22 @@ _YamlLoader.add_implicit_resolver(
 
 def read_yaml(path: Path) -> dict:
     """A yaml file -> plain dict, read without tags or interpolation; ConfigError for anything else."""
-    if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path}")
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path} is {path.stat().st_size} bytes, more than a config holds "
-                          f"({MAX_CONFIG_BYTES >> 20} MiB); refused")
+    size = regular_size(path, "config")
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is {size} bytes, more than a config holds ({MAX_CONFIG_BYTES >> 20} MiB); "
+                          "refused before parsing")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)  # noqa: S506 (a SafeLoader)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # a file that grew after its size was read is still bounded
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} holds more than {MAX_CONFIG_BYTES >> 20} MiB; refused before parsing")
+        data = yaml.load(raw.decode("utf-8"), Loader=_YamlLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{where}: not a plain-data yaml config: "
                           f"{getattr(e, 'problem', None) or e}") from None
-    except (UnicodeDecodeError, RecursionError) as e:
+    except (UnicodeDecodeError, RecursionError, OSError) as e:
         raise ConfigError(f"{path} is not a readable yaml config: {type(e).__name__}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} holds a {type(data).__name__}, not a config mapping")
@@ -86,6 +97,9 @@ def read_yaml(path: Path) -> dict:
 
 def parse_json(text: str, where: str) -> dict:
     """The config stored in a safetensors header -> plain dict; ConfigError if it is not a JSON object."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"the config stored in {where} is {len(text)} characters, more than a config holds "
+                          f"({MAX_CONFIG_BYTES >> 20} MiB); refused before parsing")
     try:
         data = json.loads(text)
     except (ValueError, TypeError, RecursionError) as e:
@@ -93,6 +107,21 @@ def parse_json(text: str, where: str) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"the config stored in {where} is a {type(data).__name__}, not a mapping")
     return check_plain(data, where)
+
+
+def regular_size(path: str | Path, what: str) -> int:
+    """The size of the regular file at `path` (links followed); FileNotFoundError if there is none, ConfigError
+    for a FIFO (reading it blocks), a device, a folder or a file of /proc, /sys or /dev."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"{what} {path} cannot be read: {e.strerror}") from None
+    real = os.path.realpath(path)
+    if not stat.S_ISREG(st.st_mode) or real.startswith(("/proc/", "/sys/", "/dev/")):
+        raise ConfigError(f"{what} {path} is not a regular file (it is {real}); refused")
+    return st.st_size
 
 
 def check_plain(data: dict, where: str) -> dict:
@@ -110,6 +139,9 @@ def check_plain(data: dict, where: str) -> dict:
                     raise ConfigError(f"{where}: key {k!r} under {key or 'the top level'} is not a string")
                 stack.append((v, f"{key}.{k}" if key else k, depth + 1))
         elif isinstance(value, list):
+            longest = MAX_INLINE_REMAP if key.rpartition(".")[2] == "remap" else _MAX_LIST
+            if len(value) > longest:
+                raise ConfigError(f"{where}: {key} lists {len(value)} values, more than {longest}; refused")
             stack.extend((v, f"{key}[{i}]", depth + 1) for i, v in enumerate(value))
         elif isinstance(value, str) and _INTERPOLATION.search(value):
             raise ConfigError(f"{where}: {key} = {value!r} is an OmegaConf interpolation; model configs are "
@@ -185,7 +217,8 @@ def _check_value(value, rule: tuple, name: str) -> None:
         _, shortest, longest, lo, hi = rule
         if not (isinstance(value, (list, tuple)) and shortest <= len(value) <= longest
                 and all(_is_int(v) and lo <= v <= hi for v in value)):
-            raise ConfigError(f"{name} = {str(value)[:80]}: must be a list of {shortest}-{longest} integers "
+            shown = str(list(value[:8])) if isinstance(value, (list, tuple)) else repr(value)[:80]
+            raise ConfigError(f"{name} = {shown}: must be a list of {shortest}-{longest} integers "
                               f"in [{lo}, {hi}]")
     if kind == "real" and not (isinstance(value, (int, float)) and not isinstance(value, bool)
                                and rule[1] <= value <= rule[2]):  # NaN fails every comparison
@@ -244,18 +277,24 @@ def _check_remap(cfg: VQGANConfig, where: str) -> None:
         return
     if isinstance(remap, (list, tuple)):
         _check_value(list(remap), ("ints", 1, cfg.n_embed, 0, cfg.n_embed - 1), name)
-    elif isinstance(remap, (str, Path)) and Path(remap).is_file():  # a missing file is named by the quantizer
+    elif isinstance(remap, (str, Path)) and os.path.lexists(remap):  # a missing file is named by the quantizer
+        size = regular_size(remap, name)
         with open(remap, "rb") as f:
             try:
                 version = np.lib.format.read_magic(f)
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
                     np.lib.format.read_array_header_2_0
                 shape, _, dtype = read(f)
-            except (ValueError, OSError, SyntaxError) as e:
-                raise ConfigError(f"{name} = {str(remap)!r} is not a .npy array: {e}") from None
+            except (ValueError, OSError, SyntaxError, TypeError) as e:
+                raise ConfigError(f"{name} = {str(remap)[:200]!r} is not a .npy array: "
+                                  f"{' '.join(str(e).split())[:200]}") from None
+            data_start = f.tell()
         if len(shape) != 1 or dtype.kind not in "iu" or not 1 <= shape[0] <= cfg.n_embed:
-            raise ConfigError(f"{name} = {str(remap)!r} holds {dtype} {shape}; expected a 1-D integer array of "
-                              f"at most n_embed = {cfg.n_embed} codes")
+            raise ConfigError(f"{name} = {str(remap)[:200]!r} holds {dtype} {shape}; expected a 1-D integer array "
+                              f"of at most n_embed = {cfg.n_embed} codes")
+        if size != data_start + shape[0] * dtype.itemsize:
+            raise ConfigError(f"{name} = {str(remap)[:200]!r} is {size} bytes, but its header declares "
+                              f"{shape[0]} codes of {dtype.itemsize} bytes after {data_start}: truncated or padded")
     elif not isinstance(remap, (str, Path)):
         raise ConfigError(f"{name} must be a list of codes or a .npy path, got {type(remap).__name__}")
 

@@ -172,3 +172,34 @@ def zip_many_members(members: int = 1_000_000) -> bytes:
                             len(local))
     locator = struct.pack("<IIQI", 0x07064B50, 0, len(local) + len(central), 1)
     return local + central + zip64_end + locator + end
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Item 6: sizes checked before reading
+
+
+def yaml_block_list(mib: int = 16) -> bytes:
+    """An original-schema yaml whose remap is a block list of `mib` MiB (PyYAML: ~180 MB a MiB)."""
+    head = b"model:\n  target: taming.models.vqgan.VQModel\n  params:\n    remap:\n"
+    return head + b"    - 1\n" * ((mib << 20) // 8)
+
+
+def safetensors_with_header(header: bytes, data: bytes = b"") -> bytes:
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def safetensors_big_metadata(mb: int = 95) -> bytes:
+    """A safetensors file whose header is `mb` MB of `[[],[],...]` (the library parses it into 2.5 GiB)."""
+    body = b"[]," * ((mb * 10**6) // 3)
+    return safetensors_with_header(b'{"__metadata__":{"x":"' + b'"},"y":[' + body + b"[]]}")
+
+
+def big_gpt_config(params: float = 1.07e9) -> dict:
+    """Our net2net schema with a tiny first stage and a GPT of about `params` parameters."""
+    from conftest import tiny_vqgan_config
+    stage = {k: v for k, v in tiny_vqgan_config().items() if k != "model"}
+    n_embd = 2048
+    n_layer = max(1, round(params / (12 * n_embd * n_embd)))
+    return {"model": "net2net", "first_stage": stage, "cond_stage": {"kind": "none"},
+            "transformer": {"vocab_size": 32, "block_size": 256, "n_layer": n_layer, "n_head": 16, "n_embd": n_embd},
+            "permuter": {"name": "identity"}}

@@ -88,6 +88,61 @@ LOADER_CASES = {  # name: (generator, how, error, message pattern)
 }
 
 
+def size_cases(d: Path) -> list[tuple[str, str, str, str | None]]:
+    """Item 6: files and configs that are checked by size before they are read or built."""
+    import numpy as np
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_file
+    from conftest import tiny_net2net_config
+    cases = []
+    (d / "block.yaml").write_bytes(H.yaml_block_list())
+    cases.append(("yaml_16mib_block_list", "build_model", str(d / "block.yaml"), None))
+    remap = {**{k: v for k, v in H.big_gpt_config(0)["first_stage"].items()}, "model": "vqgan",
+             "remap": list(range(999_000)), "n_embed": 1 << 20}
+    for codes in (999_000, 200_000):  # 7.9 MB: past the header limit; 1.4 MB: past the config limit
+        name = f"metadata_inline_remap_{codes // 1000}k"
+        (d / name).mkdir()
+        save_file({"w": torch.zeros(1)}, str(d / name / "model.safetensors"),
+                  metadata={"taming_core.config": json.dumps({**remap, "remap": list(range(codes))})})
+        cases.append((name, "load_model", str(d / name), None))
+    (d / "header").mkdir()
+    (d / "header" / "model.safetensors").write_bytes(H.safetensors_big_metadata())
+    cases.append(("safetensors_95mb_header", "load_model", str(d / "header"), None))
+    for name, params in (("config_1.07e9_ours", 1.07e9), ("config_4.3e9_ours", 4.3e9)):
+        (d / name).mkdir()
+        save_file({"w": torch.zeros(1)}, str(d / name / "model.safetensors"),
+                  metadata={"taming_core.config": json.dumps(H.big_gpt_config(params))})
+        cases.append((name, "load_model", str(d / name), None))
+    OmegaConf.save(OmegaConf.create(H.big_gpt_config()), d / "big.yaml")
+    (d / "tiny.ckpt").write_bytes(H.torch_bytes({"state_dict": {"w": torch.zeros(1)}}))
+    cases.append(("config_1.07e9_original_ckpt", "load_model", str(d / "tiny.ckpt"), str(d / "big.yaml")))
+    # a linked first stage replaced by a 6 GiB sparse file
+    net = tc.build_model(tiny_net2net_config())
+    tc.save_model(net.first_stage_model, d / "vq")
+    tc.save_model(net, d / "linked", first_stage=d / "vq")
+    os.truncate(d / "vq" / "model.safetensors", 6 << 30)
+    cases.append(("linked_first_stage_6gib", "load_model", str(d / "linked"), None))
+    # a remap .npy cut short
+    np.save(d / "codes.npy", np.arange(16, dtype=np.int64))
+    (d / "codes.npy").write_bytes((d / "codes.npy").read_bytes()[:-40])
+    OmegaConf.save(OmegaConf.create({**remap, "remap": str(d / "codes.npy"), "n_embed": 32}), d / "npy.yaml")
+    cases.append(("remap_npy_truncated", "build_model", str(d / "npy.yaml"), None))
+    return cases
+
+
+SIZE_CASES = {  # name: (error, message pattern)
+    "yaml_16mib_block_list": ("ConfigError", r"block.yaml is 16777\d+ bytes, more than a config holds .* before parsing"),
+    "metadata_inline_remap_999k": ("CheckpointError", r"header declares 78\d{5} bytes .* at most 4 MiB"),
+    "metadata_inline_remap_200k": ("ConfigError", r"is 1\d{6} characters, more than a config holds"),
+    "safetensors_95mb_header": ("CheckpointError", r"header declares 95000\d+ bytes"),
+    "config_1.07e9_ours": ("ConfigError", r"describes 10\d\d\.\dM parameters .* stores 0.0M"),
+    "config_4.3e9_ours": ("ConfigError", r"describes 4\d\d\d\.\dM parameters .* stores 0.0M"),
+    "config_1.07e9_original_ckpt": ("ConfigError", r"describes 10\d\d\.\dM parameters .*tiny.ckpt stores 0.0M"),
+    "linked_first_stage_6gib": ("CheckpointError", r"is 6442450944 bytes, more than the first stage"),
+    "remap_npy_truncated": ("ConfigError", r"codes.npy' is \d+ bytes, but its header declares 16 codes"),
+}
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
     if not Path("/proc/self/clear_refs").exists():
@@ -99,6 +154,7 @@ def results(tmp_path_factory) -> dict:
         path = d / f"{name}.ckpt"
         path.write_bytes(make())
         cases.append((name, how, str(path), config if how == "load_model" else None))
+    cases += size_cases(d)
     run = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cases)], capture_output=True, text=True,
                          cwd=ROOT, timeout=300)
     assert run.returncode == 0, f"the child died ({run.returncode}): {run.stderr[-2000:]}"
@@ -112,6 +168,15 @@ def test_loader_case_is_one_clear_error(results, case):
     assert got == error, f"{case}: {got}: {message}"
     assert re.search(pattern, message), message
     assert "\n" not in message and len(message) < 400, message
+
+
+@pytest.mark.parametrize("case", list(SIZE_CASES))
+def test_size_is_checked_before_reading(results, case):
+    error, pattern = SIZE_CASES[case]
+    got, message, _ = results[case]
+    assert got == error, f"{case}: {got}: {message}"
+    assert re.search(pattern, message), message
+    assert "\n" not in message and len(message) < 500, message
 
 
 def test_loader_cases_stay_in_bounded_memory(results):
