@@ -15,6 +15,7 @@ file is used) and counted. No readable image, or a map that does not fit its ima
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,11 +37,23 @@ CHECKS = ("decode", "header")
 # Where maps are looked for when `maps` is not given: sibling folders of the image folder (shared/data layout).
 MAP_FOLDERS = {"segmentation": ("segmentations", "segmentation", "labels"), "depth": ("depth16", "depth"),
                "edges": ("edges", "boundaries")}
-_UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+# Images are checked from their header before they are decoded: a 421 KB PNG can declare 13000 x 13000 16-bit
+# pixels. MAX_PIXELS (DataConfig.max_pixels) is 8000 x 4000; the decoded size (pixels x bytes per pixel of the
+# mode, i.e. the bit depth) at most 4 bytes a pixel of that.
+MAX_PIXELS = 32_000_000
+_SAMPLE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I": 4, "F": 4}
+_CHUNK_PIXELS = 1 << 20  # 16-bit images are scaled to 8 bits this many pixels at a time
+
+
+class UnusableImage(ValueError):
+    """An image file that is not a regular file, or declares more pixels or bytes than a run decodes."""
 
 
 class DataError(RuntimeError):
     """Data the run cannot use as given: empty folder, missing map, map that does not fit its image."""
+
+
+_UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)  # UnusableImage too
 
 
 @dataclass
@@ -72,6 +85,8 @@ class DataConfig:
     # augmentation; keep images at least scale_max * size on their short side so that it never upsamples)
     scale_max: float = 1.0
     with_image: bool = True  # False: only the map is decoded (condition-stage training)
+    # Images and maps of more pixels than this (read from the header) are skipped as unreadable, before decoding
+    max_pixels: int = MAX_PIXELS
     # How images are checked when the folder is opened, so that unreadable ones are dropped and counted before
     # training: "decode" decodes each once (JPEG at 1/8 scale; a truncated file is found), "header" only
     # opens it (fast on millions of files; a truncated file is then skipped when it is read).
@@ -96,10 +111,30 @@ def list_images(root: str | Path) -> list[Path]:
     return files
 
 
-def read_error(path: Path, decode: bool = True) -> Optional[Exception]:
+def open_image(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Image.open for training data: only a regular file (a FIFO named fifo.png would block forever), and
+    only an image whose header declares at most `max_pixels` pixels and `4 * max_pixels` decoded bytes (its
+    bit depth counted). Raises UnusableImage (a ValueError), OSError or what Pillow raises for a bad file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise UnusableImage(f"cannot be read: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise UnusableImage("not a regular file (a FIFO, device or folder)")
+    im = Image.open(path)
+    w, h = im.size
+    nbytes = w * h * len(im.getbands()) * _SAMPLE_BYTES.get(im.mode, 1)
+    if w * h > max_pixels or nbytes > 4 * max_pixels:
+        im.close()
+        raise UnusableImage(f"{w}x{h} {im.mode} ({w * h / 1e6:.1f} MP, {nbytes >> 20} MiB decoded) is more than "
+                            f"max_pixels = {max_pixels / 1e6:.1f} MP ({4 * max_pixels >> 20} MiB); not decoded")
+    return im
+
+
+def read_error(path: Path, decode: bool = True, max_pixels: int = MAX_PIXELS) -> Optional[Exception]:
     """The error that opening (and, with `decode`, decoding) the image at `path` raises; None if it reads."""
     try:
-        with Image.open(path) as im:
+        with open_image(path, max_pixels) as im:
             if decode:
                 if im.format == "JPEG":
                     im.draft(im.mode, (1, 1))  # 1/8 scale: every byte of the stream is still decoded
@@ -112,10 +147,13 @@ def read_error(path: Path, decode: bool = True) -> Optional[Exception]:
 def pil_to_rgb(im: Image.Image) -> np.ndarray:
     """Any PIL image -> (H, W, 3) uint8: 16-bit and 32-bit grey scaled to 8 bits, alpha composited on white."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
+        a = np.asarray(im)  # (H, W) uint16, int32 or float32: no float64 copy of the whole image
         top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(a[:, :, None], 3, axis=2)
+        out = np.empty((*a.shape, 3), np.uint8)  # (H, W, 3)
+        rows = max(1, _CHUNK_PIXELS // max(1, a.shape[1]))
+        for r in range(0, a.shape[0], rows):  # float64 a chunk at a time: the same rounding as the whole image
+            out[r:r + rows] = np.clip(a[r:r + rows] / top * 255.0 + 0.5, 0, 255).astype(np.uint8)[:, :, None]
+        return out
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         white = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -123,10 +161,10 @@ def pil_to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def read_depth(path: Path) -> np.ndarray:
+def read_depth(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A depth PNG -> (H, W) float32 in [-1, 1], nearer = larger, min-max normalised per image, decoded as the
     app decodes it (condition_maps.depth_from_array): 16-bit or 8-bit grey, or the original float-in-RGBA."""
-    with Image.open(path) as im:
+    with open_image(path, max_pixels) as im:
         if im.mode not in ("I;16", "I;16L", "I;16B", "I", "L", "RGBA"):
             raise DataError(f"{path}: depth maps must be 16-bit grey, 8-bit grey or float-in-RGBA PNGs, "
                             f"got mode {im.mode}")
@@ -175,7 +213,7 @@ class ImageFolder(torch.utils.data.Dataset):
         """files -> (readable, unreadable) per `check_files`; DataError when none can be read."""
         decode = self.cfg.check_files == "decode"
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without holding the GIL
-            errors = list(pool.map(lambda f: read_error(f, decode), files))
+            errors = list(pool.map(lambda f: read_error(f, decode, self.cfg.max_pixels), files))
         bad = [(f, e) for f, e in zip(files, errors) if e is not None]
         first = f"{bad[0][0]} ({type(bad[0][1]).__name__}: {bad[0][1]})" if bad else ""
         if len(bad) == len(files):
@@ -230,7 +268,7 @@ class ImageFolder(torch.utils.data.Dataset):
         ex: dict[str, torch.Tensor] = {"index": torch.tensor(i)}
         soft = cfg.kind == "edges" and cfg.edges == "mixed"
         need_image = cfg.with_image or (cfg.kind == "edges" and cfg.edges in ("canny", "mixed"))
-        with Image.open(self.files[i]) as im:
+        with open_image(self.files[i], cfg.max_pixels) as im:
             w, h = im.size
             scale = S / min(w, h) if cfg.resize == "short_side" or min(w, h) < S else 1.0
             if rng is not None and cfg.scale_max > 1:  # drawn only then: other runs keep their crops
@@ -279,10 +317,10 @@ class ImageFolder(torch.utils.data.Dataset):
         soft_threshold: an edge-probability map (edges="mixed"), thresholded there and thinned."""
         kind, path = self.cfg.kind, self.maps[i]
         if kind == "depth":
-            d = read_depth(path)  # (h, w) float32 in [-1, 1]
+            d = read_depth(path, self.cfg.max_pixels)  # (h, w) float32 in [-1, 1]
             self._check_size(path, d.shape[::-1], image_size)
             return {"depth": torch.from_numpy(fit(d, cv2.INTER_LINEAR))[None]}  # (1, S, S)
-        with Image.open(path) as m:
+        with open_image(path, self.cfg.max_pixels) as m:
             if kind == "segmentation" and m.mode not in ("L", "P", "I;16", "I;16L", "I"):
                 raise DataError(f"{path}: label maps must be single-channel PNGs (mode L, P or I;16) of label "
                                 f"ids, got mode {m.mode}")
