@@ -126,6 +126,25 @@ def _target(stack: list, kinds: tuple, op: str) -> _Rec:
     raise PickleRefused(f"{op} acts on {what}; torch pickles apply it to a {' or '.join(kinds)} only")
 
 
+def _tallest(items: list) -> int:
+    return max([r.height for r in items]) if items else 0
+
+
+_CATEGORY = {  # opcode name -> branch of scan, the most frequent first
+    **dict.fromkeys(("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"), 0), **dict.fromkeys(_GETS, 1),
+    **dict.fromkeys(_STRINGS, 2), **dict.fromkeys(_BYTES, 3),
+    **dict.fromkeys(("INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"), 4),
+    **dict.fromkeys(("NONE", "NEWTRUE", "NEWFALSE", "FLOAT", "BINFLOAT"), 5), "MARK": 6,
+    **dict.fromkeys(("TUPLE1", "TUPLE2", "TUPLE3"), 7), **dict.fromkeys(("EMPTY_TUPLE", "TUPLE", "FROZENSET"), 8),
+    "REDUCE": 9, **dict.fromkeys(("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS"), 10),
+    **dict.fromkeys(("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"), 11), **dict.fromkeys(("LIST", "DICT"), 12),
+    "GLOBAL": 13, "STACK_GLOBAL": 14, "BUILD": 15, **dict.fromkeys(("PERSID", "BINPERSID"), 16), "POP": 17,
+    "POP_MARK": 18, "DUP": 19, **dict.fromkeys(("NEWOBJ", "NEWOBJ_EX", "OBJ", "INST"), 20),
+    **dict.fromkeys(("PROTO", "FRAME"), 21), "STOP": 22,
+}
+_CONTAINER = {"EMPTY_LIST": "list", "EMPTY_DICT": "dict", "EMPTY_SET": "set"}
+
+
 def scan(stream, charge: Callable[[int, str], None]) -> None:
     """Simulate the pickle at the stream's position up to its STOP; `charge(n, what)` is called with the bytes
     it will allocate (in batches), and raises to stop. Raises PickleRefused (see the module docstring), or
@@ -137,74 +156,8 @@ def scan(stream, charge: Callable[[int, str], None]) -> None:
     for count, (op, arg, _) in enumerate(pickletools.genops(stream)):
         name = op.name
         cost += _COST.get(name, 8)
-        if name in _STRINGS or name in _BYTES:
-            cost += _STR_COST + len(arg)
-            kind = "str" if name in _STRINGS else "bytes"
-            stack.append(_Rec("str", name=arg) if kind == "str" and len(arg) <= 256 else _LEAF[kind])
-        elif name in ("INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"):
-            cost += _INT_COST + (arg.bit_length() // 8 if isinstance(arg, int) else 0)
-            stack.append(_SCALAR)
-        elif name in ("NONE", "NEWTRUE", "NEWFALSE", "FLOAT", "BINFLOAT"):
-            stack.append(_SCALAR)
-        elif name == "MARK":
-            marks.append(len(stack))
-        elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"):
-            stack.append(_Rec({"EMPTY_LIST": "list", "EMPTY_DICT": "dict", "EMPTY_SET": "set"}[name]))
-        elif name in ("LIST", "DICT"):
-            items = _pop_mark(stack, marks)
-            per = _ITEM_COST["list" if name == "LIST" else "dict"]
-            cost += per * len(items)
-            stack.append(_Rec(name.lower(), 0, max((r.height for r in items), default=0)))
-        elif name in ("EMPTY_TUPLE", "TUPLE", "FROZENSET"):
-            items = _pop_mark(stack, marks) if name != "EMPTY_TUPLE" else []
-            cost += (_ITEM_COST["set"] if name == "FROZENSET" else 8) * len(items)
-            stack.append(_immutable("frozenset" if name == "FROZENSET" else "tuple", items))
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            stack.append(_immutable("tuple", _pop(stack, marks, int(name[-1]))))
-        elif name in ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS"):
-            items = _pop_mark(stack, marks) if name.endswith("S") else _pop(stack, marks, 2 if name == "SETITEM" else 1)
-            kinds = ("list",) if name.startswith("APPEND") else ("set",) if name == "ADDITEMS" else \
-                ("dict", "odict")
-            target = _target(stack, kinds, name)
-            cost += _ITEM_COST[target.kind] * len(items)
-            target.inner = max(target.inner, *(r.height for r in items)) if items else target.inner
-        elif name == "POP":
-            if marks and marks[-1] == len(stack):  # the C unpickler's POP right after a MARK pops the mark
-                marks.pop()
-            else:
-                _pop(stack, marks)
-        elif name == "POP_MARK":
-            _pop_mark(stack, marks)
-        elif name == "DUP":
-            stack.extend(_pop(stack, marks) * 2)
-        elif name in ("GLOBAL", "INST"):
-            module, _, attr = arg.partition(" ")
-            if name == "INST":
-                _pop_mark(stack, marks)
-                stack.append(_Rec("object"))
-            else:
-                stack.append(_Rec("global", name=".".join(canonical(module, attr))))
-        elif name == "STACK_GLOBAL":
-            module, attr = _pop(stack, marks, 2)
-            named = module.kind == attr.kind == "str" and module.name is not None and attr.name is not None
-            stack.append(_Rec("global", name=".".join(canonical(module.name, attr.name)) if named else None))
-        elif name == "REDUCE":
-            func, args = _pop(stack, marks, 2)
-            stack.append(_call_result(func, args))
-        elif name in ("NEWOBJ", "OBJ", "NEWOBJ_EX"):
-            if name == "OBJ":
-                _pop_mark(stack, marks)
-            else:
-                _pop(stack, marks, 3 if name == "NEWOBJ_EX" else 2)
-            stack.append(_Rec("object"))
-        elif name == "BUILD":
-            _pop(stack, marks)
-            _target(stack, _BUILD_TARGETS, "BUILD")
-        elif name in ("PERSID", "BINPERSID"):
-            if name == "BINPERSID":
-                _pop(stack, marks)
-            stack.append(_Rec("opaque", name="a persistent id"))
-        elif name in _PUTS or name == "MEMOIZE":
+        branch = _CATEGORY.get(name, -1)
+        if branch == 0:  # PUT, MEMOIZE
             index = len(memo) if name == "MEMOIZE" else arg
             if index > count:
                 raise PickleRefused(f"memo index {index} at opcode {count}: a pickler numbers its memo entries "
@@ -215,16 +168,80 @@ def scan(stream, charge: Callable[[int, str], None]) -> None:
                 memo.extend([None] * (index + 1 - len(memo)))
             memo[index] = stack[-1]
             top_index = max(top_index, index)
-        elif name in _GETS:
+        elif branch == 1:  # GET
             if not 0 <= arg < len(memo) or memo[arg] is None:
                 raise PickleRefused(f"{name} of memo index {arg}, which was never set")
             stack.append(memo[arg])
-        elif name in _REFUSED:
-            raise PickleRefused(f"it holds {_REFUSED[name]} ({name}), which torch never writes")
-        elif name == "STOP":
+        elif branch == 2:
+            cost += _STR_COST + len(arg)
+            stack.append(_Rec("str", name=arg) if len(arg) <= 256 else _LEAF["str"])
+        elif branch == 3:
+            cost += _STR_COST + len(arg)
+            stack.append(_LEAF["bytes"])
+        elif branch == 4:
+            cost += _INT_COST + (arg.bit_length() // 8 if isinstance(arg, int) else 0)
+            stack.append(_SCALAR)
+        elif branch == 5:
+            stack.append(_SCALAR)
+        elif branch == 6:
+            marks.append(len(stack))
+        elif branch == 7:  # TUPLE1-3
+            stack.append(_immutable("tuple", _pop(stack, marks, int(name[-1]))))
+        elif branch == 8:  # EMPTY_TUPLE, TUPLE, FROZENSET
+            items = _pop_mark(stack, marks) if name != "EMPTY_TUPLE" else []
+            cost += (_ITEM_COST["set"] if name == "FROZENSET" else 8) * len(items)
+            stack.append(_immutable("frozenset" if name == "FROZENSET" else "tuple", items))
+        elif branch == 9:
+            func, args = _pop(stack, marks, 2)
+            stack.append(_call_result(func, args))
+        elif branch == 10:  # APPEND(S), SETITEM(S), ADDITEMS
+            items = _pop_mark(stack, marks) if name.endswith("S") else _pop(stack, marks, 2 if name == "SETITEM" else 1)
+            kinds = ("list",) if name.startswith("APPEND") else ("set",) if name == "ADDITEMS" else \
+                ("dict", "odict")
+            target = _target(stack, kinds, name)
+            cost += _ITEM_COST[target.kind] * len(items)
+            target.inner = max(target.inner, _tallest(items))
+        elif branch == 11:
+            stack.append(_Rec(_CONTAINER[name]))
+        elif branch == 12:  # LIST, DICT
+            items = _pop_mark(stack, marks)
+            cost += _ITEM_COST["list" if name == "LIST" else "dict"] * len(items)
+            stack.append(_Rec(name.lower(), 0, _tallest(items)))
+        elif branch == 13:
+            module, _, attr = arg.partition(" ")
+            stack.append(_Rec("global", name=".".join(canonical(module, attr))))
+        elif branch == 14:
+            module, attr = _pop(stack, marks, 2)
+            named = module.kind == attr.kind == "str" and module.name is not None and attr.name is not None
+            stack.append(_Rec("global", name=".".join(canonical(module.name, attr.name)) if named else None))
+        elif branch == 15:
+            _pop(stack, marks)
+            _target(stack, _BUILD_TARGETS, "BUILD")
+        elif branch == 16:
+            if name == "BINPERSID":
+                _pop(stack, marks)
+            stack.append(_Rec("opaque", name="a persistent id"))
+        elif branch == 17:
+            if marks and marks[-1] == len(stack):  # the C unpickler's POP right after a MARK pops the mark
+                marks.pop()
+            else:
+                _pop(stack, marks)
+        elif branch == 18:
+            _pop_mark(stack, marks)
+        elif branch == 19:
+            stack.extend(_pop(stack, marks) * 2)
+        elif branch == 20:  # NEWOBJ, NEWOBJ_EX, OBJ, INST: an instance of what find_class returned
+            if name in ("OBJ", "INST"):
+                _pop_mark(stack, marks)
+            else:
+                _pop(stack, marks, 3 if name == "NEWOBJ_EX" else 2)
+            stack.append(_Rec("object"))
+        elif branch == 22:
             break
-        elif name not in ("PROTO", "FRAME"):
-            raise PickleRefused(f"unsupported opcode {name}")
+        elif branch != 21:
+            what = _REFUSED.get(name)
+            raise PickleRefused(f"it holds {what} ({name}), which torch never writes" if what else
+                                f"unsupported opcode {name}")
         if cost > _BATCH:
             charge(cost, "a pickle")
             cost = 0

@@ -37,10 +37,10 @@ import torch
 from .pickle_scan import MAX_DEPTH, PickleRefused, canonical, scan
 
 EXPANSION = 4  # a load may decode EXPANSION x the file size (+ SLACK): legit files decode to 1-2x, see _Budget
-SLACK = 16 << 20
+SLACK = 64 << 20  # covers the objects of files of many tiny tensors (20,000 of 2 elements: 47 MB charged)
 MAX_BYTES = 64 << 30  # absolute cap on the bytes one load decodes (a 5e9-parameter fp32 model plus Adam fits)
 MAX_NESTING = 4  # embedded archives inside embedded archives; plain pickles of tensors need 1
-_ZIP_MEMBER_COST = 1024  # bytes charged per zip directory entry: zipfile keeps a ZipInfo (~650 B) per member
+_ZIP_MEMBER_COST = 768  # bytes charged per zip directory entry: zipfile keeps a ZipInfo (~650 B) per member
 _NESTED_COST = 256  # bytes charged per embedded archive: the tensor object it becomes
 _CHUNK = 1 << 20  # zip members are inflated this much at a time
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -202,7 +202,7 @@ _ALLOWED = {  # what a call may allocate beyond its arguments is charged in _Res
     ("numpy.core.multiarray", "scalar"): _np_scalar, ("numpy._core.multiarray", "scalar"): _np_scalar,
     ("numpy", "dtype"): _np_dtype,
 }
-_CALL_COST = 512  # bytes charged per call for the object it returns (a tensor view, a slice, a dtype record)
+_CALL_COST = 128  # bytes charged per call for the object it returns (a tensor view, a slice, a dtype record)
 
 
 def _kind(value) -> str:

@@ -90,6 +90,15 @@ def deep_slices(levels: int = 300_000) -> bytes:
     return b"".join(out) + STOP
 
 
+def deep_frozensets(levels: int = 100_000) -> bytes:
+    """frozenset([frozenset([...])]) through the memoised builtins.frozenset (REDUCE), `levels` deep: hashing a
+    frozenset hashes its members, recursively."""
+    out = [PROTO2, global_("__builtin__", "frozenset"), binput(0), POP, EMPTY_LIST]  # protocol 2 names
+    for i in range(1, levels + 1):
+        out.append(binput(i) + POP + binget(0) + EMPTY_LIST + binget(i) + b"a" + TUPLE1 + REDUCE)
+    return b"".join(out) + STOP
+
+
 def expanding_list(levels: int = 5, fanout: int = 64) -> bytes:
     """A list nested `levels` deep whose every level holds `fanout` memo references to the level below: ~2 KB
     of opcodes; str() of it would be fanout**levels items (5.7 GiB)."""

@@ -309,7 +309,7 @@ def test_bomb_is_refused_clearly(bomb_results, case):
 
 def test_repeated_calls_on_one_stored_object_are_charged(tmp_path):
     """A 1 MiB string stored once and handed to _codecs.encode 300 times (each call copies it) and 1 MiB of
-    BYTEARRAY8 data count against the budget (4x the file + 16 MiB) like any decoded bytes."""
+    BYTEARRAY8 data count against the budget (4x the file + 64 MiB) like any decoded bytes."""
     s = "a" * (1 << 20)
     encode = PROTO4 + global_("_codecs", "encode") + b"\x94" + text(s) + b"\x94" + POP + POP + EMPTY_LIST + MARK + \
         (b"h\x00h\x01" + TUPLE1 + REDUCE) * 300 + APPENDS + STOP  # MEMOIZE, BINGET: one string, 300 copies

@@ -66,6 +66,7 @@ LOADER_CASES = {  # name: (generator, how, error, message pattern)
     "tuple1_x1M_in_zip": (lambda: H.with_data_pkl(H.deep_tuple_key()), "load_plain", "CheckpointError",
                           "nest deeper than 100"),
     "slice_x300k": (H.deep_slices, "safe_load", "CheckpointError", "nest deeper than 100"),
+    "frozenset_x100k": (H.deep_frozensets, "safe_load", "CheckpointError", "nest deeper than 100"),
     "expanding_storage_key": (H.expanding_key_zip, "load_model", "CheckpointError",
                               "storage record's key is a list of length 64, not a short string"),
     "expanding_storage_type": (H.expanding_storage_type_zip, "safe_load", "UnsafeCheckpointError",
@@ -282,6 +283,23 @@ def test_a_link_to_proc_or_a_fifo_is_refused(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(tc.CheckpointError, match="not a regular file"):
         tc.safe_load(fifo)  # would block forever in open()
+
+
+@pytest.mark.skipif(not Path("/proc/self/pagemap").exists(), reason="needs Linux /proc")
+def test_configs_and_weights_that_are_not_regular_files(tmp_path):
+    (tmp_path / "config.yaml").symlink_to("/proc/self/pagemap")
+    with pytest.raises(tc.ConfigError, match="config .*config.yaml is not a regular file"):
+        tc.build_model(tmp_path / "config.yaml")
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "ours" / "model.safetensors").symlink_to("/proc/self/pagemap")
+    with pytest.raises(tc.CheckpointError, match="model.safetensors is not a regular file"):
+        tc.load_model(tmp_path / "ours")
+    os.mkfifo(tmp_path / "codes.npy")
+    cfg = {"model": "vqgan", "n_embed": 32, "embed_dim": 8, "remap": str(tmp_path / "codes.npy"),
+           "ddconfig": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [8],
+                        "in_channels": 3, "out_ch": 3, "resolution": 16, "z_channels": 8}}
+    with pytest.raises(tc.ConfigError, match="remap .*codes.npy is not a regular file"):
+        tc.build_model(cfg)
 
 
 def test_a_non_string_state_dict_key_is_a_checkpoint_error(tmp_path):
