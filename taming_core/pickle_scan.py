@@ -25,6 +25,7 @@ import pickletools
 from typing import Callable
 
 MAX_DEPTH = 100  # nesting of tuples/frozensets/slices (and, after loading, of all containers)
+MAX_EXPANDED = 1 << 20  # items of a tuple/frozenset/slice counted with repeats: what hashing one visits
 _MEMO_SLOT = 16  # bytes per memo index: the C unpickler grows its table to twice the largest index
 _BATCH = 1 << 16  # charges are passed on in batches: one call per opcode would double the scan's time
 _COST = {  # bytes the C unpickler allocates for the object an opcode makes (CPython 3.11, 64-bit), roughly
@@ -40,15 +41,21 @@ class PickleRefused(ValueError):
     """A pickle the scan refuses; the message says why (lengths and kinds only, never the file's values)."""
 
 
+_IMMUTABLE = ("tuple", "frozenset", "slice")  # hashed (tuple, frozenset) or freed (slice) by C recursion
+
+
 class _Rec:
     """One value on the simulated stack or in the memo. kind: see `_KIND_OF_CALL` and the opcodes below;
     height: nesting of immutables (0 for anything else); inner: the largest height among a container's items;
-    name: a short string's value, a global's "module.name", or what made an opaque value; first: a tuple's
-    first item (a call's first argument)."""
-    __slots__ = ("kind", "height", "inner", "name", "first")
+    size: the values hashing an immutable visits, shared items counted each time (1 for anything else);
+    total: the sum of a container's items' sizes; name: a short string's value, a global's "module.name", or
+    what made an opaque value; first: a tuple's first item (a call's first argument)."""
+    __slots__ = ("kind", "height", "inner", "size", "total", "name", "first")
 
-    def __init__(self, kind: str, height: int = 0, inner: int = 0, name: str | None = None, first=None):
+    def __init__(self, kind: str, height: int = 0, inner: int = 0, name: str | None = None, first=None,
+                 total: int = 0):
         self.kind, self.height, self.inner, self.name, self.first = kind, height, inner, name, first
+        self.total, self.size = total, 1 + total if kind in _IMMUTABLE else 1
 
 
 _SCALAR = _Rec("scalar")
@@ -58,7 +65,6 @@ _KIND_OF_CALL = {  # what a call of an allowed global returns; any other call: a
     "collections.OrderedDict": "odict", "numpy.dtype": "dtype", "builtins.complex": "scalar",
     "numpy.core.multiarray.scalar": "scalar", "numpy._core.multiarray.scalar": "scalar", "_codecs.encode": "bytes",
 }
-_IMMUTABLE = ("tuple", "frozenset", "slice")
 _BUILD_TARGETS = ("object", "odict", "dtype")  # placeholder instances record the state; see module docstring
 _STRINGS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
             "BINUNICODE8"}
@@ -80,22 +86,34 @@ def _made(rec: _Rec) -> _Rec:
     if rec.height > MAX_DEPTH:
         raise PickleRefused(f"its tuples, frozensets or slices nest deeper than {MAX_DEPTH} levels (hashing or "
                             "freeing them would recurse in C and crash the process)")
+    if rec.size > MAX_EXPANDED:
+        raise PickleRefused(f"a tuple, frozenset or slice of it holds more than {MAX_EXPANDED} values counted "
+                            "with their repeats (shared parts): hashing it would visit every one")
     return rec
 
 
 def _immutable(kind: str, items: list) -> _Rec:
-    inner = max((r.height for r in items), default=0)
-    return _made(_Rec(kind, inner + 1, inner, first=items[0] if items else None))
+    inner = _tallest(items)
+    return _made(_Rec(kind, inner + 1, inner, first=items[0] if items else None, total=_sizes(items)))
+
+
+def _tallest(items: list) -> int:
+    return max([r.height for r in items]) if items else 0
+
+
+def _sizes(items: list) -> int:
+    return sum([r.size for r in items])
 
 
 def _call_result(func: _Rec, args: _Rec) -> _Rec:
     name = func.name if func.kind == "global" else None
     kind = _KIND_OF_CALL.get(name or "", "opaque")
     if kind in ("set", "frozenset"):  # one level above the items of the iterable, the first argument
-        items = args.first.inner if args.kind == "tuple" and args.first is not None else 0
-        return _made(_Rec(kind, items + 1 if kind == "frozenset" else 0, items))
+        iterable = args.first if args.kind == "tuple" and args.first is not None else _SCALAR
+        return _made(_Rec(kind, iterable.inner + 1 if kind == "frozenset" else 0, iterable.inner,
+                          total=iterable.total))
     if kind in ("slice", "tuple"):  # slice(*args), Size(args): above the arguments
-        return _made(_Rec(kind, args.height, args.inner))
+        return _made(_Rec(kind, args.height, args.inner, total=args.total))
     return _SCALAR if kind == "scalar" else _LEAF["bytes"] if kind == "bytes" else _Rec(kind, name=name)
 
 
@@ -126,8 +144,6 @@ def _target(stack: list, kinds: tuple, op: str) -> _Rec:
     raise PickleRefused(f"{op} acts on {what}; torch pickles apply it to a {' or '.join(kinds)} only")
 
 
-def _tallest(items: list) -> int:
-    return max([r.height for r in items]) if items else 0
 
 
 _CATEGORY = {  # opcode name -> branch of scan, the most frequent first
@@ -201,12 +217,13 @@ def scan(stream, charge: Callable[[int, str], None]) -> None:
             target = _target(stack, kinds, name)
             cost += _ITEM_COST[target.kind] * len(items)
             target.inner = max(target.inner, _tallest(items))
+            target.total += _sizes(items)
         elif branch == 11:
             stack.append(_Rec(_CONTAINER[name]))
         elif branch == 12:  # LIST, DICT
             items = _pop_mark(stack, marks)
             cost += _ITEM_COST["list" if name == "LIST" else "dict"] * len(items)
-            stack.append(_Rec(name.lower(), 0, _tallest(items)))
+            stack.append(_Rec(name.lower(), 0, _tallest(items), total=_sizes(items)))
         elif branch == 13:
             module, _, attr = arg.partition(" ")
             stack.append(_Rec("global", name=".".join(canonical(module, attr))))

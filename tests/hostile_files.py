@@ -99,6 +99,15 @@ def deep_frozensets(levels: int = 100_000) -> bytes:
     return b"".join(out) + STOP
 
 
+def shared_tuples(levels: int = 60) -> bytes:
+    """{t: None} where t = (t', t'), t' = (t'', t''), ... `levels` deep: 60 levels of 2 memo references each,
+    ~500 bytes; hashing t visits 2**60 tuples (the hash is not cached)."""
+    out = PROTO2 + EMPTY_DICT + EMPTY_TUPLE + binput(0)
+    for i in range(1, levels + 1):
+        out += POP + binget(i - 1) + binget(i - 1) + b"\x86" + binput(i)  # TUPLE2
+    return out + NONE + SETITEM + STOP
+
+
 def expanding_list(levels: int = 5, fanout: int = 64) -> bytes:
     """A list nested `levels` deep whose every level holds `fanout` memo references to the level below: ~2 KB
     of opcodes; str() of it would be fanout**levels items (5.7 GiB)."""

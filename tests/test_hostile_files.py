@@ -67,6 +67,8 @@ LOADER_CASES = {  # name: (generator, how, error, message pattern)
                           "nest deeper than 100"),
     "slice_x300k": (H.deep_slices, "safe_load", "CheckpointError", "nest deeper than 100"),
     "frozenset_x100k": (H.deep_frozensets, "safe_load", "CheckpointError", "nest deeper than 100"),
+    "shared_tuples_2**60_as_key": (H.shared_tuples, "safe_load", "CheckpointError",
+                                   r"more than 1048576 values counted with their repeats"),
     "expanding_storage_key": (H.expanding_key_zip, "load_model", "CheckpointError",
                               "storage record's key is a list of length 64, not a short string"),
     "expanding_storage_type": (H.expanding_storage_type_zip, "safe_load", "UnsafeCheckpointError",
