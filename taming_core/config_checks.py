@@ -299,9 +299,21 @@ def _check_remap(cfg: VQGANConfig, where: str) -> None:
         raise ConfigError(f"{name} must be a list of codes or a .npy path, got {type(remap).__name__}")
 
 
+_SIZES: dict[tuple[str, str], int] = {}  # the last few counts: a load checks the limit, then the checkpoint
+
+
 def model_size(kind: str, cfg: VQGANConfig | Net2NetConfig | SegmenterConfig) -> int:
     """Parameters + buffers (elements) of the model a config describes. The model is built on the meta device
     (shapes without storage: nothing is allocated), so the count cannot drift from the layers it builds."""
+    key = (kind, repr(cfg))
+    if key not in _SIZES:
+        if len(_SIZES) >= 16:
+            _SIZES.clear()
+        _SIZES[key] = _count(kind, cfg)
+    return _SIZES[key]
+
+
+def _count(kind: str, cfg) -> int:
     import torch  # the model classes: imported here, config_checks is imported by their loader
 
     from .net2net import Net2Net

@@ -146,6 +146,13 @@ SIZE_CASES = {  # name: (error, message pattern)
 }
 
 
+def run_child(cases: list) -> dict:
+    run = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cases)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert run.returncode == 0, f"the child died ({run.returncode}): {run.stderr[-2000:]}"
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
     if not Path("/proc/self/clear_refs").exists():
@@ -157,11 +164,14 @@ def results(tmp_path_factory) -> dict:
         path = d / f"{name}.ckpt"
         path.write_bytes(make())
         cases.append((name, how, str(path), config if how == "load_model" else None))
-    cases += size_cases(d)
-    run = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cases)], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300)
-    assert run.returncode == 0, f"the child died ({run.returncode}): {run.stderr[-2000:]}"
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_child(cases)
+
+
+@pytest.fixture(scope="module")
+def size_results(tmp_path_factory) -> dict:
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux (/proc, RLIMIT_AS)")
+    return run_child(size_cases(tmp_path_factory.mktemp("sizes")))
 
 
 @pytest.mark.parametrize("case", list(LOADER_CASES))
@@ -174,16 +184,16 @@ def test_loader_case_is_one_clear_error(results, case):
 
 
 @pytest.mark.parametrize("case", list(SIZE_CASES))
-def test_size_is_checked_before_reading(results, case):
+def test_size_is_checked_before_reading(size_results, case):
     error, pattern = SIZE_CASES[case]
-    got, message, _ = results[case]
+    got, message, _ = size_results[case]
     assert got == error, f"{case}: {got}: {message}"
     assert re.search(pattern, message), message
     assert "\n" not in message and len(message) < 500, message
 
 
-def test_loader_cases_stay_in_bounded_memory(results):
-    peaks = {name: r[2] >> 20 for name, r in results.items()}  # MiB above the RSS before the case
+def test_loader_cases_stay_in_bounded_memory(results, size_results):
+    peaks = {name: r[2] >> 20 for name, r in {**results, **size_results}.items()}  # MiB above the RSS before
     print("peak RSS increase per case (MiB):", peaks)
     assert max(peaks.values()) < 256, peaks
 
