@@ -19,7 +19,9 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import ConfigError
+from .config_checks import check_plain
 from .data import DataError
+from .run_dir import RunDirError, SaveError, intact
 from .safe_unpickle import CheckpointError
 
 _NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -34,9 +36,18 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    """Restore rng_state()'s output; CheckpointError (one line) for anything else."""
+    try:
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except (KeyError, TypeError, RuntimeError, ValueError, IndexError) as e:
+        raise CheckpointError(f"the checkpoint's RNG state is not one torch saved ({type(e).__name__}: "
+                              f"{_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (" ".join(str(e).split()) or type(e).__name__)[:200]
 
 
 def gather_rng_states() -> list[dict[str, Any]]:
@@ -73,11 +84,15 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:08d}.pt"
     tmp = folder / f".step-{step:08d}.pt.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old set of files or the new one
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old set of files or the new one
+    except (OSError, RuntimeError) as e:  # a full disk reaches torch.save's zip writer as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise SaveError(f"could not write {path} ({_first_line(e)}); {intact(run_dir)}") from None
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         old.unlink(missing_ok=True)
     return path
@@ -117,7 +132,61 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[st
     missing = [k for k in required if k not in state]
     if missing:
         raise CheckpointError(f"{path} is not a checkpoint of this kind: it lacks {', '.join(missing)}")
+    if "step" in state and (not isinstance(state["step"], int) or isinstance(state["step"], bool)
+                            or state["step"] < 0):
+        raise CheckpointError(f"{path}: step must be a count of steps (an integer >= 0), got a "
+                              f"{type(state['step']).__name__}" + (f" {state['step']}" if isinstance(
+                                  state["step"], int) else ""))
+    if "rng" in state and not (isinstance(state["rng"], list) and all(isinstance(r, dict) for r in state["rng"])):
+        raise CheckpointError(f"{path}: rng must be a list of per-process RNG states, got a "
+                              f"{type(state['rng']).__name__}")
+    if "rng" in state:  # tried now, so a bad state is refused before the run touches anything
+        mine = rng_state()
+        try:
+            for r in state["rng"]:
+                set_rng_state(r)
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        finally:
+            set_rng_state(mine)
+    if "config" in state and not isinstance(state["config"], dict):
+        raise CheckpointError(f"{path}: config must be a mapping, got a {type(state['config']).__name__}")
     return state
+
+
+def load_resume_part(target, state: Any, what: str, path: str | Path) -> None:
+    """`target.load_state_dict(state)` (a module, optimizer or EMA) -> CheckpointError in one line when the
+    checkpoint's part does not fit this run (another model shape, a damaged optimizer state)."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        text = _first_line(e)
+        if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
+            text = text.split(". ")[0] if "size mismatch" not in text else text[text.index("size mismatch"):]
+            text = text.split(" in current model")[0] + (" in this run" if "size mismatch" in text else "")
+        raise CheckpointError(f"{path}: its {what} does not fit this run ({text[:200]}); a resumed run keeps "
+                              "the model settings it was started with (drop the model.* or --size overrides)") \
+            from None
+
+
+def resume_flag_fixed(args):
+    """`--resume key=value`: argparse gives the override to --resume as its path; it is an override (and the
+    run to resume is the latest in --out) unless a file of that name exists."""
+    if args.resume and "=" in args.resume and not Path(args.resume).exists():
+        args.overrides.append(args.resume)
+        args.resume = "latest"
+    return args
+
+
+def check_run_numbers(cfg, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+    """ConfigError unless each dotted field is an integer > 0 (`positive`) or >= 0 (`non_negative`)."""
+    for names, low in ((positive, 1), (non_negative, 0)):
+        for dotted in names:
+            value = cfg
+            for part in dotted.split("."):
+                value = getattr(value, part)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{dotted} must be an integer >= {low}, got {value!r}")
 
 
 def merge_run_config(schema, layers: list, flags: dict[str, Any]):
@@ -141,8 +210,11 @@ def merge_run_config(schema, layers: list, flags: dict[str, Any]):
             elif isinstance(layer, list):
                 where = "key=value overrides"
                 layer = OmegaConf.from_dotlist(layer)
-            if layer is not None:
-                cfg = OmegaConf.merge(cfg, layer)
+            if layer is not None:  # values are taken literally: an ${...} interpolation is refused, not resolved
+                plain = _lists(OmegaConf.to_container(layer, resolve=False) if isinstance(layer, DictConfig)
+                               else layer)
+                check_plain(plain, where)
+                cfg = OmegaConf.merge(cfg, plain)
             where = "run config"
         for key, value in flags.items():
             if value is not None:
@@ -157,9 +229,26 @@ def merge_run_config(schema, layers: list, flags: dict[str, Any]):
         raise ConfigError(f"{where} is not valid yaml: {' '.join(str(e).split())}") from None
 
 
+def _lists(data):
+    """A copy of plain config data with tuples as lists (a saved run config holds `betas` as a tuple);
+    iterative, so a deeply nested hostile config cannot overflow the stack here (check_plain bounds it)."""
+    root = [data]
+    stack = [(root, 0)]
+    while stack:
+        parent, key = stack.pop()
+        value = parent[key]
+        if isinstance(value, dict):
+            parent[key] = value = dict(value)
+            stack.extend((value, k) for k in value)
+        elif isinstance(value, (list, tuple)):
+            parent[key] = value = list(value)
+            stack.extend((value, i) for i in range(len(value)))
+    return root[0]
+
+
 # Errors of the run's inputs (config, checkpoint, data, a path that does not exist) rather than of the code:
 # one line, no traceback.
-RUN_ERRORS = (ConfigError, CheckpointError, DataError, FileNotFoundError)
+RUN_ERRORS = (ConfigError, CheckpointError, DataError, FileNotFoundError, SaveError, RunDirError)
 
 
 def run_main(main: Callable[[], Any]) -> None:
@@ -167,7 +256,13 @@ def run_main(main: Callable[[], Any]) -> None:
     stderr (one line) and exit status 2; anything else keeps its traceback."""
     try:
         main()
+    except KeyboardInterrupt:  # before the training loop catches signals (setup, encoding): nothing to save
+        print("error: interrupted before training started; nothing was saved", file=sys.stderr)
+        raise SystemExit(130) from None
     except RUN_ERRORS as e:
+        from tqdm import tqdm
+        for bar in list(getattr(tqdm, "_instances", ())):  # a progress bar closed at exit would print after us
+            bar.close()
         message = str(e).strip()
         if "Original Traceback" in message:  # re-raised from a DataLoader worker: its last line is the error
             message = message.splitlines()[-1].partition(": ")[2]

@@ -18,8 +18,16 @@ from .lpips import LPIPS, load_lpips
 from .mobilenet import MobileNetV2Features, load_mobilenet_v2
 from .perceptual import PerceptualDistance
 from .schedule import warmup_cosine
-from .resume import (RUN_ERRORS, gather_rng_states, latest_checkpoint, list_checkpoints, load_checkpoint,
-                     merge_run_config, resolve_resume, run_main, save_checkpoint, set_rng_state)
+from .resume import (RUN_ERRORS, check_run_numbers, gather_rng_states, latest_checkpoint, list_checkpoints,
+                     load_checkpoint, load_resume_part, merge_run_config, resolve_resume, resume_flag_fixed,
+                     run_main, save_checkpoint, set_rng_state)
+from .run_dir import (RunDirError, RunLock, SaveError, absolute_paths, best_so_far, save_best, writing)
+from .run_dir import claim as claim_run_dir, save_config as save_run_config
+from .run_log import RunLog
+from .interrupt import StopRequest, agree, ignore_sigint
+from .ema import EMA
+from .codes_cache import (cache_key, cached_codes, check_stage_ids, encode_images, small_ints, stage_ids,
+                          weights_sha256)
 
 __all__ = [
     "DataConfig", "DataError", "ImageFolder", "ResumableSampler", "WithRandomCrops", "list_images", "save_grid",
@@ -35,4 +43,8 @@ __all__ = [
     "load_mobilenet_v2", "gather_rng_states", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
     "resolve_resume", "save_checkpoint", "set_rng_state", "merge_run_config", "LPIPS", "load_lpips",
     "run_main", "RUN_ERRORS", "warmup_cosine",
+    "check_run_numbers", "load_resume_part", "resume_flag_fixed", "RunDirError", "RunLock", "SaveError",
+    "absolute_paths", "best_so_far", "save_best", "writing", "claim_run_dir", "save_run_config", "RunLog",
+    "StopRequest", "agree", "ignore_sigint", "EMA", "cache_key", "cached_codes", "check_stage_ids",
+    "encode_images", "small_ints", "stage_ids", "weights_sha256",
 ]

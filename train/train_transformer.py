@@ -1,6 +1,6 @@
 """Train the transformer of a Net2Net model on a folder of images, over a frozen VQGAN (and condition stage).
 
-    python train/train_transformer.py --data photos/ --first-stage runs/vq/model --out runs/gpt
+    python train/train_transformer.py --preset cpu --data photos/ --first-stage runs/vq/model --out runs/gpt
     python train/train_transformer.py --data imagenet_subset/ --cond class --first-stage runs/vq/model ...
     python train/train_transformer.py --data sflckr/images --cond segmentation --cond-stage runs/seg/model ...
     torchrun --nproc_per_node 4 train/train_transformer.py ...                      # DDP, one GPU each
@@ -9,20 +9,20 @@ Conditions: none, class (sub-folder names), segmentation (label PNGs, default fo
 depth (16-bit or float-in-RGBA PNGs, ../depth16 or ../depth), edges (OpenCV Canny of each image, given PNGs
 with data.edges=given, or HED's soft maps (train/hed_edges.py) and Canny mixed per crop with data.edges=mixed).
 cond_mode=aligned adds each spatial condition token to the step that predicts the image token at its grid
-position (net2net.py); transformer.cond_layers=N first convolves the condition grid; cond_drop=0.1
-replaces the condition of a tenth of the examples by a learned null condition, for classifier-free guidance
-at sampling time. The data set is
-encoded to code indices once (centre crops, their mirror images when data.flip, and `crops` random crops of
-a random zoom) and cached in <out>/codes.pt; training then reads tokens only; with `cache=FILE` and no
---data it trains from that file alone (e.g. codes made on another machine). Every default is in
-`TrainConfig`; `--preset tiny`, `--config` yaml and key=value overrides merge over it, then the flags.
-Steps: setup, data (encode or load the cache), model, optimizer, loop, save.
+position (net2net.py); transformer.cond_layers=N first convolves the condition grid; cond_drop=0.1 replaces the
+condition of a tenth of the examples by a learned null condition, for classifier-free guidance. The data set is
+encoded to code indices once (centre crops, their mirror images when data.flip, and `crops` random crops of a
+random zoom) and cached in <out>/codes.pt; training then reads tokens only; with `cache=FILE` and no --data it
+trains from that file alone. The cache and every checkpoint record the sha256 of the stages' weights: codes or
+a run of other stages are refused. Every default is in `TrainConfig`; `--preset` (cpu, gpu, tiny: tests),
+`--config` yaml and key=value overrides merge over it, then the flags. A run folder is never restarted
+(`--resume` continues, `--force` starts over); Ctrl-C saves and exits. Steps: setup, data (encode or load the
+cache), model, optimizer, loop, save.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import functools
 import math
 import os
 import time
@@ -31,7 +31,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -103,6 +102,8 @@ class TrainConfig:
     # "auto": bf16 autocast on CUDA and on CPUs with bf16 units (AVX-512 bf16 / AMX), else fp32 (precision.py)
     precision: str = "auto"
     max_minutes: float = 0.0  # > 0: stop (and save) after this much training wall time; --resume continues
+    ema: float = 0.0  # > 0: keep an EMA of the GPT's weights with this decay (e.g. 0.999); release.py --ema
+    grad_accum: int = 1  # batches per optimiser step (effective batch: batch_size * grad_accum * processes)
 
 
 def preset_tiny() -> dict:
@@ -111,7 +112,23 @@ def preset_tiny() -> dict:
             "log_every": 1, "eval_every": 3, "sample_every": 6, "n_samples": 2, "save_every": 3}
 
 
-PRESETS = {"tiny": preset_tiny}
+def preset_cpu() -> dict:
+    """A transformer a 2-core CPU trains in an hour or two: the bundled models' GPT (4 layers, 4 heads, width
+    256, dropout 0.1, pkeep 0.9), 16 sequences per step; log every 10 steps, samples every 250."""
+    return {"transformer": {"n_layer": 4, "n_head": 4, "n_embd": 256, "embd_pdrop": 0.1, "resid_pdrop": 0.1,
+                            "attn_pdrop": 0.1},
+            "pkeep": 0.9, "steps": 2000, "batch_size": 16, "lr": 3e-4, "warmup_steps": 50, "log_every": 10,
+            "eval_every": 100, "sample_every": 250, "save_every": 250, "num_workers": 2, "encode_batch_size": 16}
+
+
+def preset_gpu() -> dict:
+    """The paper's transformer (the original S-FLCKR / D-RIN configs: 24 layers, 16 heads, width 1024)."""
+    return {"transformer": {"n_layer": 24, "n_head": 16, "n_embd": 1024}, "steps": 100_000, "batch_size": 8,
+            "lr": 4.5e-6 * 8, "warmup_steps": 1000, "log_every": 50, "eval_every": 1000, "sample_every": 5000,
+            "save_every": 1000, "num_workers": 8, "encode_batch_size": 64}
+
+
+PRESETS = {"tiny": preset_tiny, "cpu": preset_cpu, "gpu": preset_gpu}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -126,10 +143,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--first-stage", help="trained VQGAN (train_vqgan.py's <out>/model)")
     ap.add_argument("--cond-stage", help="trained VQ model of the condition maps")
     ap.add_argument("--config", help="yaml with TrainConfig fields")
-    ap.add_argument("--preset", choices=sorted(PRESETS), help="named settings (tiny: tests)")
+    ap.add_argument("--preset", choices=sorted(PRESETS),
+                    help="named settings: cpu (a model a 2-core CPU trains), gpu (the paper's), tiny (tests)")
     ap.add_argument("--resume", nargs="?", const="latest",
                     help="continue a run: a checkpoint file, a run folder, or nothing (latest in --out)")
-    return ap.parse_intermixed_args(argv)  # key=value overrides may stand between flags
+    ap.add_argument("--force", action="store_true", help="start over in an --out that holds a run (its "
+                    "checkpoints, weights and log are removed; the codes cache stays)")
+    return tc.resume_flag_fixed(ap.parse_intermixed_args(argv))  # overrides may stand between flags
 
 
 def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
@@ -138,7 +158,22 @@ def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainCo
     flags = {"data.root": args.data, "out": args.out, "data.size": args.size, "steps": args.steps,
              "batch_size": args.batch_size, "condition": args.cond, "first_stage": args.first_stage,
              "cond_stage": args.cond_stage}
-    return tc.merge_run_config(TrainConfig, layers, flags)
+    cfg = tc.merge_run_config(TrainConfig, layers, flags)
+    tc.absolute_paths(cfg, ("data.root", "data.maps", "out", "first_stage", "cond_stage", "init_from", "cache"))
+    return cfg
+
+
+@functools.lru_cache(maxsize=4)
+def stage(path: str, kind: str = "image") -> tc.VQGAN:
+    """The VQGAN at `path` (read once), refused in one line if it is another kind of model."""
+    model = tc.load_model(path)
+    if not isinstance(model, tc.VQGAN):
+        hint = " (a transformer: pass the first stage it was trained on)" if isinstance(model, tc.Net2Net) else ""
+        raise tc.ConfigError(f"{path} is a {type(model).__name__}{hint}, not a VQGAN")
+    if model.config.image_key != kind:
+        raise tc.ConfigError(f"{path} is a VQ model of {model.config.image_key} maps, not of {kind}" +
+                             (" (a first stage encodes images)" if kind == "image" else ""))
+    return model
 
 
 def complete_config(cfg: TrainConfig) -> TrainConfig:
@@ -146,7 +181,16 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.condition not in CONDITIONS:
         raise SystemExit(f"unknown condition {cfg.condition!r}; choose one of {', '.join(CONDITIONS)}")
     if not cfg.first_stage:
-        raise SystemExit("pass the trained first stage: --first-stage runs/vq/model")
+        raise tc.ConfigError("pass the trained first stage: --first-stage runs/vq/model")
+    tc.check_run_numbers(cfg, positive=("batch_size", "log_every", "eval_every", "sample_every", "save_every",
+                                        "grad_accum", "encode_batch_size", "n_samples"),  # steps 0: codes only
+                         non_negative=("steps", "keep_last", "crops", "warmup_steps", "data.size", "num_workers"))
+    if not 0 <= cfg.ema < 1 or not 0 <= cfg.val_fraction < 1 or not 0 < cfg.pkeep <= 1:
+        raise tc.ConfigError(f"ema and val_fraction must lie in [0, 1), pkeep in (0, 1]; got {cfg.ema}, "
+                             f"{cfg.val_fraction}, {cfg.pkeep}")
+    if 0 < cfg.steps <= cfg.warmup_steps:
+        print(f"warning: warmup_steps={cfg.warmup_steps} is not below --steps {cfg.steps}: the rate never "
+              "reaches its peak")
     if cfg.cond_mode not in ("prefix", "aligned"):
         raise SystemExit(f"unknown cond_mode {cfg.cond_mode!r}; choose prefix or aligned")
     if cfg.cond_mode == "aligned" and cfg.condition not in ("segmentation", "depth", "edges"):
@@ -156,8 +200,20 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
         raise SystemExit(f"cond_drop={cfg.cond_drop}: must lie in [0, 1), and 0 without a condition")
     cfg.data.kind = CONDITIONS[cfg.condition]
     cfg.data.with_image = True
+    first = stage(cfg.first_stage)
     if cfg.data.size == 0:
-        cfg.data.size = tc.load_model(cfg.first_stage).config.ddconfig.resolution
+        cfg.data.size = first.config.ddconfig.resolution
+    if cfg.data.size != first.config.ddconfig.resolution:
+        r = first.config.ddconfig.resolution
+        raise tc.ConfigError(f"the first stage was trained at {r}x{r}: use --size {r} (the transformer's grid is "
+                             "the first stage's training grid)")
+    if cfg.condition in ("segmentation", "depth", "edges") and not cfg.cond_grid:
+        if not cfg.cond_stage:
+            article = "an" if cfg.condition[0] in "aeiou" else "a"
+            raise tc.ConfigError(f"{article} {cfg.condition} condition needs its VQ model: --cond-stage "
+                                 "runs/..../model" + (" (or cond_grid=8: label grids)" * (cfg.condition ==
+                                                                                         "segmentation")))
+        stage(cfg.cond_stage, cfg.condition)
     if cfg.train_only not in ("all", "condition"):
         raise SystemExit(f"unknown train_only {cfg.train_only!r}; choose all or condition")
     if cfg.train_only == "condition" and (cfg.cond_mode != "aligned" or not cfg.init_from):
@@ -167,19 +223,14 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.cond_grid_detail and (not cfg.cond_grid or cfg.cond_grid % 2):
         raise SystemExit("cond_grid_detail needs an even cond_grid (a label grid whose cells have quarters)")
     if cfg.condition == "segmentation" and cfg.data.n_labels is None and cfg.cond_stage:
-        cfg.data.n_labels = tc.load_model(cfg.cond_stage).config.ddconfig.in_channels
+        cfg.data.n_labels = stage(cfg.cond_stage, "segmentation").config.ddconfig.in_channels
     return cfg
 
 
 def build_net2net(cfg: TrainConfig, n_classes: int) -> tc.Net2Net:
     """Net2Net with the trained stages' weights and a fresh transformer sized to the token sequence."""
-    first = tc.load_model(cfg.first_stage)
-    if not isinstance(first, tc.VQGAN) or first.config.image_key != "image":
-        raise SystemExit(f"{cfg.first_stage} is not an image VQGAN")
+    first = stage(cfg.first_stage)
     dd = first.config.ddconfig
-    if cfg.data.size != dd.resolution:
-        raise SystemExit(f"the first stage was trained at {dd.resolution}x{dd.resolution}: use --size "
-                         f"{dd.resolution} (the transformer's grid is the first stage's training grid)")
     h = dd.resolution // first.downsample_factor
     cond_cfg, cond_model, n_cond_tokens, cond_vocab = tc.ConditionerConfig(kind="none"), None, 1, 1
     if cfg.condition == "class":
@@ -193,11 +244,7 @@ def build_net2net(cfg: TrainConfig, n_classes: int) -> tc.Net2Net:
         cond_vocab = tc.conditioners.LabelGrid(cfg.data.n_labels, cfg.data.label_offset, cfg.cond_grid,
                                                cfg.cond_grid_detail).n_ids
     elif cfg.condition != "none":
-        if not cfg.cond_stage:
-            raise SystemExit(f"a {cfg.condition} condition needs its VQ model: --cond-stage runs/..../model")
-        cond_model = tc.load_model(cfg.cond_stage)
-        if not isinstance(cond_model, tc.VQGAN) or cond_model.config.image_key != cfg.condition:
-            raise SystemExit(f"{cfg.cond_stage} is not a {cfg.condition} VQ model")
+        cond_model = stage(cfg.cond_stage, cfg.condition)
         n_labels = cond_model.config.ddconfig.in_channels if cfg.condition == "segmentation" else None
         cond_cfg = tc.ConditionerConfig(kind=cfg.condition, vq=cond_model.config, n_labels=n_labels,
                                         label_offset=cfg.data.label_offset)
@@ -227,17 +274,6 @@ def build_net2net(cfg: TrainConfig, n_classes: int) -> tc.Net2Net:
     return net
 
 
-def condition_of(batch: dict, cfg: TrainConfig, n_labels: int | None):
-    """A batch -> what Net2Net.encode_cond takes: batch size, class ids (B,), one-hot (B, K, S, S), (B, 1, S, S)."""
-    if cfg.condition == "none":
-        return len(batch["image"])
-    if cfg.condition == "class":
-        return batch["class"]
-    if cfg.condition == "segmentation":
-        return F.one_hot(batch["segmentation"], n_labels).permute(0, 3, 1, 2).float()  # (B, K, S, S)
-    return batch[cfg.condition]  # (B, 1, S, S)
-
-
 def _detailed_table(donor: tc.Net2Net, net: tc.Net2Net) -> torch.Tensor | None:
     """A plain label grid's condition table (labels + null rows) -> the table of the same labels with detail
     (LabelGrid: id = label * 16 + mask): every id of a label starts as that label's row, the null row stays
@@ -255,90 +291,30 @@ def _detailed_table(donor: tc.Net2Net, net: tc.Net2Net) -> torch.Tensor | None:
     return torch.cat([labels, table[theirs.n_labels:]])
 
 
-def cache_key(cfg: TrainConfig, files: list[Path], net: tc.Net2Net) -> str:
-    """Digest of everything the codes depend on: files (path, size, mtime), crop settings, stage weights."""
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    h.update(json.dumps(OmegaConf.to_container(OmegaConf.structured(cfg.data)), sort_keys=True).encode())
-    # aligned: c in token order; the crops depend on the seed
-    h.update(f"{cfg.condition}|{cfg.permuter}|{cfg.cond_mode}|{cfg.crops}|{cfg.seed}|{cfg.cond_grid}".encode())
-    if cfg.cond_grid_detail:
-        h.update(b"|detail")
-    for k, v in sorted(net.state_dict().items()):
-        if not k.startswith("transformer."):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _small_ints(t: torch.Tensor) -> torch.Tensor:
-    """Code indices in the smallest integer type that holds them (int16 below 32768 codes): a 4x smaller
-    cache with many crops."""
-    return t.to(torch.int16) if t.numel() == 0 or int(t.max()) < 2 ** 15 else t.int()
-
-
-@torch.no_grad()
-def encode_dataset(net: tc.Net2Net, dataset: tc.ImageFolder, cfg: TrainConfig, device) -> dict:
-    """Every image -> tokens z (N, V, L) and c (N, V, L_c): V variants = the centre crop, its mirror image when
-    data.flip, and cfg.crops random crops."""
-    loader = torch.utils.data.DataLoader(tc.WithRandomCrops(dataset, cfg.crops, cfg.seed),
-                                         batch_size=cfg.encode_batch_size, num_workers=cfg.num_workers)
-    n_labels = net.config.cond_stage.n_labels
-    net.eval()  # stages in training mode would update their codebooks (EMA, dead-code restarts)
-    zs, cs, kept, expected = [], [], [], 0
-    for batch in tqdm(loader, desc="encoding", dynamic_ncols=True):
-        got = batch["index"]
-        ok = got == torch.arange(expected, expected + len(got))  # a skipped file returns the next one
-        expected += len(got)
-        batch = {k: v[ok] for k, v in batch.items()}
-        z, c = [], []
-        for v in range(1 + cfg.crops):  # the centre crop first, then the random crops
-            one = {k: (t[:, v] if k not in ("index", "class") else t) for k, t in batch.items()}
-            x, cond = one["image"].to(device), condition_of(one, cfg, n_labels)
-            cond = cond.to(device) if isinstance(cond, torch.Tensor) else cond
-            z.append(net.encode_image(x))  # (B, L)
-            c.append(net.encode_cond(cond))  # (B, L_c)
-            if v == 0 and cfg.data.flip:
-                z.append(net.encode_image(x.flip(-1)))
-                c.append(net.encode_cond(cond.flip(-1)) if isinstance(cond, torch.Tensor) and cond.ndim == 4
-                         else c[0])
-        zs.append(_small_ints(torch.stack(z, 1).cpu()))  # (B, V, L)
-        cs.append(_small_ints(torch.stack(c, 1).cpu()))  # (B, V, L_c)
-        kept.append(batch["index"])
-    skipped = expected - sum(len(k) for k in kept)
-    if skipped:
-        print(f"skipped {skipped} unreadable file(s) of {expected}")
-    if not kept or not sum(len(k) for k in kept):
-        raise tc.DataError(f"none of the {expected} images under {cfg.data.root} can be read")
-    return {"z": torch.cat(zs), "c": torch.cat(cs), "index": torch.cat(kept), "skipped": skipped}
-
-
-def cached_codes(cache: Path, key: str) -> dict | None:
-    """The codes in `cache` if they were made from these files, settings and stages; None (encode again) when
-    the file is missing, out of date, or unreadable (e.g. truncated by a full disk)."""
-    if not cache.is_file():
-        return None
-    try:
-        codes = tc.load_checkpoint(cache, required=("key", "z", "c"))
-    except tc.CheckpointError as e:
-        print(f"codes cache unusable, encoding again: {e}")
-        return None
-    if codes["key"] != key:
-        print(f"codes cache {cache} is out of date (images, settings or stages changed): encoding again")
-        return None
-    return codes
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to cfg.lr, then cosine decay to min_lr_ratio * cfg.lr at the last step."""
     return tc.warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
 
 
+REQUIRED = ("step", "config", "transformer", "opt", "rng")
+
+
+def check_resume(ckpt: dict, net: tc.Net2Net, path: Path) -> None:
+    """The checkpoint's run used these stages (sha256 of their weights) and this GPT shape: its weights load."""
+    if "first_stage_sha256" in ckpt:  # checkpoints of earlier versions do not record them
+        tc.check_stage_ids(ckpt, tc.stage_ids(net), f"the run in {path}", "resume with the stages it was "
+                           "trained on, or start a new run (another --out) for these")
+    tc.load_resume_part(net.transformer, ckpt["transformer"], "transformer", path)
+
+
 def main(argv=None) -> Path:
     args = parse_args(argv)
-    # ---- setup: processes, devices, config ----------------------------------------------------------------
+    # ---- setup: config (every check before any data is read or folder written), processes, run folder ------
+    ckpt, resumed_from = None, None
+    if args.resume:  # the run to resume: in --out (flags, overrides, --config or preset), or the path given
+        resumed_from = tc.resolve_resume(args.resume, build_config(args).out)
+        ckpt = tc.load_checkpoint(resumed_from, required=REQUIRED)
+    cfg = complete_config(build_config(args, ckpt["config"] if ckpt else None))
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
     cuda = torch.cuda.is_available()
     if distributed:  # a long timeout: rank 0 encodes the data set while the others wait
@@ -351,17 +327,11 @@ def main(argv=None) -> Path:
     if cuda:
         torch.cuda.set_device(device)
     main_process = rank == 0
-    ckpt, resumed_from = None, None
-    if args.resume:
-        resumed_from = tc.resolve_resume(args.resume, build_config(args).out)  # build_config: to know --out
-        ckpt = tc.load_checkpoint(resumed_from, required=("step", "config", "transformer", "opt", "rng"))
-        if main_process:
-            print(f"resuming from step {ckpt['step']}, {resumed_from}")
-    cfg = complete_config(build_config(args, ckpt["config"] if ckpt else None))
     out = Path(cfg.out)
-    if main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.structured(cfg), out / "config.yaml")
+    # the folder is locked for this run; a fresh start into a folder holding a run is refused, untouched
+    lock = tc.claim_run_dir(out, resume=ckpt is not None, force=args.force) if main_process else None
+    if ckpt and main_process:
+        print(f"resuming from step {ckpt['step']}, {resumed_from}")
     torch.manual_seed(cfg.seed + rank)
     precision = tc.resolve_precision(cfg.precision, device)
     autocast = tc.autocast_for(precision, device)
@@ -375,19 +345,26 @@ def main(argv=None) -> Path:
         codes = tc.load_checkpoint(cache, required=("key", "z", "c"))
         dataset, key = None, codes["key"]
         net = build_net2net(cfg, int(codes.get("n_classes", 0))).to(device)
+        tc.check_stage_ids(codes, tc.stage_ids(net), f"the codes in {cache}", "encode them again with "
+                           "--data and these stages, or pass the stages they were made with")
         if main_process:
             print(f"training from the codes in {cache} alone (made from {codes.get('root', 'unrecorded images')})")
     else:
         dataset = tc.ImageFolder(cfg.data)  # unreadable files are dropped (and counted) here
         net = build_net2net(cfg, len(dataset.classes)).to(device)
-        key = cache_key(cfg, dataset.files, net)
-        codes = cached_codes(cache, key) if main_process else None
+        key = tc.cache_key(dataset.files, cfg.data, net, f"{cfg.condition}|{cfg.permuter}|{cfg.cond_mode}|"
+                           f"{cfg.crops}|{cfg.seed}|{cfg.cond_grid}" + ("|detail" if cfg.cond_grid_detail else ""))
+        codes = tc.cached_codes(cache, key) if main_process else None
+    if ckpt:  # before any encoding: the run's stages and GPT shape
+        check_resume(ckpt, net, resumed_from)
     if main_process and codes is None:
-        codes = {"key": key, "root": str(cfg.data.root), "n_classes": len(dataset.classes),
-                 **encode_dataset(net, dataset, cfg, device)}
+        codes = {"key": key, "root": str(cfg.data.root), "n_classes": len(dataset.classes), **tc.stage_ids(net),
+                 **tc.encode_images(net, dataset, cfg.condition, cfg.crops, cfg.seed, cfg.data.flip,
+                                    cfg.encode_batch_size, cfg.num_workers, device)}
         tmp = cache.with_suffix(".tmp")
-        torch.save(codes, tmp)
-        os.replace(tmp, cache)
+        with tc.writing(cache, out):
+            torch.save(codes, tmp)
+            os.replace(tmp, cache)
     if distributed:
         dist.barrier()
     if codes is None:  # other ranks: the cache rank 0 checked or wrote
@@ -435,9 +412,11 @@ def main(argv=None) -> Path:
                              f"unexpected {unexpected})")
         if any(k.startswith("cond_conv.") for k in missing) and main_process:
             print("init_from: the condition convolutions (cond_layers) start at zero: the donor's behaviour")
-    if ckpt:
-        gpt.load_state_dict(ckpt["transformer"])
-        opt.load_state_dict(ckpt["opt"])
+    ema = tc.EMA(gpt, cfg.ema) if cfg.ema > 0 else None
+    if ckpt:  # (the GPT's weights were loaded by check_resume)
+        tc.load_resume_part(opt, ckpt["opt"], "optimizer state", resumed_from)
+        if ema and "ema" in ckpt:
+            tc.load_resume_part(ema, ckpt["ema"], "EMA", resumed_from)
         start = ckpt["step"]
         if len(ckpt["rng"]) == world:
             tc.set_rng_state(ckpt["rng"][rank])
@@ -450,6 +429,9 @@ def main(argv=None) -> Path:
         print(f"{n} images ({', '.join(notes)}) x {variants} variant(s), {Z.shape[2]} image + {C.shape[2]} condition "
               f"tokens, {sum(p.numel() for p in gpt.parameters()) / 1e6:.1f}M parameters, {world} process(es) on "
               f"{device.type} ({precision}), steps {start}..{cfg.steps}")
+        with tc.writing(out / "config.yaml", out):
+            tc.save_run_config(cfg, out)
+    runlog = tc.RunLog(out, main_process, purge_step=start + 1 if ckpt else None)
 
     @torch.no_grad()
     def val_bits_per_token() -> float:
@@ -482,38 +464,30 @@ def main(argv=None) -> Path:
             if cfg.condition == "segmentation" and hasattr(net.cond_stage_model, "colorize"):
                 cond = net.cond_stage_model.to_rgb(F.one_hot(cond.argmax(1), cond.shape[1]).permute(0, 3, 1, 2).float())
             rows.insert(0, cond.clamp(-1, 1).expand(-1, 3, -1, -1))
-        tc.save_grid(torch.cat(rows), out / "images" / f"step-{step:08d}.png", nrow=len(pick))
+        grid = out / "images" / f"step-{step:08d}.png"
+        with tc.writing(grid, out):
+            tc.save_grid(torch.cat(rows), grid, nrow=len(pick))
+        runlog.image("samples", step, grid)  # rows: condition, reconstruction, sample
         net.train()
 
     def save(step: int) -> None:
         rngs = tc.gather_rng_states()  # collective: every rank
         if main_process:
             state = {"step": step, "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
-                     "transformer": gpt.state_dict(), "opt": opt.state_dict(), "rng": rngs}
+                     "transformer": gpt.state_dict(), "opt": opt.state_dict(), "rng": rngs, **tc.stage_ids(net),
+                     **({"ema": ema.state_dict()} if ema else {})}
             tc.save_checkpoint(state, out, step, cfg.keep_last)
-            tc.save_model(net, out / "model")
+            with tc.writing(out / "model", out):
+                tc.save_model(net, out / "model")
 
     # ---- loop ---------------------------------------------------------------------------------------------
-    sampler = iter(tc.ResumableSampler(len(train_idx), cfg.seed, rank, world, start=start * cfg.batch_size))
+    per_step = cfg.batch_size * cfg.grad_accum
+    sampler = iter(tc.ResumableSampler(len(train_idx), cfg.seed, rank, world, start=start * per_step))
     bar = tqdm(total=cfg.steps, initial=start, disable=not main_process, dynamic_ncols=True)
-    loss_sum, n_sum = torch.zeros((), device=device), 0
-    def out_of_time(mine: bool) -> bool:  # every rank stops at the same step (save() is collective)
-        flag = torch.tensor(float(mine), device=device)
-        if distributed:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag)
-
-    best_path = out / "model-best"
-    best = json.loads((best_path / "best.json").read_text())["val_bits_per_token"] \
-        if (best_path / "best.json").is_file() else math.inf  # a resumed run keeps its best so far
-    step = start
-    t_start = t_log = time.perf_counter()
-    while step < cfg.steps:
-        if cfg.max_minutes > 0 and out_of_time(time.perf_counter() - t_start > 60 * cfg.max_minutes):
-            if main_process:
-                print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached (--resume continues)")
-            save(step)
-            break
+    loss_sum, n_sum, n_steps = torch.zeros((), device=device), 0, 0
+    def micro_step() -> None:
+        """One batch: forward, stop on a non-finite loss, backward of loss / grad_accum (gradients add up)."""
+        nonlocal loss_sum, n_sum
         keys = [next(sampler) for _ in range(cfg.batch_size)]
         idx = train_idx[torch.tensor([k[0] for k in keys])]
         var = torch.tensor([k[1] % variants for k in keys])  # the example's seed picks plain or mirrored
@@ -525,8 +499,6 @@ def main(argv=None) -> Path:
         if cfg.cond_drop > 0:  # classifier-free guidance: some examples see the null condition instead
             drop = torch.rand(c.shape[0], 1, device=device) < cfg.cond_drop  # (B, 1)
             c = torch.where(drop, net.config.null_token, c)  # (B, L_c)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
         with autocast:
             logits = model(z_in, c)  # (B, L, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), z.flatten())
@@ -537,16 +509,36 @@ def main(argv=None) -> Path:
             raise SystemExit(f"non-finite loss at step {step} ({float(loss):.4g}); nothing of this step was "
                              f"applied. Last good checkpoint: {tc.latest_checkpoint(out) or resumed_from}. "
                              "Lower lr, then --resume.")
+        (loss / cfg.grad_accum).backward()
+        loss_sum += loss.detach()
+        n_sum += 1
+
+    best_path = out / "model-best"
+    best = tc.best_so_far(best_path, "val_bits_per_token")  # a resumed run keeps its best so far
+    stop = tc.StopRequest().install()  # Ctrl-C / SIGTERM: finish the step, save, exit
+    step = start
+    t_start = t_log = time.perf_counter()
+    while step < cfg.steps:
+        over = cfg.max_minutes > 0 and time.perf_counter() - t_start > 60 * cfg.max_minutes
+        if tc.agree(over or stop.requested is not None, device):  # every rank stops at the same step
+            if main_process and not stop.requested:
+                print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached (--resume continues)")
+            save(step)
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        for _ in range(cfg.grad_accum):  # gradients of grad_accum batches, then one update
+            micro_step()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(gpt.parameters(), cfg.grad_clip)
         opt.step()
+        if ema:
+            ema.update(gpt)
         step += 1
+        n_steps += 1
 
         # ---- logging, validation, samples, checkpoints ----
-        loss_sum += loss.detach()
-        n_sum += 1
         bar.update(1)
         logs = {}
         if step % cfg.log_every == 0 or step == cfg.steps:
@@ -554,29 +546,36 @@ def main(argv=None) -> Path:
             if distributed:
                 dist.all_reduce(mean)
             now = time.perf_counter()
-            logs.update(step=step, loss=float(mean) / world, bits_per_token=float(mean) / world / math.log(2),
-                        lr=lr_at(step - 1, cfg), sec_per_step=(now - t_log) / n_sum)
+            logs.update(loss=float(mean) / world, bits_per_token=float(mean) / world / math.log(2),
+                        lr=lr_at(step - 1, cfg), sec_per_step=(now - t_log) / n_steps)
             t_log = now
             loss_sum.zero_()
-            n_sum = 0
+            n_sum = n_steps = 0
         if n_val and (step % cfg.eval_every == 0 or step == cfg.steps):
-            logs.update(step=step, val_bits_per_token=val_bits_per_token())
+            logs.update(val_bits_per_token=val_bits_per_token())
             if cfg.keep_best and main_process and logs["val_bits_per_token"] < best:
                 best = logs["val_bits_per_token"]
-                tc.save_model(net, best_path)
-                (best_path / "best.json").write_text(json.dumps({"step": step, "val_bits_per_token": best}))
+                tc.save_best(net, best_path, out, step, val_bits_per_token=best)
         if logs and main_process:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "step"})
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps(logs) + "\n")
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
+            runlog.scalars(step, logs)
         if main_process and (step % cfg.sample_every == 0 or step == cfg.steps):
             sample_grid(step)
         if step % cfg.save_every == 0 or step == cfg.steps:
             save(step)
+    stop.restore()
     bar.close()
+    runlog.close()
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
+    if lock:
+        lock.release()
+    if stop.requested:
+        if main_process:
+            print(f"{stop.requested}: stopped at step {step}, checkpoint {tc.latest_checkpoint(out)} saved; "
+                  "--resume continues from there")
+        raise SystemExit(stop.exit_status)
     if main_process:
         print(f"done: {out / 'model'} (load with taming_core.load_model)" if (out / "model").is_dir()
               else f"done: codes in {cache}, no training steps")
