@@ -237,9 +237,15 @@ def edges_from_image(image: np.ndarray, kind: str, size: tuple[int, int]) -> np.
 # A colour upload whose snapped labels change between more neighbouring pixels than this is a photo, not a
 # label map (labels.roughness: real and painted maps 0.01-0.13 at 128 px, photos mostly 0.2-0.6)
 PHOTO_ROUGHNESS = 0.2
+# ... or whose pixels lie mostly far from every label colour: a smooth photo, or a map of colours not the legend's
+# (painted and saved maps are exact, JPEG'd ones mostly within a few levels)
+# Euclidean RGB distance to the snapped label's colour (JPEG q50 maps: 11% of pixels farther; photos 93-95%)
+OFF_PALETTE_DISTANCE = 12
+OFF_PALETTE_SHARE = 0.5  # share of pixels farther than that
 # How grey COCO-Stuff label maps count: "0-based" = the data's ids (COCO category id - 1, 255 = unlabelled),
 # "1-based" = the official COCO-Stuff PNGs (category id itself, 0 = unlabelled)
 GREY_BASES = ("0-based", "1-based")
+DEPTH_COLOUR = 8  # an opaque RGB depth upload whose channels differ by more, on average, is a colour photo
 
 
 class MapError(ValueError):
@@ -248,12 +254,16 @@ class MapError(ValueError):
 
 
 class LooksLikePhoto(MapError):
-    """A colour image given as a label map whose snapped labels change from pixel to pixel: a photo."""
+    """A colour image given as a label map whose snapped labels change from pixel to pixel, or whose colours are
+    mostly no label's: a photo (or a map in other colours). `why` says which, in words."""
 
-    def __init__(self, roughness: float):
-        super().__init__(f"This looks like a photo, not a label map ({roughness:.0%} of neighbouring pixels get "
-                         "different labels).")
+    def __init__(self, roughness: float, off_palette: float = 0.0):
         self.roughness = roughness  # labels.roughness of its snapped labels
+        self.off_palette = off_palette  # share of pixels far from their label's colour
+        self.why = (f"its colours change from pixel to pixel ({roughness:.0%} of neighbouring pixels get different "
+                    f"labels; label maps have a few percent)" if roughness > PHOTO_ROUGHNESS else
+                    f"{off_palette:.0%} of its pixels are far from every label colour")
+        super().__init__(f"This looks like a photo, not a label map: {self.why}.")
 
 
 def fit_map(a: np.ndarray, size: tuple[int, int], fit: str, what: str, fill=None) -> tuple[np.ndarray, str]:
@@ -290,19 +300,28 @@ def label_map(raw: np.ndarray, size: tuple[int, int], fit: str = "stretch", spac
                        "another shape, or paint every pixel.")
     unlabelled = space.unlabelled if grey else (*L.UNLABELLED_COLOUR, 255)[:raw.shape[2]]
     raw, note = fit_map(raw, size, fit, "label map", unlabelled)
-    labels = labels_from_image(raw, size=size, space=space)
+    named = [i for i in space.ids if not space.names[i].startswith("unused-")]  # colours snap to real labels only
+    labels = labels_from_image(raw, size=size, space=space, ids=None if grey else named)
     if grey:
         labels = grey_labels(labels, space, grey_ids)
     elif raw.shape[2] >= 3:
         rough = L.roughness(labels)
-        if rough > PHOTO_ROUGHNESS:
-            raise LooksLikePhoto(rough)
+        far = off_palette(_pick(raw, size)[..., :3], labels, space)
+        if rough > PHOTO_ROUGHNESS or far > OFF_PALETTE_SHARE:
+            raise LooksLikePhoto(rough, far)
         if space.unlabelled is None:
             black = resize_labels((raw[..., :3] == 0).all(-1).astype(np.uint8), size).mean()
             if black > 0.005:
                 raise MapError(f"{black:.0%} of the map is black (unlabelled, erased or unpainted), and this model "
                                f"({space.name}) has no unlabelled label: paint every pixel with a legend colour.")
     return labels, note
+
+
+def off_palette(rgb: np.ndarray, labels: np.ndarray, space: LabelSpace) -> float:
+    """The share of pixels of a colour map (H, W, 3) farther than OFF_PALETTE_DISTANCE from the colour of the
+    label they snapped to (labels (H, W))."""
+    d = ((rgb.astype(np.int32) - space.colours[labels & 255].astype(np.int32)) ** 2).sum(-1)  # (H, W)
+    return float((d > OFF_PALETTE_DISTANCE ** 2).mean())
 
 
 def grey_labels(values: np.ndarray, space: LabelSpace, grey_ids: str) -> np.ndarray:
@@ -341,7 +360,16 @@ def labels_found(labels: np.ndarray, space: LabelSpace, skip: int | None = None,
 
 def read_depth_map(raw: np.ndarray) -> np.ndarray:
     """A depth image as given -> (H, W) float32 in [-1, 1] (depth_from_array), or a MapError saying what is
-    wrong and what to give instead."""
+    wrong and what to give instead: also for a colour photo (depth maps are grey), which would otherwise be read
+    as its brightness."""
+    opaque = raw.ndim == 3 and raw.dtype == np.uint8 and (raw.shape[2] == 3 or (raw[..., 3] == 255).all())
+    if opaque and raw.shape[2] >= 3:
+        rgb = raw[..., :3].astype(np.int16)
+        colour = float((rgb.max(-1) - rgb.min(-1)).mean())  # 0 for grey pixels
+        if colour > DEPTH_COLOUR:
+            raise MapError("This is a colour image, not a depth map: depth maps are grey (nearer = brighter). "
+                           "Upload a grey depth PNG (16- or 8-bit) or an original float-in-RGBA depth PNG; to "
+                           "use a photo's layout, try the Edges tab with \"An upload is a: photo\".")
     try:
         return depth_from_array(raw)
     except ValueError as e:

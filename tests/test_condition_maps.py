@@ -122,6 +122,27 @@ def test_label_map_refuses_photos_black_areas_and_padding_without_unlabelled():
         tc.condition_maps.label_map(np.full((32, 64), 156, np.uint8), (32, 32), "pad", space)
 
 
+
+def test_label_map_refuses_smooth_photos_and_noise_maps_and_snaps_to_real_labels_only():
+    """A smooth photo (its labels change little between neighbours) was read as 'fog 45%, road 32%, ...'; an 8x8
+    map of noise colours as the non-label 'unused-30': both are maps of other colours than the labels'."""
+    L = tc.labels
+    y, x = np.mgrid[0:64, 0:96] / 64.0
+    smooth = np.stack([90 + 80 * y, 140 + 40 * x, 230 - 120 * y], -1).astype(np.uint8)  # a sky-to-ground blend
+    with pytest.raises(tc.condition_maps.LooksLikePhoto, match=r"\d+% of its pixels are far from every label colour"):
+        tc.condition_maps.label_map(smooth, (64, 96))
+    noise = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    with pytest.raises(tc.condition_maps.LooksLikePhoto, match="far from every label colour"):
+        tc.condition_maps.label_map(noise, (256, 256))
+    # a colour near an unused id's (grid) colour snaps to a real label, never to "unused-..."
+    near_unused = np.broadcast_to(L.COCO_STUFF_UNLABELLED.colours[L.COCO_UNUSED[0]], (8, 8, 3))
+    with pytest.raises(tc.condition_maps.LooksLikePhoto):  # and, being no label's colour, is far from them all
+        tc.condition_maps.label_map(np.ascontiguousarray(near_unused), (8, 8))
+    named = [i for i in L.COCO_STUFF_UNLABELLED.ids if not L.COCO_STUFF_UNLABELLED.names[i].startswith("unused-")]
+    snapped = tc.condition_maps.labels_from_image(np.ascontiguousarray(near_unused), named,
+                                                  space=L.COCO_STUFF_UNLABELLED)
+    assert not set(np.unique(snapped).tolist()) & set(L.COCO_UNUSED)
+
 def test_read_depth_map_normalises_or_says_what_to_upload():
     ramp = (np.linspace(0, 65535, 40)[:, None] * np.ones((1, 30))).astype(np.uint16)  # 16-bit grey
     d = tc.condition_maps.read_depth_map(ramp)
@@ -134,3 +155,9 @@ def test_read_depth_map_normalises_or_says_what_to_upload():
     with pytest.raises(tc.condition_maps.MapError, match=r"not a depth map the app can read \(the depth map holds "
                                                          r"NaN"):
         tc.condition_maps.read_depth_map(np.full((4, 4), np.nan, np.float32))
+    # a colour photo given as depth was read as its brightness without a word; grey RGB maps still read
+    photo = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    with pytest.raises(tc.condition_maps.MapError, match="This is a colour image, not a depth map"):
+        tc.condition_maps.read_depth_map(photo)
+    grey = np.repeat(ramp[:, :, None] // 256, 3, -1).astype(np.uint8)
+    assert np.allclose(tc.condition_maps.read_depth_map(grey), d, atol=1e-2)
