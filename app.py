@@ -22,25 +22,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import gradio as gr
-import torch
-
-import taming_core as tc
-from taming_app import (BLANK, CONDITION_KINDS_BY_MODE, FIT, GUIDANCE, GUIDANCE_BY_MODE, LIMITS, MAX_SCALE,
-                        MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, MODES, SEGMENTER, UPLOADED, App, ModelBank, Page,
-                        Refused, Settings, Stops, build_demo, example_maps, flatten_editor, for_page, label_map_of,
-                        legend_html, page_css, read_upload, swatch_script, tiled, untiled)
-
-PHOTO_ROUGHNESS = tc.condition_maps.PHOTO_ROUGHNESS
-GREY_BASES = tc.condition_maps.GREY_BASES
+# The command line's names, written here so that --help imports neither gradio nor torch (tests check them
+# against taming_app.MODES, taming_app.SEGMENTER and tc.SAMPLING_PRECISIONS)
+MODES = ("segmentation", "edges", "depth", "unconditional", "class")
+SEGMENTER = "segmenter"
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+SIDE = 256  # the output's width and height the page starts with (Segmentation, Edges, Depth)
 ROOT = Path(__file__).resolve().parent
-__all__ = [
-    "BLANK", "CONDITION_KINDS_BY_MODE", "FIT", "GUIDANCE", "GUIDANCE_BY_MODE", "GREY_BASES", "LIMITS", "MAX_SCALE",
-    "MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS", "MODES", "PHOTO_ROUGHNESS", "SEGMENTER", "UPLOADED", "App",
-    "ModelBank", "Page", "Refused", "Settings", "Stops", "build_demo", "example_maps", "flatten_editor",
-    "for_page", "label_map_of", "legend_html", "page_css", "read_upload", "swatch_script", "tiled", "untiled",
-    "parse_args", "launch", "main",
-]
+PACKAGE_NAMES = (
+    "BLANK", "CONDITION_KINDS_BY_MODE", "FIT", "GUIDANCE", "GUIDANCE_BY_MODE", "LIMITS", "MAX_SCALE",
+    "MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS", "UPLOADED", "App", "ModelBank", "Page", "Refused", "Settings", "Stops",
+    "build_demo", "example_maps", "flatten_editor", "for_page", "label_map_of", "legend_html", "page_css",
+    "read_upload", "swatch_script", "tiled", "untiled")
+__all__ = [*PACKAGE_NAMES, "MODES", "SEGMENTER", "GREY_BASES", "PHOTO_ROUGHNESS", "parse_args", "launch", "main"]
+
+
+def __getattr__(name: str):
+    """The package's names (taming_app, tc.condition_maps), imported when first asked for (PEP 562)."""
+    if name in PACKAGE_NAMES:
+        import taming_app
+        return getattr(taming_app, name)
+    if name in ("GREY_BASES", "PHOTO_ROUGHNESS"):
+        import taming_core as tc
+        return getattr(tc.condition_maps, name)
+    raise AttributeError(f"module 'app' has no attribute {name!r}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
     ap.add_argument("--port", type=int, default=7860, help="port to serve on (default: %(default)s)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    ap.add_argument("--precision", default="auto", choices=tc.SAMPLING_PRECISIONS,
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
                     help="auto: the fastest faithful path on the device (CPU: int8 GPT weights, bf16 decodes "
                          "where the CPU has bf16 units; CUDA: fp32, measured fastest there); fp32: everything in "
                          "fp32 (default: %(default)s)")
@@ -65,20 +70,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument(f"--{SEGMENTER}", default=None, metavar="PATH",
                     help="photo -> label map model behind 'Start from a photo' (default: the bundled one, when "
                          "present)")
+    ap.add_argument("--size", type=int, default=SIDE, metavar="PX",
+                    help="the width and height the page starts with for maps (segmentation, edges, depth); the "
+                         "canvases follow the Width and Height fields (default: %(default)s)")
     ap.add_argument("--queue-size", type=int, default=16, help="requests waiting at most (others are refused)")
     return ap.parse_args(argv)
 
 
-def launch(demo: gr.Blocks, queue_size: int = 16, **kwargs) -> tuple:
-    """Queue (one generation at a time, `queue_size` waiting) and serve, refusing uploads over MAX_UPLOAD_BYTES
-    as they arrive. kwargs go to Blocks.launch; returns what it returns."""
+def launch(demo, queue_size: int = 16, **kwargs) -> tuple:
+    """Queue (one generation at a time, `queue_size` waiting) and serve the gr.Blocks `demo`, refusing uploads
+    over MAX_UPLOAD_BYTES as they arrive and holding the upload folder to UPLOAD_QUOTA. kwargs go to
+    Blocks.launch; returns what it returns."""
+    from taming_app import page_css, swatch_script
+    from taming_app.uploads import MAX_UPLOAD_BYTES, UPLOAD_QUOTA, keep_uploads_within
+
     demo.queue(default_concurrency_limit=1, max_size=queue_size)
-    return demo.launch(max_file_size=MAX_UPLOAD_BYTES, css=page_css(),
-                       head=getattr(demo, "page_head", None) or swatch_script(), **kwargs)
+    started = [False]  # the quota holds from now until the server has run and closed
+    keep_uploads_within(UPLOAD_QUOTA, lambda: demo.is_running or not started[0])
+    out = demo.launch(max_file_size=MAX_UPLOAD_BYTES, css=page_css(),
+                      head=getattr(demo, "page_head", None) or swatch_script(), **kwargs)
+    started[0] = True
+    return out
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    import torch
+
+    import taming_core as tc
+    from taming_app import ModelBank, build_demo
+
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     paths = {}
@@ -96,7 +117,7 @@ def main(argv=None) -> None:
     bank.load_all()
     for mode, plan in bank.plans.items():
         print(f"{mode} model on {device} (--precision {args.precision}): {plan}", flush=True)
-    launch(build_demo(bank), args.queue_size, server_name=args.host, server_port=args.port)
+    launch(build_demo(bank, args.size), args.queue_size, server_name=args.host, server_port=args.port)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Speed of the bundled models on this CPU: decoding a 16x16 token grid, sampling one image per mode,
 streaming one as the app does (time to the first preview and to the final image, fp32 and the app's
-default `--precision auto`), and segmenting a 256x256 photo (the app's "Start from a photo").
+default `--precision auto`; also at the app's default 256x256 and a 512x256 panorama, through the fast sliding
+window), and segmenting a 256x256 photo (the app's "Start from a photo").
 
-    .venv/bin/python bench/bundled.py [--threads 1 2] [--repeats 5]
+    .venv/bin/python bench/bundled.py [--threads 1 2] [--repeats 5] [--sizes 256 512 ...] [--only-stream]
 
 Prints one row per (figure, threads) with the median of --repeats runs and writes
 bench/results/bundled.json. The decode goal of the bundled VQGAN is at most 300 ms per 16x16 grid here; the
@@ -28,28 +29,31 @@ SHARED = ROOT.parent / "shared" / "data"  # a real photo for the segmenter
 MODES = ("segmentation", "edges", "depth", "unconditional")
 
 
-def condition(net: tc.Net2Net, size: int) -> torch.Tensor:
-    """Condition tokens (1, L_c) of a plain map of the model's kind (timing does not depend on its content)."""
-    kind = net.config.cond_stage.kind
+def condition(net: tc.Net2Net, size: int, width: int | None = None) -> torch.Tensor:
+    """Condition tokens (1, L_c) of a plain map (size high, `width` (default size) wide) of the model's kind
+    (timing does not depend on its content)."""
+    kind, width = net.config.cond_stage.kind, width or size
     if kind == "segmentation":
-        return net.encode_cond(torch.zeros(1, size, size, dtype=torch.long))  # label ids
+        return net.encode_cond(torch.zeros(1, size, width, dtype=torch.long))  # label ids
     if kind in ("depth", "edges"):
-        return net.encode_cond(-torch.ones(1, 1, size, size))
+        return net.encode_cond(-torch.ones(1, 1, size, width))
     return net.encode_cond(1)
 
 
 def stream_times(net: tc.Net2Net, cond: torch.Tensor, precision: str, repeats: int,
-                 guidance: float = 1.0) -> tuple[float, float]:
+                 guidance: float = 1.0, grid: tuple[int, int] | None = None) -> tuple[float, float]:
     """Median seconds to the first preview and to the final image of tc.stream with the app's settings
-    (16 previews at most, top-k 100, `guidance` for a model with a null condition) and `precision`
+    (16 previews at most, top-k 100, `guidance` for a model with a null condition; a `grid` larger than the
+    model's through the fast sliding window, cond then the condition grid (1, h, w)) and `precision`
     (tc.sampling_precision on the CPU)."""
     plan = tc.sampling_precision(precision, "cpu")
     model = tc.prepare_for_sampling(net, plan)  # as the app loads it (fp32: packed in place)
     firsts, finals = [], []
+    window = dict(grid=grid, window=net.grid, mode="fast") if grid not in (None, net.grid) else {}
     for i in range(repeats + 1):  # the first run warms up
         t0, first = time.perf_counter(), None
         for ev in tc.stream(model, cond, top_k=100, generator=torch.Generator().manual_seed(i),
-                            decode_dtype=plan.decode_dtype,
+                            decode_dtype=plan.decode_dtype, **window,
                             guidance=guidance if net.config.null_token is not None else 1.0):
             if ev.preview is not None and first is None:
                 first = time.perf_counter() - t0
@@ -75,8 +79,13 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--guidance", type=float, default=3.0, help="the app's default on the segmentation tab")
+    ap.add_argument("--sizes", type=int, nargs=2, action="append", metavar=("H", "W"), default=None,
+                    help="stream sizes beyond the model's own (default: 256 256 and 256 512, the app's default "
+                         "and a panorama)")
+    ap.add_argument("--only-stream", action="store_true", help="the segmentation stream figures alone")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "bundled.json"))
     args = ap.parse_args(argv)
+    args.sizes = args.sizes or [(256, 256), (256, 512)]
     vq = tc.load_model(ROOT / "checkpoints" / "vqgan").eval()
     side = vq.config.ddconfig.resolution // vq.downsample_factor
     codes = torch.randint(0, vq.n_codes, (1, side, side), generator=torch.Generator().manual_seed(0))
@@ -91,10 +100,12 @@ def main(argv=None) -> list[dict]:
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        t = median_time(lambda: vq.decode_indices(codes), args.repeats)
-        rows.append({"figure": f"decode {side}x{side} grid -> {side * vq.downsample_factor} px", "threads": threads,
-                     "seconds": t})
-        for mode, net in nets.items():
+        for mode, net in ({} if args.only_stream else {"decode": None, **nets}).items():
+            if net is None:
+                t = median_time(lambda: vq.decode_indices(codes), args.repeats)
+                rows.append({"figure": f"decode {side}x{side} grid -> {side * vq.downsample_factor} px",
+                             "threads": threads, "seconds": t})
+                continue
             cond = condition(net, side * vq.downsample_factor)
             n = side * side
             t = median_time(lambda: net.decode_indices(tc.sample(net, cond, steps=n, top_k=100)),
@@ -102,13 +113,21 @@ def main(argv=None) -> list[dict]:
             rows.append({"figure": f"{mode}: sample {n} tokens + decode", "threads": threads, "seconds": t})
         if "segmentation" in nets:
             net = nets["segmentation"]
-            cond = condition(net, side * vq.downsample_factor)
-            for precision in ("fp32", "auto"):
-                first, final = stream_times(net, cond, precision, max(1, args.repeats // 2), args.guidance)
-                what = f"app stream, --precision {precision}, guidance {args.guidance:g}"
-                rows.append({"figure": f"{what}: first preview", "threads": threads, "seconds": first})
-                rows.append({"figure": f"{what}: final image", "threads": threads, "seconds": final})
-        if segmenter is not None:
+            f = vq.downsample_factor
+            # the model's size, then the app's default 256x256 and a 512x256 panorama (fast sliding window)
+            for h, w in ((side * f, side * f), *((tuple(size) for size in args.sizes))):
+                cond = condition(net, h, w)
+                grid = (h // f, w // f)
+                if grid != net.grid:
+                    cond = cond.view(1, *grid)  # the condition grid of the window sampler
+                for precision in ("fp32", "auto"):
+                    if grid != net.grid and precision == "fp32":
+                        continue  # larger sizes: the app's default precision only
+                    first, final = stream_times(net, cond, precision, max(1, args.repeats // 2), args.guidance, grid)
+                    what = f"app stream {w}x{h}, --precision {precision}, guidance {args.guidance:g}"
+                    rows.append({"figure": f"{what}: first preview", "threads": threads, "seconds": first})
+                    rows.append({"figure": f"{what}: final image", "threads": threads, "seconds": final})
+        if segmenter is not None and not args.only_stream:
             t = median_time(lambda: segmenter.segment(photo), args.repeats)
             rows.append({"figure": f"segmenter: {photo.shape[1]}x{photo.shape[0]} photo -> label map",
                          "threads": threads, "seconds": t})

@@ -1,4 +1,5 @@
-"""Screenshots of each tab of the app after a generation, for the README (docs/app-*.png).
+"""Screenshots of each tab of the app after a generation at its default 256x256 (and a 512x256 panorama), for
+the README (docs/app-*.png).
 
     .venv/bin/python docs/screenshots.py --edges-photo ../shared/data/bsds/images/test__100039.jpg \
         --depth ../shared/data/drin/depth16/n01819313__ILSVRC2012_val_00003068.png \
@@ -75,7 +76,13 @@ def main(argv=None) -> None:
                 page.screenshot(path=str(path))
                 print(f"saved {path}: {page.locator(f'#status_{key} textarea').input_value()}")
 
-            generate("seg", "segmentation")  # the first ready-made scene
+            generate("seg", "segmentation")  # the first ready-made scene, at the default 256x256
+            # a panorama scene sets the output (and the canvas) to 2:1, 512x256
+            page.locator("#seg_example input").click()
+            page.get_by_role("option", name="Mountain panorama").click()
+            expect(page.locator("#width input")).to_have_value("512", timeout=30000)
+            page.wait_for_timeout(2000)  # the canvas takes the new shape
+            generate("seg", "panorama")
             if args.photo:  # its label map becomes the canvas; four variations side by side
                 page.locator("#seg_photo input[type=file]").set_input_files(args.photo)
                 expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Label map"), timeout=60000)
@@ -84,6 +91,9 @@ def main(argv=None) -> None:
                 generate("seg", "from-photo")
                 page.locator("#images input[type=number]").fill("1")
                 page.locator("#images input[type=number]").press("Enter")
+            for field in ("width", "height"):  # back to the default size (the photo set its aspect)
+                page.locator(f"#{field} input").fill("256")
+            page.wait_for_timeout(2000)
             page.get_by_role("tab", name="Edges").click()
             page.locator("#edges_kind").get_by_text("photo", exact=True).click()
             page.locator("#edges_upload input[type=file]").set_input_files(args.edges_photo)

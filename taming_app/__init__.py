@@ -1,5 +1,6 @@
 """The Gradio app over taming_core, by concern: models.py (the models behind the tabs, Stop per session),
-refused.py (refusals in words), uploads.py (uploads and canvases -> arrays), settings.py (the arguments and
+refused.py (refusals in words), uploads.py (uploads and canvases -> arrays; the upload quota), files.py (images
+sent to the page as files written once), settings.py (the arguments and
 their limits), handlers.py (one handler per mode, also the API's), page.py (the page's own handlers),
 scenes.py (ready-made label maps, legend, swatch names), layout.py (the page; app.css, swatch_names.js),
 api.py (the public endpoints). app.py is the command line that serves it."""

@@ -15,27 +15,59 @@ import taming_core as tc
 
 from .handlers import App
 from .models import MODES, SEGMENTER
-from .settings import FIT, GUIDANCE_BY_MODE, Settings
+from .settings import FIT, GUIDANCE_BY_MODE, LIMITS, Settings
 
 
-def add_api(app: App, common: dict) -> None:
+class WholeNumber(gr.Number):
+    """A number the API documents as an int (type "integer"), passed on as given: the handlers refuse a fraction
+    by name, where gr.Number(precision=0) would round it silently."""
+
+    is_template = True  # the page draws it as a gr.Number
+
+    def api_info(self) -> dict:
+        return {"type": "integer"}
+
+
+class ImageFile(gr.File):
+    """An image file of the API, whose documented example is an image of that name (not gradio's PDF)."""
+
+    is_template = True  # the page draws it as a gr.File
+
+    def __init__(self, example: str, **kwargs):
+        self.example = example
+        super().__init__(**kwargs)
+
+    def example_payload(self):
+        return {"path": self.example, "meta": {"_type": "gradio.FileData"}, "orig_name": self.example}
+
+    def example_value(self):
+        return self.example
+
+
+WHOLE = {name for name, (_, _, whole) in LIMITS.items() if whole}  # the settings documented as ints
+
+
+def add_api(app: App, common: dict, side: int = 0) -> None:
     """Adds the API's hidden inputs and endpoints to the Blocks being built; `common`: the event arguments every
-    generation shares (its concurrency group and Stop-ticket validator)."""
+    generation shares (its concurrency group and Stop-ticket validator); `side`: the default width and height of
+    the map endpoints (0: the model's native size)."""
     with gr.Row(visible=False):
-        api_map = gr.File(label="label map")
-        api_edges = gr.File(label="sketch or photo")
-        api_depth = gr.File(label="depth map")
-        api_photo = gr.File(label="photo")
+        api_map = ImageFile("label_map.png", label="label map")
+        api_edges = ImageFile("sketch.png", label="sketch or photo")
+        api_depth = ImageFile("depth.png", label="depth map")
+        api_photo = ImageFile("photo.jpg", label="photo")
         api_photo_button = gr.Button()
-        api_photo_outputs = [gr.Image(format="png"), gr.Textbox()]
+        api_photo_outputs = [gr.Image(format="png", label="label map"), gr.Textbox(label="message")]
         api_kind = gr.Textbox("sketch", label="kind: sketch or photo")
         api_fit = gr.Textbox(FIT, label="fit: crop, pad or stretch")
         api_grey = gr.Textbox(tc.condition_maps.GREY_BASES[0], label="grey_ids: 0-based or 1-based")
         api_class = gr.Textbox("0", label="class_id: a class id or name")
-        defaults = asdict(Settings())
-        api = {name: gr.Number(value, label=name) for name, value in defaults.items() if name != "guidance"}
+        defaults = asdict(Settings(width=side, height=side))
+        api = {name: (WholeNumber if name in WHOLE else gr.Number)(value, label=name)
+               for name, value in defaults.items() if name != "guidance"}
         api_buttons = {mode: gr.Button() for mode in MODES}
-        api_outputs = [gr.Image(format="png"), gr.Textbox(), gr.Image(format="png")]
+        api_outputs = [gr.Image(format="png", label="image"), gr.Textbox(label="status"),
+                       gr.Image(format="png", label="condition")]
         api_stop = gr.Button()
         api_guidance = {mode: gr.Number(g, label="guidance") for mode, g in GUIDANCE_BY_MODE.items()}
 

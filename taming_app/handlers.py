@@ -13,7 +13,7 @@ import torch
 import taming_core as tc
 
 from .models import SEGMENTER, ModelBank, Stops
-from .refused import Refused
+from .refused import Refused, log
 from .scenes import SCENE_SPACES
 from .settings import FIT, GUIDANCE_BY_MODE, MAX_SCALE, Settings, class_index, class_names
 from .uploads import depth_of_upload, edges_of_upload, label_map_of, read_upload
@@ -24,18 +24,49 @@ class App:
 
     def __init__(self, bank: ModelBank):
         self.bank, self.stops = bank, Stops()
+        self.blocks: gr.Blocks | None = None  # the page serving the handlers (build_demo): its queue knows the jobs
+
+    def client_gone(self, request: gr.Request | None) -> bool:
+        """Whether the client of the queued job behind `request` has gone: it disconnected (gradio marks the job
+        dead) or cancelled it (gradio drops the job from the running ones). Gradio itself stops a generator only at
+        its next yield, seconds later for large images; the handlers ask every token. A direct call (no queue)
+        has no client to lose."""
+        queue, raw = getattr(self.blocks, "_queue", None), getattr(request, "request", None)
+        if queue is None or raw is None:
+            return False
+        for jobs in list(queue.active_jobs):
+            for job in jobs or ():
+                if job.request is raw:
+                    return not job.alive
+        return True  # no longer among the running jobs: cancelled
 
     def output_size(self, model: tc.Net2Net, s: Settings) -> tuple[int, int]:
         """(height, width) in pixels: the native size by default, else multiples of the token size."""
+        size, problem = size_of(model, s.width, s.height)
+        if problem:
+            raise Refused(problem)
+        return size
+
+    def output_shape(self, mode: str, width, height) -> tuple[int, int] | None:
+        """The (height, width) that `width` and `height` give `mode`'s output, or None where they give none (no
+        model, a size out of range, a number being typed): for the page's canvases, which follow the output."""
+        if not self.bank.available(mode) or any(not isinstance(v, (int, float)) or v != v for v in (width, height)):
+            return None
+        size, problem = size_of(self.bank.get(mode), int(width), int(height))
+        return None if problem else size
+
+    def shape_of_aspect(self, mode: str, aspect: float, near: tuple[int, int]) -> tuple[int, int]:
+        """The output (height, width) of `mode` closest to width = aspect * height, with its short side as near
+        `near`'s as the sizes allow (multiples of the token size, MAX_SCALE)."""
+        model = self.bank.get(mode)
         f = model.first_stage_model.downsample_factor
-        gh, gw = model.grid
-        height, width = s.height or gh * f, s.width or gw * f
-        if height % f or width % f:
-            raise Refused(f"Width and height must be multiples of {f} pixels, got {width}x{height}.")
-        if height < gh * f or width < gw * f or max(height / (gh * f), width / (gw * f)) > MAX_SCALE:
-            raise Refused(f"Sizes go from the model's {gw * f}x{gh * f} up to {MAX_SCALE}x that; "
-                          f"got {width}x{height}.")
-        return height, width
+        lo = model.grid[0] * f, model.grid[1] * f
+        side = min(near)
+        h, w = (side, side * aspect) if aspect >= 1 else (side / aspect, side)
+        scale = min(1.0, MAX_SCALE * lo[0] / h, MAX_SCALE * lo[1] / w)  # shrink both to stay within the limit
+        h, w = (max(lo[0], min(MAX_SCALE * lo[0], f * round(h * scale / f))),
+                max(lo[1], min(MAX_SCALE * lo[1], f * round(w * scale / f))))
+        return int(h), int(w)
 
     def run(self, mode: str, cond: torch.Tensor | None, size: tuple[int, int], s: Settings,
             view: np.ndarray | None, request: gr.Request | None, note: str = "") -> Iterator[tuple]:
@@ -70,10 +101,16 @@ class App:
                            generator=gen, fill=fill, guidance=s.guidance if guided else 1.0,
                            decode_dtype=self.bank.sampling.decode_dtype)
         every, last, frame, t0 = max(1, (grid[0] * grid[1]) // s.frames), 0, None, time.time()
+        checked = 0.0
         try:
             for ev in events:
                 if ev.preview is not None:
                     frame = ev.preview
+                if time.time() - checked > 0.05:  # at most every 50 ms: a cancelled or abandoned job stops at once
+                    checked, gone = time.time(), self.client_gone(request)
+                    if gone:
+                        log.info("stopped at %d/%d tokens: the client has gone", ev.done, ev.total)
+                        return
                 if self.stops.presses(request) != ticket:
                     yield (gr.skip() if frame is None else tiled(frame),
                            f"Stopped at {ev.done}/{ev.total} tokens ({ev.tokens_per_s:.0f} tokens/s).", view)
@@ -183,28 +220,29 @@ class App:
         self.stops.press(request)
 
     def label_map_from_photo(self, photo, size: int = 0) -> tuple[np.ndarray, str]:
-        """A photo -> (its label map in the palette colours (size, size, 3) uint8, a message naming what was
-        found). The centre square of the photo is segmented (size 0: the segmentation model's native size).
-        The photo only goes to the segmenter, never to the generator."""
+        """A photo -> (its label map in the palette colours (height, width, 3) uint8, a message naming what was
+        found). The whole photo is segmented; the map has its aspect ratio, its short side `size` (0: the
+        segmentation model's native size), within the output sizes of the model. The photo only goes to the
+        segmenter, never to the generator."""
         if not self.can_segment():
             raise Refused(f"Start from a photo needs the segmenter (--segmenter) and a segmentation model over "
                           f"COCO-Stuff or ADE20K labels; this one has {self.label_space().name}.")
         segmenter, space = self.bank.get(SEGMENTER), self.label_space()
-        if not size:
-            size = self.native_size("segmentation")
+        size = int(size) or self.native_size("segmentation")
         rgb = tc.condition_maps.rgb_of(read_upload(photo, "photo"))
         h, w = rgb.shape[:2]
-        ids = segmenter.segment(tc.condition_maps.centre_square(rgb))  # (S, S) uint8, COCO-Stuff ids
-        labels = tc.labels.from_coco_stuff(tc.condition_maps.resize_labels(ids, (size, size)), space)
+        shape = self.shape_of_aspect("segmentation", w / h, (size, size))
+        ids = segmenter.segment(rgb)  # (h, w) uint8, COCO-Stuff ids
+        labels = tc.labels.from_coco_stuff(tc.condition_maps.resize_labels(ids, shape), space)
         other_id = tc.labels.UNLABELLED if space.unlabelled is None else space.unlabelled
         other = labels == other_id
         found = tc.condition_maps.labels_found(labels, space, skip=other_id)
-        crop = f"its centre {min(h, w)}x{min(h, w)} square" if h != w else "it"
         missing = "" if space.unlabelled is not None else ", which this model has no label for: paint them"
         black = (f"; black = {space.names.get(space.unlabelled, 'unlabelled')} ({other.mean():.0%}: things "
                  f"outside the palette{missing})" if other.mean() >= 0.01 else "")
-        message = (f"Label map of the {w}x{h} photo ({crop}, segmented): {found or 'no palette label'}"
-                   f"{black}. Repaint it, then press Generate; the photo itself is not used.")
+        message = (f"Label map of the {w}x{h} photo, at {shape[1]}x{shape[0]} (width and height set to it): "
+                   f"{found or 'no palette label'}{black}. Repaint it, then press Generate; the photo itself is "
+                   f"not used.")
         return space.colourise(labels), message  # "other" is black (255 too, where it is no label)
 
     def label_space(self) -> tc.labels.LabelSpace:
@@ -224,6 +262,19 @@ class App:
             return 256
         m = self.bank.get(mode)
         return m.grid[0] * m.first_stage_model.downsample_factor
+
+
+def size_of(model: tc.Net2Net, width: int, height: int) -> tuple[tuple[int, int], str]:
+    """((height, width) in pixels, "") of a model's output for the asked width and height (0: native), or (the
+    native size, what is wrong with them)."""
+    f = model.first_stage_model.downsample_factor
+    gh, gw = model.grid
+    h, w = height or gh * f, width or gw * f
+    if h % f or w % f:
+        return (gh * f, gw * f), f"Width and height must be multiples of {f} pixels, got {w}x{h}."
+    if h < gh * f or w < gw * f or max(h / (gh * f), w / (gw * f)) > MAX_SCALE:
+        return (gh * f, gw * f), f"Sizes go from the model's {gw * f}x{gh * f} up to {MAX_SCALE}x that; got {w}x{h}."
+    return (h, w), ""
 
 
 def tiled(x: torch.Tensor, gap: int = 2) -> np.ndarray:

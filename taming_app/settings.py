@@ -21,9 +21,12 @@ LIMITS = {
     "width": (0, 16384, True),  # 0 = the model's size; output_size checks multiples and the scale
     "height": (0, 16384, True),
     "frames": (1, 64, True),
-    "guidance": (0.0, 10.0, False),  # 1 = off; 0 = the null condition alone
+    # 1 = off; below 1 steers away from the condition (0 = the null condition alone: near-black images here)
+    "guidance": (1.0, 10.0, False),
     "images": (1, 8, True),  # variations: samples of the one condition, drawn as one batch
 }
+# what a refusal adds for numbers whose range is not self-explaining
+MEANING = {"guidance": "1 = off, higher follows the condition more closely; below 1 would steer away from it"}
 # Classifier-free guidance of models trained with condition dropout (a null condition); others sample without.
 # Each tab's default, measured on the bundled models' hold-out (checkpoints/README.md): segmentation 3 (the
 # samples' layout matches the map in 51.6% of pixels against 36.1% at 1, and FID/KID do not worsen); edges 2
@@ -32,7 +35,7 @@ LIMITS = {
 # takes almost nothing from its 23 training maps, and no class model is bundled).
 GUIDANCE_BY_MODE = {"segmentation": 3.0, "edges": 2.0, "depth": 1.0, "class": 1.0}
 GUIDANCE = GUIDANCE_BY_MODE["segmentation"]  # the slider's value when the app opens on the Segmentation tab
-MAX_SCALE = 4  # the largest output side, in multiples of the model's native size
+MAX_SCALE = 8  # the largest output side, in multiples of the model's native size (1024x512 from 128)
 FIT = "crop"  # a condition of another aspect ratio than the output: its centre part (or "pad", "stretch")
 
 
@@ -43,7 +46,8 @@ def checked_number(name: str, value) -> int | float:
     if (not real or (isinstance(value, (float, np.floating)) and not math.isfinite(value))
             or (whole and value != int(value)) or not lo <= value <= hi):
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise Refused(f"{name} must be {'a whole number' if whole else 'a number'} from {lo} to {hi}, "
+        meaning = f" ({MEANING[name]})" if name in MEANING else ""
+        raise Refused(f"{name} must be {'a whole number' if whole else 'a number'} from {lo} to {hi}{meaning}, "
                       f"got {shown}.")
     return int(value) if whole else float(value)
 

@@ -3,6 +3,8 @@ painter's layers, and the label, depth and edge maps of an upload (read by tc.co
 from __future__ import annotations
 
 import math
+import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -12,11 +14,14 @@ from PIL import Image, UnidentifiedImageError
 
 import taming_core as tc
 
-from .refused import Refused, refusing
+from .refused import Refused, log, refusing
 
 MAX_UPLOAD_PIXELS = 4096 * 4096  # larger uploads are refused before decoding
 MAX_UPLOAD_BYTES = 64 * 2**20  # larger files are refused while they arrive (a 4096^2 PNG of noise still fits)
+UPLOAD_QUOTA = 512 * 2**20  # Gradio's upload folder is held to this, the oldest files deleted first
 Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS  # PIL refuses decompression bombs beyond this
+MIN_MAP_SIDE = 16  # sketches and depth maps need at least this many pixels a side
+ENLARGED_NOTE = 4  # a map enlarged this many times or more is named in the status
 
 
 def read_upload(path_or_array, what: str) -> np.ndarray:
@@ -40,15 +45,24 @@ def read_upload(path_or_array, what: str) -> np.ndarray:
 
 
 def open_image(path: str, what: str) -> np.ndarray:
-    """An image file -> numpy array as stored (L, RGB, RGBA, 16- and 32-bit grey kept; others to RGB)."""
+    """An image file -> numpy array as stored (L, RGB, RGBA, 32-bit grey kept; 16-bit grey of either byte order,
+    as 16-bit TIFFs, as native uint16; others to RGB). Any decoding error (a damaged file, a text or colour-profile
+    chunk that inflates past Pillow's limit: ValueError, ...) is a refusal."""
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_UPLOAD_PIXELS:
                 raise Refused(too_large(what, im.width, im.height))
-            return np.asarray(im if im.mode in ("L", "RGB", "RGBA", "I;16", "I") else im.convert("RGB"))
+            if im.mode.startswith("I;16"):  # I;16, I;16B (big-endian TIFF), I;16L, I;16N
+                return np.asarray(im).astype(np.uint16)  # native byte order
+            return np.asarray(im if im.mode in ("L", "RGB", "RGBA", "I") else im.convert("RGB"))
     except FileNotFoundError:
         raise Refused(f"The {what} is no longer on the server: upload it again.") from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+    except gr.Error:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        raise Refused(f"Could not read the {what}: this is not an image file (PNG, JPEG, WebP...), or it is "
+                      f"damaged (UnidentifiedImageError).") from None
+    except Exception as e:  # noqa: BLE001 - whatever a decoder raises on a hostile file: one line, no traceback
         raise Refused(f"Could not read the {what}: this is not an image file (PNG, JPEG, WebP...), or it is "
                       f"damaged ({type(e).__name__}).") from None
 
@@ -71,6 +85,51 @@ def discard_upload(path: str) -> None:
             file.parent.rmdir()
         except OSError:  # not empty: another upload shares the folder
             pass
+
+
+def enforce_quota(folder: Path, quota: int) -> int:
+    """Deletes the oldest files under `folder` (Gradio's upload folder, which also caches what the page was sent)
+    until they take at most `quota` bytes: uploads no handler uses stayed an hour with no bound (20 x 50 MB ->
+    1.1 GiB). Returns the bytes deleted."""
+    files = []
+    for path in Path(folder).rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                st = path.stat()
+                files.append((st.st_mtime, st.st_size, path))
+        except OSError:  # deleted meanwhile
+            pass
+    total, freed = sum(size for _, size, _ in files), 0
+    for _, size, path in sorted(files, key=lambda f: f[0]):
+        if total - freed <= quota:
+            break
+        path.unlink(missing_ok=True)
+        freed += size
+        if path.parent != Path(folder):
+            try:
+                path.parent.rmdir()
+            except OSError:  # not empty
+                pass
+    return freed
+
+
+def keep_uploads_within(quota: int, is_running, every: float = 2.0) -> threading.Thread:
+    """Starts a thread that holds Gradio's upload folder to `quota` bytes (enforce_quota every `every` seconds)
+    while `is_running()`; returns it."""
+    def sweep():
+        while is_running():
+            try:
+                freed = enforce_quota(Path(gradio.utils.get_upload_folder()), quota)
+                if freed:
+                    log.warning("upload folder over its %d MiB quota: deleted %d MiB of the oldest files",
+                                quota >> 20, freed >> 20)
+            except OSError as e:
+                log.warning("upload quota: %s", e)
+            time.sleep(every)
+
+    thread = threading.Thread(target=sweep, name="upload-quota", daemon=True)
+    thread.start()
+    return thread
 
 
 def flatten_editor(value: dict | None, transparent=(255, 255, 255)) -> np.ndarray:
@@ -111,30 +170,49 @@ def label_map_of(upload, size: tuple[int, int], can_segment: bool, fit: str = "s
             discard_upload(upload)
         where = ("upload it under \"Start from a photo\" (API: label_map_from_photo) to get its label map"
                  if can_segment else "paint its layout with the legend's colours instead")
-        raise Refused(f"This looks like a photo, not a label map: its colours change from pixel to pixel "
-                      f"({e.roughness:.0%} of neighbouring pixels get different labels; label maps have a few "
-                      f"percent). To start from a photo, {where}. A label map is coloured with the legend's "
-                      f"colours, or holds grey label ids.") from None
+        raise Refused(f"This looks like a photo, not a label map: {e.why}. To start from a photo, {where}. A "
+                      f"label map is coloured with the legend's colours, or holds grey label ids.") from None
     except tc.condition_maps.MapError as e:
         raise Refused(str(e)) from None
 
 
 def depth_of_upload(upload, size: tuple[int, int], fit: str) -> tuple[np.ndarray, str]:
-    """An uploaded depth map -> ((height, width) = size float32 in [-1, 1], a note on cropping or padding)."""
+    """An uploaded depth map -> ((height, width) = size float32 in [-1, 1], a note on cropping or padding, or
+    on a small map enlarged)."""
     with refusing():
         d, note = tc.condition_maps.fit_map(read_depth(upload), size, fit, "depth map")
-    return tc.condition_maps.resize_map(d, size), note
+    return tc.condition_maps.resize_map(d, size), note + enlarged(d.shape, size, "depth map")
 
 
 def read_depth(upload) -> np.ndarray:
-    """An uploaded depth map -> (H, W) float32 in [-1, 1], as uploaded."""
+    """An uploaded depth map -> (H, W) float32 in [-1, 1], as uploaded (a colour photo or a map under
+    MIN_MAP_SIDE refused)."""
     with refusing():
-        return tc.condition_maps.read_depth_map(read_upload(upload, "depth map"))
+        return tc.condition_maps.read_depth_map(read_map(upload, "depth map"))
 
 
 def edges_of_upload(upload, kind: str, size: tuple[int, int], fit: str) -> tuple[np.ndarray, str]:
     """An uploaded sketch or photo (`kind`) -> (edge map (height, width) = size in [-1, 1], a note on cropping
-    or padding)."""
+    or padding, or on a small image enlarged)."""
     with refusing():
-        a, note = tc.condition_maps.fit_map(read_upload(upload, "sketch or photo"), size, fit, kind)
-    return tc.condition_maps.edges_from_image(a, kind, size), note
+        a, note = tc.condition_maps.fit_map(read_map(upload, kind), size, fit, kind)
+    return tc.condition_maps.edges_from_image(a, kind, size), note + enlarged(a.shape, size, kind)
+
+
+def read_map(upload, what: str) -> np.ndarray:
+    """read_upload for the maps drawn from (sketches, photos' edges, depth): one under MIN_MAP_SIDE pixels holds
+    too little to draw from (an 8x8 image was silently enlarged 32x), refused and deleted."""
+    a = read_upload(upload, what)
+    if min(a.shape[:2]) < MIN_MAP_SIDE:
+        if not isinstance(upload, np.ndarray):
+            discard_upload(upload)
+        raise Refused(f"The {what} is {a.shape[1]}x{a.shape[0]} pixels: too small to draw from. Upload one of at "
+                      f"least {MIN_MAP_SIDE}x{MIN_MAP_SIDE} pixels, ideally the output's size.")
+    return a
+
+
+def enlarged(shape: tuple[int, ...], size: tuple[int, int], what: str) -> str:
+    """A note when a map (H, W) was enlarged ENLARGED_NOTE times or more to size (height, width), else ""."""
+    scale = max(size[0] / shape[0], size[1] / shape[1])
+    return (f" The {shape[1]}x{shape[0]} {what} was enlarged {scale:.3g}x to {size[1]}x{size[0]}: it holds little "
+            f"detail to follow." if scale >= ENLARGED_NOTE else "")

@@ -1,6 +1,7 @@
 """The app's named API endpoints through gradio_client: streaming, arguments, refusals, upload limits, Stop."""
 import os
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def test_api_label_map_from_photo(served, files):
     client = Client(served, verbose=False)
     image, message = client.predict(handle_file(str(files / "photo.jpg")), api_name="/label_map_from_photo")
     rgb = np.asarray(Image.open(image).convert("RGB"))
-    assert rgb.shape == (32, 32, 3) and message.startswith("Label map of the 90x60 photo")
+    assert rgb.shape == (32, 48, 3) and message.startswith("Label map of the 90x60 photo")  # at its aspect
     palette = {tuple(tc.labels.coco_stuff_colours()[i]) for i in (156, 123, 154, 255)}
     assert set(map(tuple, rgb.reshape(-1, 3))) <= palette
 
@@ -107,6 +108,43 @@ def test_uploads_over_the_limit_and_refused_files_leave_nothing(served, files, u
         client.predict(handle_file(str(files / "corrupt.png")), 1, 1.0, 100, 1.0, 0, 0, 8,
                        api_name="/generate_depth")
     assert not [p for p in stored() if p.name == "corrupt.png"]
+    # any decoding error is a refusal and the upload is deleted: a PNG whose zTXt chunk inflates past Pillow's
+    # 1 MB limit made Pillow raise ValueError in every handler (a traceback, a bare "Error", the upload kept)
+    bomb = tmp_path / "text_bomb.png"
+    bomb.write_bytes(png_with_chunk(b"zTXt", b"comment\0\0" + zlib.compress(b"\0" * (2 << 20))))
+    for endpoint in ("/generate_depth", "/generate_segmentation", "/generate_edges"):
+        with pytest.raises(Exception, match=r"Could not read the .*damaged \(ValueError\)"):
+            client.predict(handle_file(str(bomb)), api_name=endpoint)
+    assert not [p for p in stored() if p.name == "text_bomb.png"]
+
+
+def png_with_chunk(kind: bytes, data: bytes) -> bytes:
+    """A 16x16 grey PNG with one more chunk (`kind`, `data`) before its pixels."""
+    import io
+    import struct
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(buf, "PNG")
+    png = buf.getvalue()
+    chunk = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    at = png.index(b"IDAT") - 4
+    return png[:at] + chunk + png[at:]
+
+
+def test_sixteen_bit_tiff_label_maps_read_right_in_either_byte_order(served, tmp_path):
+    """A 16-bit big-endian TIFF label map read as one colour ("snow 100%"): 16-bit grey of either byte order is
+    read as its ids."""
+    from gradio_client import Client, handle_file
+
+    labels = A.example_maps(32)["Beach"].astype(np.uint16)  # 0-based COCO-Stuff ids
+    client = Client(served, verbose=False)
+    for mode, dtype in (("I;16B", ">u2"), ("I;16", "<u2")):
+        path = tmp_path / f"labels_{dtype[0] == '>' and 'be' or 'le'}.tif"
+        Image.frombytes(mode, (32, 32), labels.astype(dtype).tobytes()).save(path)
+        _, status, view = client.predict(handle_file(str(path)), 1, 1.0, 100, 1.0, 32, 32, 2,
+                                         api_name="/generate_segmentation")
+        assert "Labels: sky-other" in status and "sea" in status and "sand" in status, status
+        assert np.array_equal(np.asarray(Image.open(view).convert("RGB")), tc.labels.colourise(labels))
 
 
 def test_refusals_are_logged_as_one_line(served, files, caplog, capfd):
@@ -162,3 +200,90 @@ def test_the_readme_api_block_runs_as_written(served, files, tmp_path, monkeypat
     exec(compile(block.replace("http://127.0.0.1:7860/", served), "README.md", "exec"), scope)  # noqa: S102
     assert Image.open(scope["image"]).size == (32, 32) and "Done" in scope["status"]
     assert Image.open(scope["label_map"]).size[0] > 0 and scope["found"]
+
+
+def test_a_client_that_goes_away_or_cancels_stops_its_job_within_a_second(served, files, caplog):
+    """A killed client's job (or one cancelled with Job.cancel) ran on to its next preview, seconds later at
+    large sizes (after a killed client's 512x512 8-image job the next request waited 122 s; job.cancel() took
+    2-5 s): the handlers now stop within a token of gradio marking the job gone."""
+    import logging
+    import signal
+    import subprocess
+    import sys
+
+    from gradio_client import Client, handle_file
+
+    caplog.set_level(logging.INFO, logger="app")
+    # a long job: 256x256 from a 32 px model, 4 images, minutes of work on this model
+    args = (handle_file(str(files / "labels.png")), 0, 1.0, 100, 1.0, 256, 256, 16, 3.0, 4, "crop", "0-based")
+
+    def stopped_within(seconds: float) -> bool:
+        end = time.time() + seconds
+        while time.time() < end:
+            if any("the client has gone" in r.getMessage() for r in caplog.records):
+                return True
+            time.sleep(0.02)
+        return False
+
+    code = (f"from gradio_client import Client, handle_file\nc = Client({served!r}, verbose=False)\n"
+            f"job = c.submit(handle_file({str(files / 'labels.png')!r}), *{args[1:]!r}, "
+            f"api_name='/generate_segmentation')\nfor out in job:\n    print('frame', flush=True)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "frame\n"  # it runs
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert stopped_within(1.0)
+    caplog.clear()
+    client = Client(served, verbose=False)
+    job = client.submit(*args, api_name="/generate_segmentation")
+    end = time.time() + 60
+    while not job.outputs():
+        assert time.time() < end
+        time.sleep(0.05)
+    t = time.time()
+    job.cancel()
+    assert time.time() - t < 1.0 and stopped_within(1.0)
+    # the model is free again at once
+    assert client.predict(1, 1.0, 100, 1.0, 4, api_name="/generate_unconditional")[1].startswith("Done")
+
+
+def test_the_upload_folder_has_a_quota(served, upload_folder, tmp_path):
+    """Uploads no handler uses stayed an hour with no bound (20 x 50 MB -> 1.1 GiB): the folder is held to a
+    quota, the oldest files deleted first, by a thread the launch starts."""
+    import threading
+
+    import httpx
+
+    from taming_app.uploads import enforce_quota
+
+    assert any(t.name == "upload-quota" and t.is_alive() for t in threading.enumerate())
+    sizes = []
+    for i in range(5):
+        data = np.random.default_rng(i).bytes(300_000)
+        r = httpx.post(served + "gradio_api/upload", files={"files": (f"blob{i}.bin", data)}, timeout=60)
+        assert r.status_code == 200
+        sizes.append(len(data))
+        time.sleep(0.05)  # distinct ages
+
+    def blobs():
+        return sorted(p.name for p in upload_folder.rglob("blob*.bin"))
+    assert len(blobs()) == 5
+    freed = enforce_quota(upload_folder, 2 * 300_000)  # earlier tests' files are older: they go first
+    assert freed >= 3 * 300_000 and blobs() == ["blob3.bin", "blob4.bin"]  # the newest kept
+
+
+def test_the_api_page_names_outputs_types_whole_numbers_and_shows_an_image_example(served):
+    """The API page showed outputs value_123/124/125, seed/top_k/width typed "float" and a PDF URL as the
+    example input."""
+    from gradio_client import Client
+
+    info = Client(served, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"]
+    seg = info["/generate_segmentation"]
+    assert [r["label"] for r in seg["returns"]] == ["image", "status", "condition"]
+    types = {p["parameter_name"]: p["python_type"]["type"] for p in seg["parameters"]}
+    assert {name: types[name] for name in ("seed", "top_k", "width", "height", "frames", "images")} == dict.fromkeys(
+        ("seed", "top_k", "width", "height", "frames", "images"), "int")
+    assert types["temperature"] == types["guidance"] == "float"
+    example = seg["parameters"][0]["example_input"]
+    assert "pdf" not in str(example) and "label_map.png" in str(example)
+    assert [r["label"] for r in info["/label_map_from_photo"]["returns"]] == ["label map", "message"]

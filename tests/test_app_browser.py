@@ -3,6 +3,7 @@
 import io
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +209,53 @@ def test_browser_swatches_are_named_picking_one_closes_the_popup_and_a_stroke_pa
         assert painted.any() and ((view == 0).all(-1) | painted).all()  # grass where stroked, the rest blank
         rows = np.nonzero(painted.any(1))[0]
         assert rows.min() >= 8 and rows.max() <= 24  # a horizontal stroke through the middle
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_browser_canvases_follow_the_output_clear_gives_white_paper_and_guidance_is_kept(served, bank):
+    """The visitor's list: the canvas is the output's shape (a panorama scene sets 2:1 and is used whole, not a
+    cropped strip of a square); the Edges tab's "Clear canvas" gives white paper, not a collapsed box and an
+    error; a guidance the visitor set survives switching tabs, and 0 cannot be chosen."""
+    from playwright.sync_api import expect
+
+    def condition(page, key) -> np.ndarray:
+        src = page.locator(f"#cond_{key} img").get_attribute("src")
+        return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+
+    with browser_page(served) as page:
+        colour_button(page)
+        page.locator("#seg_example input").click()
+        page.get_by_role("option", name="Mountain panorama").click()
+        expect(page.locator("#width input")).to_have_value("64", timeout=10000)  # 2:1 of the native 32
+        expect(page.locator("#height input")).to_have_value("32")
+        page.wait_for_timeout(1500)  # the canvas takes the new shape
+        page.locator("#frames input[type=number]").fill("2")
+        page.click("#go_seg")
+        expect(page.locator("#status_seg textarea")).to_have_value(re.compile("^Done.*64x32 px"), timeout=60000)
+        assert "cropped" not in page.locator("#status_seg textarea").input_value()
+        space = A.App(bank).label_space()
+        assert np.array_equal(condition(page, "seg"), space.colourise(A.example_maps((32, 64))["Mountain panorama"]))
+        # the result is shown at its true size or larger
+        assert page.locator("#out_seg img").bounding_box()["width"] >= 64
+
+        guidance = page.locator("#guidance input[type=number]")
+        assert page.locator("#guidance input[type=range]").get_attribute("min") == "1"  # 0 cannot be chosen
+        guidance.fill("4")
+        guidance.press("Enter")
+        page.get_by_role("tab", name="Edges").click()
+        expect(guidance).to_have_value("4")  # not reset to the tab's default (2)
+        page.locator("#edges").get_by_role("button", name="Clear canvas", exact=True).click()
+        page.wait_for_timeout(1500)
+        page.click("#go_edges")
+        expect(page.locator("#status_edges textarea")).to_have_value(re.compile("^Done.*64x32 px"), timeout=60000)
+        white = condition(page, "edges")
+        assert white.shape == (32, 64, 3) and (white == 255).all()  # white paper of the output's shape
+        page.get_by_role("tab", name="Depth").click()
+        expect(guidance).to_have_value("4")
+        expect(page.locator("#depth_note")).to_contain_text("Depth model")
+    # the bundled depth model says in its tab that it is a demonstration, and how to serve the original's
+    from taming_app.layout import depth_note
+
+    bundled = A.ModelBank({"depth": (str(Path(A.__file__).parent / "checkpoints" / "depth"), None)})
+    assert "A demonstration" in depth_note(bundled) and "python app.py --depth logs/" in depth_note(bundled)

@@ -64,9 +64,9 @@ def test_a_photo_becomes_a_label_map_in_the_palette_colours(bank, files):
     rgb, message = app.label_map_from_photo(str(files / "photo.jpg"))
     segmenter = bank.get(A.SEGMENTER)
     photo = np.asarray(Image.open(files / "photo.jpg"))
-    expected = tc.condition_maps.resize_labels(segmenter.segment(photo[:, 15:75]), (32, 32))  # centre square
-    assert rgb.shape == (32, 32, 3) and np.array_equal(rgb, tc.labels.colourise(expected))
-    assert message.startswith("Label map of the 90x60 photo (its centre 60x60 square")
+    expected = tc.condition_maps.resize_labels(segmenter.segment(photo), (32, 48))  # the whole photo, its aspect
+    assert rgb.shape == (32, 48, 3) and np.array_equal(rgb, tc.labels.colourise(expected))
+    assert message.startswith("Label map of the 90x60 photo, at 48x32 (width and height set to it)")
     assert "the photo itself is not used" in message
     with pytest.raises(gr.Error, match="Upload a photo first"):
         app.label_map_from_photo(None)
@@ -111,6 +111,11 @@ def test_guidance_applies_to_models_with_a_null_condition_and_says_when_it_canno
     assert default[1].startswith("Done") and "Guidance" not in default[1]
     with pytest.raises(gr.Error, match="guidance"):
         list(A.App(bank).generate_segmentation(str(files / "labels.png"), guidance=11))
+    # 0 (the null condition alone) gave near-black images: refused, saying what the numbers mean
+    with pytest.raises(gr.Error, match=re.escape("guidance must be a number from 1.0 to 10.0 (1 = off, higher "
+                                                 "follows the condition more closely; below 1 would steer away "
+                                                 "from it), got 0.")):
+        list(A.App(bank).generate_segmentation(str(files / "labels.png"), guidance=0))
 
 
 def test_inputs_of_another_shape_are_fitted_as_chosen_and_the_status_says_so(bank, files, tmp_path):
@@ -159,7 +164,7 @@ def test_bad_inputs_give_clear_messages(bank, files):
         (lambda: app.generate_depth(str(files / "corrupt.png")), "not an image"),
         (lambda: app.generate_segmentation(None), "Upload a label map"),
         (lambda: app.generate_segmentation(str(files / "labels.png"), width=33), "multiples of 2"),
-        (lambda: app.generate_segmentation(str(files / "labels.png"), width=4096), "up to 4x"),
+        (lambda: app.generate_segmentation(str(files / "labels.png"), width=4096), "up to 8x"),
         (lambda: app.generate_segmentation(np.full((32, 32), 200, np.uint8)), r"label ids \[200\] are unknown.*"
                                                                               r"0-based COCO-Stuff ids"),
         (lambda: app.generate_edges(str(files / "sketch.png"), "poem"), "sketch' or 'photo"),
@@ -183,6 +188,23 @@ def test_messages_in_plain_words(bank, tmp_path):
         A.read_upload(np.zeros((4097, 4096), np.uint8), "depth map")
 
 
+
+def test_uploads_that_do_not_fit_a_tab_are_refused_or_named(bank, tmp_path):
+    """A photo given as depth was used as its brightness without a word, and 8x8 sketches and depth maps were
+    enlarged silently: the photo and the tiny maps are refused (and deleted), a small map enlarged is named."""
+    app = A.App(bank)
+    photo = np.random.default_rng(2).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    with pytest.raises(gr.Error, match="This is a colour image, not a depth map"):
+        list(app.generate_depth(photo))
+    for make, what in ((lambda: app.generate_depth(np.zeros((8, 8), np.uint8)), "depth map"),
+                       (lambda: app.generate_edges(np.full((8, 8, 3), 255, np.uint8)), "sketch")):
+        with pytest.raises(gr.Error, match=f"The {what} is 8x8 pixels: too small to draw from"):
+            list(make())
+    ramp = (np.linspace(0, 255, 16)[:, None] * np.ones((1, 16))).astype(np.uint8)
+    *_, (image, status, _) = app.generate_depth(ramp, width=64, height=64, frames=2)
+    assert image.shape == (64, 64, 3) and "The 16x16 depth map was enlarged 4x to 64x64" in status
+
+
 def test_page_stream_names_its_files_and_styles_stop(bank, files):
     """The tabs get each image as a file named for the download, at the true size, and Stop styled as active;
     the files are gone once the run is over (Gradio keeps its own copies)."""
@@ -192,8 +214,9 @@ def test_page_stream_names_its_files_and_styles_stop(bank, files):
             str(files / "labels.png"), seed=123, width=48, height=32, frames=4)):
         assert Path(path).name == "taming-segmentation-seed123.png" and Path(path).is_file()
         assert Image.open(path).size == (48, 32) and stop == gr.update(variant="stop")
-        # the condition view goes once (Gradio rewrites an array's cache file in place on every send)
-        assert view.shape == (32, 48, 3) if not folders else view == gr.skip()
+        # the condition view goes once, as a file written once (Gradio rewrites an array's cache file in place on
+        # every send, cutting short a browser still reading it)
+        assert Image.open(view).size == (48, 32) if not folders else view == gr.skip()
         # the gallery of single images is hidden (emptied at the start), then left alone
         assert each == (gr.update(value=None, visible=False) if not folders else gr.skip())
         folders.append(Path(path).parent)
@@ -272,6 +295,22 @@ def test_help_is_complete(capsys):
     assert e.value.code == 0 and "token by token." in out and out.rstrip().endswith("stop.")
     assert "--segmentation PATH" in out and "--segmentation-config YAML" in out
 
+
+
+def test_help_is_fast_and_its_names_are_the_packages():
+    """`app.py --help` imports neither gradio nor torch (it took 10 s on a busy machine); the command line's own
+    copies of the names are the package's."""
+    import time
+
+    import taming_app
+
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "app.py"), "--help"], capture_output=True,
+                         text=True, check=True)
+    assert time.perf_counter() - t < 2.0 and "--size PX" in out.stdout
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines()}
+    assert not imported & {"gradio", "torch", "taming_core", "taming_app"}
+    assert (A.MODES, A.SEGMENTER, A.PRECISIONS) == (taming_app.MODES, taming_app.SEGMENTER, tc.SAMPLING_PRECISIONS)
 
 def nearest_colour_reference(rgb: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """The nearest-colour rule written out: (H, W, n) squared distances, the first of `ids` on ties."""
@@ -356,3 +395,50 @@ def test_the_bundled_segmentation_model_runs_in_the_app():
     assert image.shape == (128, 128, 3) and "Guidance" not in status  # guided at the tab's default, 3
     with pytest.raises(gr.Error, match="no label"):
         list(A.App(bank).generate_segmentation(np.full((128, 128), 11, np.uint8)))  # an unused COCO id
+
+
+def test_images_sent_to_the_page_are_files_written_once(bank):
+    """Fill four times in a row, or quick Generate/Stop, logged "Too much/little data for declared Content-Length"
+    tracebacks: gradio rewrote an array's cache file in place while a browser was still reading it. Canvases,
+    depth previews and condition views now go as files written once, which gradio copies once."""
+    from taming_app import files as F
+
+    app = A.App(bank)
+    page = A.Page(app, app.label_space(), 32, ["Beach"], "Beach")
+    first = page.canvas(A.example_maps(32)["Beach"])["background"]
+    inode, mtime = os.stat(first).st_ino, os.stat(first).st_mtime_ns
+    for _ in range(4):  # the same canvas again: the same file, untouched
+        again = page.canvas(A.example_maps(32)["Beach"])["background"]
+        assert again == first and (os.stat(again).st_ino, os.stat(again).st_mtime_ns) == (inode, mtime)
+    assert np.array_equal(np.asarray(Image.open(first)), tc.labels.colourise(A.example_maps(32)["Beach"]))
+    other = page.canvas(A.example_maps(32)["Beach"][::-1])["background"]
+    assert other != first and Path(other).parent.parent == F.folder()
+
+
+def test_canvases_follow_the_output_and_panoramas_set_it(bank):
+    """The painter and the sketch canvas take the output's shape: scenes are drawn at it, a painting is
+    stretched to it, a panorama scene sets it to 2:1, "Clear canvas" gives a blank one of it, and sizes being
+    typed (no valid size yet) change nothing."""
+    app = A.App(bank)
+    page = A.Page(app, app.label_space(), 32, ["Mountain lake", "Mountain panorama", A.BLANK], A.BLANK)
+
+    def shape(value) -> tuple:
+        return np.asarray(Image.open(value["background"])).shape[:2]
+
+    value, width, height = page.start_from("Mountain panorama", 32, 32)
+    assert (width, height) == (64, 32) and shape(value) == (32, 64)
+    value, width, height = page.start_from("Mountain lake", 96, 48)
+    assert (width, height) == (96, 48) and shape(value) == (48, 96)
+    scene = {"background": np.asarray(Image.open(value["background"])), "layers": [], "composite": None}
+    assert shape(page.resize_painter(scene, "Mountain lake", 64, 32)) == (32, 64)
+    assert page.resize_painter(scene, "Mountain lake", 6, 32) == gr.skip()  # "6" of "64" being typed
+    stroke = np.zeros((48, 96, 4), np.uint8)
+    stroke[10:20, 10:50] = (255, 0, 255, 255)  # person, painted over the scene
+    painted = {**scene, "layers": [stroke]}
+    stretched = np.asarray(Image.open(page.resize_painter(painted, "Mountain lake", 64, 64)["background"]))
+    assert stretched.shape == (64, 64, 3) and (stretched == (255, 0, 255)).all(-1).any()  # the painting, kept
+    cleared, name = page.cleared(64, 32)
+    assert name == A.BLANK and shape(cleared) == (32, 64) and not np.asarray(Image.open(cleared["background"])).any()
+    white = np.asarray(Image.open(page.blank_sketch(64, 32)["background"]))
+    assert white.shape == (32, 64, 3) and (white == 255).all()  # the sketch's "Clear canvas": white paper
+    assert shape(page.resize_sketch({"background": white, "layers": [], "composite": None}, 96, 32)) == (32, 96)
