@@ -10,7 +10,9 @@ label maps nearest-neighbour, depth bilinear), then a crop of S x S; here traini
 also flipped at random. Randomness comes only from the per-example seed in the key, so an example is the
 same in any worker, on any rank, before and after a resume. Unreadable images are found when the folder is
 opened (`check_files`), dropped, counted and warned about once; a file that fails later is skipped (the next
-file is used) and counted. No readable image, or a map that does not fit its image, is a `DataError`.
+file is used) and counted. Files that are not regular files (a FIFO named fifo.png) and images whose header
+declares more than `max_pixels` pixels count as unreadable, found before anything is decoded (`open_image`).
+No readable image, or a map that does not fit its image, is a `DataError`.
 """
 from __future__ import annotations
 
