@@ -18,30 +18,21 @@ from .models import MODES, SEGMENTER
 from .settings import FIT, GUIDANCE_BY_MODE, LIMITS, Settings
 
 
-class WholeNumber(gr.Number):
+def whole_number(value, label: str) -> gr.Number:
     """A number the API documents as an int (type "integer"), passed on as given: the handlers refuse a fraction
-    by name, where gr.Number(precision=0) would round it silently."""
+    by name, where gr.Number(precision=0) would round it silently. (The instance's api_info is replaced: a
+    subclass of a gradio component makes gradio write a .pyi file beside this module.)"""
+    number = gr.Number(value, label=label)
+    number.api_info = lambda: {"type": "integer"}
+    return number
 
-    is_template = True  # the page draws it as a gr.Number
 
-    def api_info(self) -> dict:
-        return {"type": "integer"}
-
-
-class ImageFile(gr.File):
-    """An image file of the API, whose documented example is an image of that name (not gradio's PDF)."""
-
-    is_template = True  # the page draws it as a gr.File
-
-    def __init__(self, example: str, **kwargs):
-        self.example = example
-        super().__init__(**kwargs)
-
-    def example_payload(self):
-        return {"path": self.example, "meta": {"_type": "gradio.FileData"}, "orig_name": self.example}
-
-    def example_value(self):
-        return self.example
+def image_file(example: str, label: str) -> gr.File:
+    """An image file of the API, whose documented example is an image of that name (not gradio's PDF URL)."""
+    file = gr.File(label=label)
+    file.example_payload = lambda: {"path": example, "meta": {"_type": "gradio.FileData"}, "orig_name": example}
+    file.example_value = lambda: example
+    return file
 
 
 WHOLE = {name for name, (_, _, whole) in LIMITS.items() if whole}  # the settings documented as ints
@@ -52,10 +43,10 @@ def add_api(app: App, common: dict, side: int = 0) -> None:
     generation shares (its concurrency group and Stop-ticket validator); `side`: the default width and height of
     the map endpoints (0: the model's native size)."""
     with gr.Row(visible=False):
-        api_map = ImageFile("label_map.png", label="label map")
-        api_edges = ImageFile("sketch.png", label="sketch or photo")
-        api_depth = ImageFile("depth.png", label="depth map")
-        api_photo = ImageFile("photo.jpg", label="photo")
+        api_map = image_file("label_map.png", "label map")
+        api_edges = image_file("sketch.png", "sketch or photo")
+        api_depth = image_file("depth.png", "depth map")
+        api_photo = image_file("photo.jpg", "photo")
         api_photo_button = gr.Button()
         api_photo_outputs = [gr.Image(format="png", label="label map"), gr.Textbox(label="message")]
         api_kind = gr.Textbox("sketch", label="kind: sketch or photo")
@@ -63,7 +54,7 @@ def add_api(app: App, common: dict, side: int = 0) -> None:
         api_grey = gr.Textbox(tc.condition_maps.GREY_BASES[0], label="grey_ids: 0-based or 1-based")
         api_class = gr.Textbox("0", label="class_id: a class id or name")
         defaults = asdict(Settings(width=side, height=side))
-        api = {name: (WholeNumber if name in WHOLE else gr.Number)(value, label=name)
+        api = {name: whole_number(value, name) if name in WHOLE else gr.Number(value, label=name)
                for name, value in defaults.items() if name != "guidance"}
         api_buttons = {mode: gr.Button() for mode in MODES}
         api_outputs = [gr.Image(format="png", label="image"), gr.Textbox(label="status"),
