@@ -15,8 +15,10 @@ record (its kind, and for tuples, frozensets and slices its height). It refuses,
 - APPEND/SETITEM/ADDITEMS on anything but a list, a dict and a set (on other objects the unpickler calls
   their `append`, `extend`, `__setitem__` or `add`), out-of-band buffers and extension codes (torch never
   writes them).
+- dicts and sets whose number or tuple keys (hashes a file can choose) could take more than `MAX_HASH_WORK`
+  comparisons if they all collided.
 Each opcode is charged what the object it makes costs (`_COST`), so a pickle of a million empty dicts counts
-its 64 MB, not its 2 MB. Calls are charged by `safe_unpickle` when they run (it sees the real arguments).
+its 240 MB, not its 2 MB. Calls are charged by `safe_unpickle` when they run (it sees the real arguments).
 """
 from __future__ import annotations
 
@@ -26,6 +28,11 @@ from typing import Callable
 
 MAX_DEPTH = 100  # nesting of tuples/frozensets/slices (and, after loading, of all containers)
 MAX_EXPANDED = 1 << 20  # items of a tuple/frozenset/slice counted with repeats: what hashing one visits
+# Numbers and tuples hash to values a file can choose (hash(n) == n below 2**61): n colliding keys in one dict
+# or set take n**2 / 2 comparisons. The comparisons all tables of a pickle could take are bounded (a few
+# seconds at worst); strings and bytes hash with a random key, objects by identity.
+MAX_HASH_WORK = 1 << 27  # ~3 s if every key collides; a dict of 16,000 int keys (optimizer states) fits
+_CRAFTABLE = ("scalar", "tuple", "frozenset")
 _MEMO_SLOT = 16  # bytes per memo index: the C unpickler grows its table to twice the largest index
 _BATCH = 1 << 16  # charges are passed on in batches: one call per opcode would double the scan's time
 _COST = {  # bytes the C unpickler allocates for the object an opcode makes (CPython 3.11, 64-bit), roughly
@@ -49,13 +56,14 @@ class _Rec:
     height: nesting of immutables (0 for anything else); inner: the largest height among a container's items;
     size: the values hashing an immutable visits, shared items counted each time (1 for anything else);
     total: the sum of a container's items' sizes; name: a short string's value, a global's "module.name", or
-    what made an opaque value; first: a tuple's first item (a call's first argument)."""
-    __slots__ = ("kind", "height", "inner", "size", "total", "name", "first")
+    what made an opaque value; first: a tuple's first item (a call's first argument); keys: a container's
+    items (a dict's keys) whose hash a file can choose (_CRAFTABLE)."""
+    __slots__ = ("kind", "height", "inner", "size", "total", "name", "first", "keys")
 
     def __init__(self, kind: str, height: int = 0, inner: int = 0, name: str | None = None, first=None,
-                 total: int = 0):
+                 total: int = 0, keys: int = 0):
         self.kind, self.height, self.inner, self.name, self.first = kind, height, inner, name, first
-        self.total, self.size = total, 1 + total if kind in _IMMUTABLE else 1
+        self.total, self.size, self.keys = total, 1 + total if kind in _IMMUTABLE else 1, keys
 
 
 _SCALAR = _Rec("scalar")
@@ -94,7 +102,17 @@ def _made(rec: _Rec) -> _Rec:
 
 def _immutable(kind: str, items: list) -> _Rec:
     inner = _tallest(items)
-    return _made(_Rec(kind, inner + 1, inner, first=items[0] if items else None, total=_sizes(items)))
+    return _made(_Rec(kind, inner + 1, inner, first=items[0] if items else None, total=_sizes(items),
+                      keys=_craftable(items)))
+
+
+def _craftable(items: list) -> int:
+    return sum([r.kind in _CRAFTABLE for r in items])
+
+
+def _table(n: int) -> int:
+    """Comparisons a table of n keys with one hash can take."""
+    return n * (n - 1) // 2
 
 
 def _tallest(items: list) -> int:
@@ -111,7 +129,7 @@ def _call_result(func: _Rec, args: _Rec) -> _Rec:
     if kind in ("set", "frozenset"):  # one level above the items of the iterable, the first argument
         iterable = args.first if args.kind == "tuple" and args.first is not None else _SCALAR
         return _made(_Rec(kind, iterable.inner + 1 if kind == "frozenset" else 0, iterable.inner,
-                          total=iterable.total))
+                          total=iterable.total, keys=iterable.keys))
     if kind in ("slice", "tuple"):  # slice(*args), Size(args): above the arguments
         return _made(_Rec(kind, args.height, args.inner, total=args.total))
     return _SCALAR if kind == "scalar" else _LEAF["bytes"] if kind == "bytes" else _Rec(kind, name=name)
@@ -168,7 +186,7 @@ def scan(stream, charge: Callable[[int, str], None]) -> None:
     stack: list = []
     marks: list[int] = []
     memo: list = []
-    cost, top_index = 0, -1
+    cost, top_index, work = 0, -1, 0
     for count, (op, arg, _) in enumerate(pickletools.genops(stream)):
         name = op.name
         cost += _COST.get(name, 8)
@@ -207,9 +225,11 @@ def scan(stream, charge: Callable[[int, str], None]) -> None:
             items = _pop_mark(stack, marks) if name != "EMPTY_TUPLE" else []
             cost += (_ITEM_COST["set"] if name == "FROZENSET" else 8) * len(items)
             stack.append(_immutable("frozenset" if name == "FROZENSET" else "tuple", items))
+            work += _table(stack[-1].keys) if name == "FROZENSET" else 0
         elif branch == 9:
             func, args = _pop(stack, marks, 2)
             stack.append(_call_result(func, args))
+            work += _table(stack[-1].keys) if stack[-1].kind in ("set", "frozenset") else 0
         elif branch == 10:  # APPEND(S), SETITEM(S), ADDITEMS
             items = _pop_mark(stack, marks) if name.endswith("S") else _pop(stack, marks, 2 if name == "SETITEM" else 1)
             kinds = ("list",) if name.startswith("APPEND") else ("set",) if name == "ADDITEMS" else \
@@ -218,12 +238,18 @@ def scan(stream, charge: Callable[[int, str], None]) -> None:
             cost += _ITEM_COST[target.kind] * len(items)
             target.inner = max(target.inner, _tallest(items))
             target.total += _sizes(items)
+            added = _craftable(items[0::2] if name.startswith("SETITEM") else items)
+            if target.kind != "list":  # each new key may be compared with every earlier one
+                work += _table(target.keys + added) - _table(target.keys)
+            target.keys += added
         elif branch == 11:
             stack.append(_Rec(_CONTAINER[name]))
         elif branch == 12:  # LIST, DICT
             items = _pop_mark(stack, marks)
             cost += _ITEM_COST["list" if name == "LIST" else "dict"] * len(items)
-            stack.append(_Rec(name.lower(), 0, _tallest(items), total=_sizes(items)))
+            keys = _craftable(items if name == "LIST" else items[0::2])
+            stack.append(_Rec(name.lower(), 0, _tallest(items), total=_sizes(items), keys=keys))
+            work += _table(keys) if name == "DICT" else 0
         elif branch == 13:
             module, _, attr = arg.partition(" ")
             stack.append(_Rec("global", name=".".join(canonical(module, attr))))
@@ -262,4 +288,8 @@ def scan(stream, charge: Callable[[int, str], None]) -> None:
         if cost > _BATCH:
             charge(cost, "a pickle")
             cost = 0
+        if work > MAX_HASH_WORK:
+            raise PickleRefused(f"its dicts and sets hold so many number or tuple keys that colliding hashes "
+                                f"could take more than {MAX_HASH_WORK} comparisons (hashes of numbers are "
+                                "chosen by the file); refused")
     charge(cost + _MEMO_SLOT * (top_index + 1), "a pickle and its memo")

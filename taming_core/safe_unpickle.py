@@ -109,9 +109,10 @@ def _rebuild_from_type(func, new_type, args, state):
 
 
 def _ordered_dict(*args):
-    if len(args) > 1 or (args and not isinstance(args[0], (list, tuple))):
-        raise CheckpointError("collections.OrderedDict is called with other than a list of pairs")
-    return collections.OrderedDict(*args)
+    if args and args != ([],):  # torch pickles an OrderedDict empty, then sets its items (SETITEMS)
+        raise CheckpointError(f"collections.OrderedDict is called with {_kind(args[0])}; checkpoints call it "
+                              "empty")
+    return collections.OrderedDict()
 
 
 def _encode(text, encoding="latin1"):

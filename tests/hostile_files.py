@@ -251,3 +251,12 @@ def png_of_zeros(width: int, height: int, bit_depth: int = 16, color_type: int =
     idat = b"\x78\xda" + block * blocks + tail + struct.pack(">I", adler)
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def colliding_keys(keys: int = 50_000) -> bytes:
+    """{k * (2**61 - 1): None for k in 1..keys}: every key hashes to 0, so each insertion compares with all the
+    earlier keys (keys**2 / 2 comparisons: 1.25e9 for 50,000 keys, ~600 KB)."""
+    out = [PROTO2, EMPTY_DICT, MARK]
+    for k in range(1, keys + 1):
+        out.append(integer(k * (2 ** 61 - 1)) + NONE)
+    return b"".join(out) + b"u" + STOP  # SETITEMS

@@ -69,6 +69,8 @@ LOADER_CASES = {  # name: (generator, how, error, message pattern)
     "frozenset_x100k": (H.deep_frozensets, "safe_load", "CheckpointError", "nest deeper than 100"),
     "shared_tuples_2**60_as_key": (H.shared_tuples, "safe_load", "CheckpointError",
                                    r"more than 1048576 values counted with their repeats"),
+    "colliding_int_keys_50k": (H.colliding_keys, "safe_load", "CheckpointError",
+                               r"colliding hashes could take more than 134217728 comparisons"),
     "expanding_storage_key": (H.expanding_key_zip, "load_model", "CheckpointError",
                               "storage record's key is a list of length 64, not a short string"),
     "expanding_storage_type": (H.expanding_storage_type_zip, "safe_load", "UnsafeCheckpointError",
