@@ -333,14 +333,15 @@ class ImageFolder(torch.utils.data.Dataset):
                  else edges_from_sketch(a))  # (h, w) in {-1, 1}
             e = resize_edges(e, resized) if e.shape != resized else e
             return {"edges": torch.from_numpy(fit(e))[None]}  # (1, S, S)
-        ids = a.astype(np.int64)
+        ids = a.astype(np.int32)  # (h, w); int64 only after the crop: a full-size int64 copy is 8 bytes a pixel
         if self.label_offset:
-            ids = (ids + self.label_offset) % 256
+            ids += self.label_offset
+            ids %= 256
         if ids.max() >= self.cfg.n_labels or ids.min() < 0:
             bad = np.unique(a[(ids >= self.cfg.n_labels) | (ids < 0)])[:8].tolist()
             raise DataError(f"{path}: label values {bad} lie outside the {self.cfg.n_labels} labels"
                             f"{f' (after adding offset {self.label_offset})' if self.label_offset else ''}")
-        ids = fit(ids.astype(np.int32), cv2.INTER_NEAREST)  # nearest-neighbour only: ids are not values
+        ids = fit(ids, cv2.INTER_NEAREST)  # nearest-neighbour only: ids are not values
         return {"segmentation": torch.from_numpy(ids.astype(np.int64))}  # (S, S)
 
     @staticmethod
