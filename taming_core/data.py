@@ -156,11 +156,17 @@ def pil_to_rgb(im: Image.Image) -> np.ndarray:
         for r in range(0, a.shape[0], rows):  # float64 a chunk at a time: the same rounding as the whole image
             out[r:r + rows] = np.clip(a[r:r + rows] / top * 255.0 + 0.5, 0, 255).astype(np.uint8)[:, :, None]
         return out
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, im)
-    return np.asarray(im.convert("RGB"))
+    if im.mode == "RGB":
+        return np.asarray(im)  # (H, W, 3): one copy of the decoded pixels
+    alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    out = np.empty((im.height, im.width, 3), np.uint8)  # (H, W, 3)
+    rows = max(1, _CHUNK_PIXELS // max(1, im.width))
+    for r in range(0, im.height, rows):  # a strip at a time: Pillow's per-pixel conversions, no whole-image copies
+        strip = im.crop((0, r, im.width, min(im.height, r + rows)))
+        if alpha:
+            strip = Image.alpha_composite(Image.new("RGBA", strip.size, (255, 255, 255, 255)), strip.convert("RGBA"))
+        out[r:r + strip.height] = np.asarray(strip.convert("RGB"))
+    return out
 
 
 def read_depth(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:

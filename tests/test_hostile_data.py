@@ -119,3 +119,23 @@ def test_16_bit_images_decode_without_float64_copies(tmp_path):
     assert rgb[0, 0, 0] == 156 and rgb[1, 0, 0] == 0
     # the output (36 MB) and the 16-bit array (24 MB), plus a chunk: no whole-image float64 (96 MB)
     assert peak < 36e6 + 24e6 + 40e6, peak / 1e6
+
+
+def test_pil_to_rgb_converts_a_strip_at_a_time_as_the_whole_image(monkeypatch):
+    """Alpha compositing and mode conversions run on strips of rows (a 32 MP RGBA image peaks at ~480 MiB
+    instead of ~920 MiB); the pixels are what converting the whole image gives."""
+    from taming_core import data
+    monkeypatch.setattr(data, "_CHUNK_PIXELS", 1000)  # 16 rows of 61 pixels a strip
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (97, 61, 3), dtype=np.uint8)
+    palette = Image.fromarray(rgb).convert("P")
+    palette.info["transparency"] = 5
+    images = [Image.fromarray(rng.integers(0, 256, (97, 61, 4), dtype=np.uint8), "RGBA"),
+              Image.fromarray(rng.integers(0, 256, (97, 61, 2), dtype=np.uint8), "LA"), palette,
+              Image.fromarray(rgb).convert("CMYK"), Image.fromarray(rgb[..., 0]), Image.fromarray(rgb)]
+    for im in images:
+        whole = im.convert("RGBA") if im.mode in ("RGBA", "LA") or "transparency" in im.info else None
+        if whole is not None:
+            whole = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), whole)
+        expected = np.asarray((whole or im).convert("RGB"))
+        assert np.array_equal(tc.pil_to_rgb(im), expected), im.mode
