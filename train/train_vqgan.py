@@ -103,13 +103,13 @@ def preset_tiny() -> dict:
 def preset_cpu() -> dict:
     """A first stage a 2-core CPU trains usefully in hours: the bundled checkpoints/vqgan's shape (f8: 128 px ->
     16x16 codes, K = 1024 unit-length codes of 16 dims, widths 64-128, no attention), 8 crops of 128 px per
-    step, cosine schedule, the patch-GAN over the last 30%; log every 10 steps, sample images every 100."""
+    step, cosine schedule, the patch-GAN over the last 30%; log every 5 steps, sample images every 50."""
     return {"model": {"n_embed": 1024, "embed_dim": 16, "l2_normalize": True, "dead_code_threshold": 0.3,
                       "ddconfig": {"ch": 64, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 1, "attn_resolutions": [],
                                    "z_channels": 64}},
             "data": {"size": 128}, "loss": {"disc_start": 3500, "disc_ramp": 500, "disc_weight": 0.5},
             "steps": 5000, "batch_size": 8, "base_lr": 2e-5, "lr_schedule": "cosine", "warmup_steps": 100,
-            "num_workers": 2, "log_every": 10, "image_every": 100, "eval_every": 250, "save_every": 250}
+            "num_workers": 2, "log_every": 5, "image_every": 50, "eval_every": 250, "save_every": 250}
 
 
 def preset_gpu() -> dict:
