@@ -75,6 +75,8 @@ def test_a_transformer_as_first_stage_and_codes_of_another_first_stage_are_one_l
     assert one_line_error(proc).startswith(f"error: the run in {gpt / 'checkpoints' / 'step-00000002.pt'} "
                                            "used another first stage")
     assert [p.name for p in tc.list_checkpoints(gpt)] == ["step-00000002.pt"]
+    refused = run(RELEASE, gpt / "model", tmp_path / "rel", "--first-stage", other / "model", check=False)
+    assert "does not hold this model's first stage" in one_line_error(refused) and not (tmp_path / "rel").exists()
     # a resumed run with a mismatched GPT shape is refused before anything is encoded
     proc = run(TRANSFORMER, "--out", gpt, "--steps", 4, "--resume", "transformer.n_embd=64", check=False)
     assert "its transformer does not fit this run" in one_line_error(proc)
