@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .run_dir import writing
+
 
 class RunLog:
     """log.jsonl + TensorBoard of one run (the main process only: other ranks pass enabled=False)."""
@@ -32,7 +34,7 @@ class RunLog:
         """One log.jsonl line {"step": step, **values}; each number also as a TensorBoard scalar."""
         if not self.enabled:
             return
-        with open(self.out / "log.jsonl", "a") as f:
+        with writing(self.out / "log.jsonl", self.out), open(self.out / "log.jsonl", "a") as f:  # a full disk: 1 line
             f.write(json.dumps({"step": step, **values}) + "\n")
         if self.writer is not None:
             for k, v in values.items():

@@ -128,3 +128,28 @@ def test_accumulating_two_batches_equals_one_batch_of_twice_the_size(tmp_path, i
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
     assert "ema" in tc.load_checkpoint(tc.latest_checkpoint(tmp_path / "b"))
+
+
+def test_ema_averages_parameters_copies_buffers_and_warms_up():
+    model = torch.nn.BatchNorm1d(3)  # weight, bias (parameters); running stats (buffers)
+    ema = tc.EMA(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+        model.running_mean.fill_(5.0)
+    ema.update(model)  # first update: decay min(0.9, 1/10) = 0.1
+    assert torch.allclose(ema.shadow["weight"], torch.full((3,), 0.1 * 1.0 + 0.9 * 2.0))
+    assert torch.equal(ema.shadow["running_mean"], model.running_mean)
+    for _ in range(200):
+        ema.update(model)
+    assert torch.allclose(ema.shadow["weight"], model.weight, atol=1e-6)
+    copy = tc.EMA(torch.nn.BatchNorm1d(3), decay=0.9)
+    copy.load_state_dict(ema.state_dict())
+    assert copy.updates == 201 and torch.equal(copy.shadow["weight"], ema.shadow["weight"])
+    with pytest.raises(ValueError):
+        copy.load_state_dict({"weights": {"weight": torch.zeros(4)}})
+
+
+def test_a_log_that_cannot_be_written_is_a_save_error(tmp_path):
+    (tmp_path / "log.jsonl").mkdir()  # stands for a full disk: the write fails
+    with pytest.raises(tc.SaveError, match="could not write .*log.jsonl .*no checkpoint had been saved yet"):
+        tc.RunLog(tmp_path).scalars(1, {"loss": 1.0})
