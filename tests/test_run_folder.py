@@ -163,3 +163,14 @@ def test_disk_full_is_one_line_naming_the_file_and_the_intact_checkpoint(tmp_pat
     assert line.startswith(f"error: could not write {out / 'checkpoints' / 'step-00000006.pt'} (")
     assert line.endswith(f"the last checkpoint, {last}, is intact")
     assert tc.load_checkpoint(last)["step"] == 3 and tc.list_checkpoints(out) == [last]
+
+
+def test_a_second_ctrl_c_exits_at_once_without_saving():
+    code = ("import os, signal, time\nfrom taming_core.interrupt import StopRequest\n"
+            "stop = StopRequest().install()\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.2)\n"
+            "print('flag', stop.requested, flush=True)\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n"
+            "print('not reached')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 130 and proc.stdout.split() == ["flag", "SIGINT"], proc.stderr
+    assert "SIGINT again: exiting now without saving" in proc.stderr and "Traceback" not in proc.stderr
