@@ -18,9 +18,10 @@ from .run_dir import writing
 class RunLog:
     """log.jsonl + TensorBoard of one run (the main process only: other ranks pass enabled=False)."""
 
-    def __init__(self, out: str | Path, enabled: bool = True, purge_step: int | None = None):
+    def __init__(self, out: str | Path, enabled: bool = True, purge_step: int | None = None,
+                 tensorboard: bool = True):
         self.out, self.enabled, self.writer = Path(out), enabled, None
-        if not enabled:
+        if not (enabled and tensorboard):
             return
         try:
             from torch.utils.tensorboard import SummaryWriter

@@ -37,6 +37,7 @@ def test_a_rerun_without_resume_is_refused_and_changes_nothing(tmp_path, images,
     assert "--resume" in one_line_error(proc) and snapshot(vq_run) == before
 
 
+@pytest.mark.slow
 def test_force_starts_over_and_a_failed_start_leaves_nothing(tmp_path, images):
     out = tmp_path / "run"
     run(VQGAN, "--preset", "tiny", "--data", images, "--out", out, "--steps", 3)

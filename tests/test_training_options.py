@@ -23,7 +23,7 @@ def test_cpu_preset_is_the_bundled_shape_and_gpu_preset_the_papers():
     cfg = train_vqgan.build_config(train_vqgan.parse_args(["--preset", "cpu", "--data", "x"]))
     bundled = tc.load_model(ROOT / "checkpoints" / "vqgan").config
     assert cfg.model.ddconfig == bundled.ddconfig and cfg.data.size == 128
-    assert (cfg.model.n_embed, cfg.model.embed_dim, cfg.model.l2_normalize) == (1024, 16, True)
+    assert (cfg.model.n_embed, cfg.model.embed_dim, cfg.model.l2_normalize) == (1024, 16, True) and cfg.tensorboard
     assert cfg.log_every <= 10 and cfg.image_every <= 100  # progress within minutes on 2 cores
     gpu = train_vqgan.build_config(train_vqgan.parse_args(["--preset", "gpu", "--data", "x"]))
     assert gpu.model.ddconfig.ch_mult == [1, 1, 2, 2, 4] and gpu.model.ddconfig.attn_resolutions == [16]
@@ -53,6 +53,7 @@ def test_bad_settings_are_refused_before_any_data_is_read(tmp_path, vq_run, scri
     assert one_line_error(proc).startswith(message) and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_transformer_as_first_stage_and_codes_of_another_first_stage_are_one_line(tmp_path, images, vq_run):
     gpt = tmp_path / "gpt"
     run(TRANSFORMER, "--preset", "tiny", "--data", images, "--first-stage", vq_run / "model", "--out", gpt,
@@ -82,10 +83,12 @@ def test_a_transformer_as_first_stage_and_codes_of_another_first_stage_are_one_l
     assert "its transformer does not fit this run" in one_line_error(proc)
 
 
+@pytest.mark.slow
 def test_tensorboard_ema_accumulation_and_the_vqgan_validation_split(tmp_path):
     data = make_images(tmp_path / "images", n=9)
     out = tmp_path / "vq"
     proc = run(VQGAN, "--preset", "tiny", "--data", data, "--out", out, "--steps", 4, "val_fraction=0.34",
+               "tensorboard=true",
                "eval_every=2", "ema=0.9", "grad_accum=2", "lr_schedule=cosine", "warmup_steps=8")
     assert "9 images, 3 held out" in proc.stdout and "warning: warmup_steps=8 is not below --steps 4" in proc.stdout
     assert "lr 4.00e-04" in proc.stdout  # base_lr 1e-4 x batch 2 x 2 accumulated batches

@@ -104,12 +104,13 @@ class TrainConfig:
     max_minutes: float = 0.0  # > 0: stop (and save) after this much training wall time; --resume continues
     ema: float = 0.0  # > 0: keep an EMA of the GPT's weights with this decay (e.g. 0.999); release.py --ema
     grad_accum: int = 1  # batches per optimiser step (effective batch: batch_size * grad_accum * processes)
+    tensorboard: bool = True  # event files under <out>/tensorboard/ besides log.jsonl
 
 
 def preset_tiny() -> dict:
     return {"transformer": {"n_layer": 2, "n_head": 2, "n_embd": 32}, "pkeep": 0.9, "steps": 6, "batch_size": 2,
             "lr": 1e-3, "warmup_steps": 2, "val_fraction": 0.34, "num_workers": 0, "encode_batch_size": 4,
-            "log_every": 1, "eval_every": 3, "sample_every": 6, "n_samples": 2, "save_every": 3}
+            "log_every": 1, "eval_every": 3, "sample_every": 6, "n_samples": 2, "save_every": 3, "tensorboard": False}
 
 
 def preset_cpu() -> dict:
@@ -431,7 +432,7 @@ def main(argv=None) -> Path:
               f"{device.type} ({precision}), steps {start}..{cfg.steps}")
         with tc.writing(out / "config.yaml", out):
             tc.save_run_config(cfg, out)
-    runlog = tc.RunLog(out, main_process, purge_step=start + 1 if ckpt else None)
+    runlog = tc.RunLog(out, main_process, purge_step=start + 1 if ckpt else None, tensorboard=cfg.tensorboard)
 
     @torch.no_grad()
     def val_bits_per_token() -> float:

@@ -11,9 +11,9 @@
 Every default is in `TrainConfig` below; `--preset` (cpu, gpu, tiny: tests), `--config` (a yaml of the same
 fields) and `key=value` overrides are merged over it in that order, then the flags. An existing run folder is
 never restarted: `--resume` continues it, `--force` starts over. Ctrl-C (or SIGTERM) saves a checkpoint at the
-current step and exits; `--resume` continues from there. Logs: log.jsonl and <out>/tensorboard/. Loss: L1 + perceptual + patch-GAN
-(losses.py); the release weights (`<out>/model`, `tc.load_model`) are written with every checkpoint, and once more
-as `<out>/model-before-gan` on the step before the GAN terms switch on.
+current step and exits; `--resume` continues from there. Logs: log.jsonl and <out>/tensorboard/.
+Loss: L1 + perceptual + patch-GAN (losses.py); the release weights (`<out>/model`, `tc.load_model`) are written
+with every checkpoint, and once more as `<out>/model-before-gan` on the step before the GAN terms switch on.
 `init_from=` starts from a released first stage (its shape replaces `model`); `train_only=decoder` then trains
 only the decoder (and post_quant_conv) with the encoder, quant_conv and codebook frozen, so every image keeps
 its codes and transformers trained on them stay valid: a sharper decoder for codes we already have.
@@ -84,6 +84,7 @@ class TrainConfig:
     keep_best: bool = True
     ema: float = 0.0  # > 0: keep an EMA of the weights with this decay (e.g. 0.999); train/release.py --ema
     grad_accum: int = 1  # batches per optimiser step (effective batch: batch_size * grad_accum * processes)
+    tensorboard: bool = True  # event files under <out>/tensorboard/ besides log.jsonl
     # A released first stage (folder or file for tc.load_model) to start from; its config replaces `model`.
     init_from: Optional[str] = None
     # "all" | "decoder": encoder, quant_conv and codebook frozen (needs init_from), codes unchanged
@@ -97,7 +98,7 @@ def preset_tiny() -> dict:
                                    "resolution": 16, "z_channels": 8}},
             "data": {"size": 16}, "loss": {"disc_start": 2, "disc_ramp": 2, "disc_layers": 2, "disc_ndf": 16},
             "steps": 6, "batch_size": 2, "base_lr": 1e-4, "num_workers": 0, "log_every": 1, "image_every": 3,
-            "save_every": 3}
+            "save_every": 3, "tensorboard": False}  # (TensorBoard's import alone costs a test a second)
 
 
 def preset_cpu() -> dict:
@@ -410,7 +411,7 @@ def main(argv=None) -> Path:
               f"process(es) on {device.type} ({precision}), steps {start}..{cfg.steps}")
         with tc.writing(out / "config.yaml", out):
             tc.save_run_config(cfg, out)
-    runlog = tc.RunLog(out, main_process, purge_step=start + 1 if ckpt else None)
+    runlog = tc.RunLog(out, main_process, purge_step=start + 1 if ckpt else None, tensorboard=cfg.tensorboard)
 
     def save(step: int) -> None:
         rngs = tc.gather_rng_states()  # collective: every rank
