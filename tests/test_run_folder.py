@@ -175,3 +175,25 @@ def test_a_second_ctrl_c_exits_at_once_without_saving():
                           timeout=60)
     assert proc.returncode == 130 and proc.stdout.split() == ["flag", "SIGINT"], proc.stderr
     assert "SIGINT again: exiting now without saving" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_saves_one_step_agreed_by_every_rank(tmp_path, images):
+    """Ctrl-C reaches the launcher and both workers (one process group); the ranks stop at the same step and
+    save it (the launcher itself reports the signal with its own traceback: torchrun's, not the script's)."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(VQGAN),
+           "--preset", "tiny", "--data", str(images), "--out", str(out), "--steps", "100000", "save_every=100000",
+           "image_every=100000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 180
+    while not ((out / "log.jsonl").is_file() and len(log(out)) >= 3) and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=180)
+    ckpt = tc.load_checkpoint(tc.latest_checkpoint(out))
+    assert f"SIGINT: stopped at step {ckpt['step']}" in stdout, stderr[-2000:]
+    assert len(ckpt["rng"]) == 2 and log(out)[-1]["step"] == ckpt["step"] >= 3
+    assert not (out / ".lock").exists()
