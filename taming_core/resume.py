@@ -1,7 +1,8 @@
 """Resume checkpoints of a training run: model, optimizers, step and RNG states, written atomically.
 
 Resume checkpoints are separate from release weights (`save_model`): they hold everything needed to continue
-a run exactly, are read with `torch.load(weights_only=True)` (tensors and plain containers only, no code),
+a run exactly, are read with `safe_unpickle.load_plain` (tensors and plain containers only, no code, memory and
+nesting bounded),
 and live as `<run>/checkpoints/step-<step>.pt`. A file is written under a temporary name, flushed to disk and
 renamed, so a process killed during a save leaves the previous checkpoint as the latest valid one; only the
 last `keep_last` are kept.
@@ -22,7 +23,7 @@ from .checkpoint import ConfigError
 from .config_checks import check_plain
 from .data import DataError
 from .run_dir import RunDirError, SaveError, intact
-from .safe_unpickle import CheckpointError
+from .safe_unpickle import CheckpointError, load_plain
 
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
@@ -112,21 +113,16 @@ def resolve_resume(resume: str | Path, run_dir: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a resume checkpoint (tensors and plain containers only), a dict holding the `required` keys;
-    CheckpointError if it is missing, truncated, or not such a file."""
+    """Read a resume checkpoint (tensors, numbers, strings and containers only: safe_unpickle.load_plain, with
+    its bounds on memory and nesting), a dict holding the `required` keys; CheckpointError (one line) if it is
+    missing, truncated, or not such a file."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
-        text = " ".join(str(e).split())
-        if isinstance(e, FileNotFoundError):
-            reason = "file not found"
-        elif isinstance(e, pickle.UnpicklingError):  # without torch's advice to load with weights_only=False
-            detail = text.partition("WeightsUnpickler error:")[2].split(" Check the documentation")[0]
-            detail = detail.split(". ")[0].strip()
-            reason = "it holds more than tensors and plain containers" + (f" ({detail})" if detail else "")
-        else:
-            reason = f"truncated or not a torch.save file ({type(e).__name__}: {text.split('. ')[0] or 'no data'})"
-        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
+        state = load_plain(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"cannot read checkpoint {path}: file not found") from None
+    except (CheckpointError, OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        reason = " ".join(str(e).split()).replace(f"{path}: ", "").replace(str(path), "the file")
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason[:300] or type(e).__name__}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a checkpoint (a {type(state).__name__}, not a dict)")
     missing = [k for k in required if k not in state]
