@@ -67,9 +67,14 @@ def main(argv=None) -> None:
             page.locator("#seed input").fill(str(args.seed))
 
             def generate(key: str, name: str) -> None:
+                status = page.locator(f"#status_{key} textarea")
+                before = status.input_value()
                 page.click(f"#go_{key}")
-                # each tab has its own status box: wait for its "Done"
-                expect(page.locator(f"#status_{key} textarea")).to_have_value(re.compile("^Done"), timeout=300000)
+                # each tab has its own status box: wait for this run's "Done" (not the last run's)
+                page.wait_for_function("([sel, old]) => { const v = document.querySelector(sel).value; "
+                                       "return v !== old && v.startsWith('Done'); }",
+                                       arg=[f"#status_{key} textarea", before], timeout=300000)
+                expect(status).to_have_value(re.compile("^Done"))
                 page.evaluate("window.scrollTo(0, 0)")  # the tabs in view
                 page.wait_for_timeout(500)
                 path = Path(args.out) / f"app-{name}.png"

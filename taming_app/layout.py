@@ -30,7 +30,7 @@ def result_column(key: str, with_view: bool = True) -> tuple:
     """A tab's own result, progress, Stop, (optionally) condition view and gallery of the images of one run:
     switching tabs keeps each tab's. The result is shown at its true size or larger (app.css); progress, Stop
     and the condition view sit in one row under it, in sight."""
-    out = gr.Image(label="Result (shown at least at its true size; the download is the true size)", format="png",
+    out = gr.Image(label="Result (true size or larger; the download: true size)", format="png",
                    interactive=False, elem_id=f"out_{key}", elem_classes=["result"],
                    buttons=["download", "fullscreen"])
     view = None
