@@ -156,3 +156,11 @@ def test_a_log_that_cannot_be_written_is_a_save_error(tmp_path):
     (tmp_path / "log.jsonl").mkdir()  # stands for a full disk: the write fails
     with pytest.raises(tc.SaveError, match="could not write .*log.jsonl .*no checkpoint had been saved yet"):
         tc.RunLog(tmp_path).scalars(1, {"loss": 1.0})
+
+
+def test_a_run_saved_before_the_validation_split_resumes_on_every_image(vq_run):
+    saved = dict(tc.load_checkpoint(tc.latest_checkpoint(vq_run))["config"])
+    args = train_vqgan.parse_args(["--out", str(vq_run)])
+    assert train_vqgan.build_config(args, saved).val_fraction == 0.05
+    del saved["val_fraction"]  # as checkpoints written before it existed
+    assert train_vqgan.build_config(args, saved).val_fraction == 0.0

@@ -156,6 +156,8 @@ def run_out(args: argparse.Namespace) -> str:
 
 def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
     """Defaults <- saved run config (resume) <- preset <- --config <- overrides <- flags; every check."""
+    if saved is not None and "val_fraction" not in saved:  # a run from before the split trains on every image
+        saved = {**saved, "val_fraction": 0.0}
     layers = layers_of(args, saved)
     flags = {"data.root": args.data, "out": args.out, "data.size": args.size, "steps": args.steps,
              "batch_size": args.batch_size, "data.kind": args.kind, "loss.disc_start": args.disc_start}
