@@ -185,7 +185,7 @@ class VQCondition:
     def prepare(self, cond: torch.Tensor) -> torch.Tensor:
         """The stage's input (B, C_in, H, W) in [-1, 1] (one-hot maps in {0, 1})."""
         if not isinstance(cond, torch.Tensor):
-            raise TypeError(f"a {self.kind} condition must be a torch.Tensor, got {type(cond).__name__}")
+            raise TypeError(f"the {self.kind} condition must be a torch.Tensor, got {type(cond).__name__}")
         if self.kind == "segmentation" and not cond.is_floating_point():
             cond = self.labels_to_onehot(cond)
         elif self.kind in ("depth", "edges") and cond.ndim == 3:

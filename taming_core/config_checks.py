@@ -263,7 +263,7 @@ def _check_fields(cfg, where: str) -> None:
         if not isinstance(cfg.grid_detail, bool) or (cfg.grid_detail and (not grid or cfg.grid_factor % 2)):
             raise ConfigError(f"{where}grid_detail (true / false) applies to a label grid with an even grid_factor")
         if cfg.kind in ("segmentation", "depth", "edges") and cfg.vq is None and not grid:
-            raise ConfigError(f"{where}vq is missing: a {cfg.kind} condition needs a condition-stage VQGAN")
+            raise ConfigError(f"{where}vq is missing: the {cfg.kind} condition needs a condition-stage VQGAN")
 
 
 def _check_remap(cfg: VQGANConfig, where: str) -> None:

@@ -73,7 +73,7 @@ class Net2Net(nn.Module):
                                  f"the null condition needs its own id ({ids})")
         elif cc.kind in SPATIAL:
             if cc.vq is None:
-                raise ValueError(f"a {cc.kind} condition needs a condition-stage VQGAN config (cond_stage.vq)")
+                raise ValueError(f"the {cc.kind} condition needs a condition-stage VQGAN config (cond_stage.vq)")
             self.cond_stage_model = VQGAN(cc.vq)
             self.conditioner = VQCondition(self.cond_stage_model, cc.kind, cc.n_labels, cc.label_offset,
                                            cc.downsample_size)
