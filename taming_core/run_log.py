@@ -2,11 +2,14 @@
 files under `<out>/tensorboard/` (the same scalars, plus sample images), read with
 `tensorboard --logdir <out>/tensorboard` (the `tensorboard` package; no TensorFlow).
 
-A resumed run appends to both; TensorBoard shows the steps after the resume point as written last.
+A resumed run appends to both, after dropping what a killed run wrote past its last checkpoint (the steps
+from `purge_step` on), so each step appears once in each.
 """
 from __future__ import annotations
 
 import json
+import math
+import os
 import warnings
 from pathlib import Path
 
@@ -21,6 +24,8 @@ class RunLog:
     def __init__(self, out: str | Path, enabled: bool = True, purge_step: int | None = None,
                  tensorboard: bool = True):
         self.out, self.enabled, self.writer = Path(out), enabled, None
+        if enabled and purge_step is not None:
+            self._drop_lines_from(purge_step)
         if not (enabled and tensorboard):
             return
         try:
@@ -30,6 +35,17 @@ class RunLog:
             return
         # purge_step: a resumed run drops events a killed run wrote after its last checkpoint
         self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=purge_step)
+
+    def _drop_lines_from(self, step: int) -> None:
+        """Rewrite log.jsonl without the lines of `step` and later (written atomically; unreadable lines kept)."""
+        path = self.out / "log.jsonl"
+        if not path.is_file():
+            return
+        kept = [line for line in path.read_text().splitlines(keepends=True) if _step_of(line) < step]
+        tmp = path.with_name(path.name + ".tmp")
+        with writing(path, self.out):
+            tmp.write_text("".join(kept))
+            os.replace(tmp, path)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """One log.jsonl line {"step": step, **values}; each number also as a TensorBoard scalar."""
@@ -59,6 +75,13 @@ class RunLog:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _step_of(line: str) -> float:
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return -math.inf
 
 
 _GROUPS = {"lr": "train", "sec_per_step": "time"}

@@ -158,6 +158,19 @@ def test_a_log_that_cannot_be_written_is_a_save_error(tmp_path):
         tc.RunLog(tmp_path).scalars(1, {"loss": 1.0})
 
 
+def test_a_resumed_log_drops_what_a_killed_run_wrote_after_its_checkpoint(tmp_path):
+    lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in range(1, 7)] + ["not json"]
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    log = tc.RunLog(tmp_path, purge_step=4, tensorboard=False)  # resumed from the checkpoint of step 3
+    log.scalars(4, {"loss": 0.5})
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()
+             if line != "not json"]
+    assert steps == [1, 2, 3, 4]
+    assert "not json" in (tmp_path / "log.jsonl").read_text()  # what it cannot read, it keeps
+    tc.RunLog(tmp_path, tensorboard=False).scalars(5, {"loss": 0.4})  # a fresh log appends, drops nothing
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 6
+
+
 def test_a_run_saved_before_the_validation_split_resumes_on_every_image(vq_run):
     saved = dict(tc.load_checkpoint(tc.latest_checkpoint(vq_run))["config"])
     args = train_vqgan.parse_args(["--out", str(vq_run)])
