@@ -20,6 +20,9 @@ OUT=${2:?usage: gpu_transformers.sh G OUT [MINUTES]}
 MINUTES=${3:-6}
 PY=${PY:-python3}
 RUNS=${RUNS:-runs/gpu_runs}
+if compgen -G "$RUNS/*/log.jsonl" > /dev/null; then  # the training script never overwrites a run
+  echo "error: $RUNS holds earlier runs; set RUNS to a new folder (or resume them one by one)" >&2; exit 2
+fi
 mkdir -p "$RUNS" "$OUT"
 
 GPT=(--first-stage "$G/vqgan" --batch-size 32 steps=8000 transformer.n_layer=4 transformer.n_head=4
