@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import stat
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from .net2net import COND_MODES, Net2NetConfig
 from .permuter import NAMES, PermuterConfig
 from .labels import COCO_STUFF
 from .quantizer import BetaOn, UnknownIndex
+from .safe_unpickle import regular_file
 from .segmenter import SegmenterConfig
 from .vqgan import VQGANConfig
 
@@ -73,7 +73,7 @@ _YamlLoader.add_implicit_resolver(
 
 def read_yaml(path: Path) -> dict:
     """A yaml file -> plain dict, read without tags or interpolation; ConfigError for anything else."""
-    size = regular_size(path, "config")
+    size = regular_file(path, "config", ConfigError)
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path} is {size} bytes, more than a config holds ({MAX_CONFIG_BYTES >> 20} MiB); "
                           "refused before parsing")
@@ -107,21 +107,6 @@ def parse_json(text: str, where: str) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"the config stored in {where} is a {type(data).__name__}, not a mapping")
     return check_plain(data, where)
-
-
-def regular_size(path: str | Path, what: str) -> int:
-    """The size of the regular file at `path` (links followed); FileNotFoundError if there is none, ConfigError
-    for a FIFO (reading it blocks), a device, a folder or a file of /proc, /sys or /dev."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} not found: {path}") from None
-    except OSError as e:
-        raise ConfigError(f"{what} {path} cannot be read: {e.strerror}") from None
-    real = os.path.realpath(path)
-    if not stat.S_ISREG(st.st_mode) or real.startswith(("/proc/", "/sys/", "/dev/")):
-        raise ConfigError(f"{what} {path} is not a regular file (it is {real}); refused")
-    return st.st_size
 
 
 def check_plain(data: dict, where: str) -> dict:
@@ -278,7 +263,7 @@ def _check_remap(cfg: VQGANConfig, where: str) -> None:
     if isinstance(remap, (list, tuple)):
         _check_value(list(remap), ("ints", 1, cfg.n_embed, 0, cfg.n_embed - 1), name)
     elif isinstance(remap, (str, Path)) and os.path.lexists(remap):  # a missing file is named by the quantizer
-        size = regular_size(remap, name)
+        size = regular_file(remap, name, ConfigError)
         with open(remap, "rb") as f:
             try:
                 version = np.lib.format.read_magic(f)

@@ -532,19 +532,20 @@ class _Reader:
         return obj
 
 
-def regular_file(path: str | Path, what: str = "checkpoint") -> int:
+def regular_file(path: str | Path, what: str = "checkpoint", error: type[Exception] | None = None) -> int:
     """The size of the regular file at `path` (symlinks followed); FileNotFoundError if there is none,
-    CheckpointError for a FIFO, device, directory or a file of /proc, /sys or /dev (their sizes are not what
-    reading them returns, and reading some blocks or fails)."""
+    `error` (default CheckpointError) for a FIFO, device, directory or a file of /proc, /sys or /dev (their sizes
+    are not what reading them returns, and reading some blocks or fails)."""
+    error = error or CheckpointError
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except OSError as e:
-        raise CheckpointError(f"{what} {path} cannot be read: {e.strerror}") from None
+        raise error(f"{what} {path} cannot be read: {e.strerror}") from None
     real = os.path.realpath(path)
     if not stat.S_ISREG(st.st_mode) or real.startswith(("/proc/", "/sys/", "/dev/")):
-        raise CheckpointError(f"{what} {path} is not a regular file (it is {real}); refused")
+        raise error(f"{what} {path} is not a regular file (it is {real}); refused")
     return st.st_size
 
 
