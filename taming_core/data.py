@@ -123,7 +123,11 @@ def open_image(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise UnusableImage(f"cannot be read: {e.strerror}") from None
     if not stat.S_ISREG(mode):
         raise UnusableImage("not a regular file (a FIFO, device or folder)")
-    im = Image.open(path)
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError:  # Pillow's own limit (Image.MAX_IMAGE_PIXELS), lower than ours
+        raise UnusableImage(f"more than twice Pillow's limit of {Image.MAX_IMAGE_PIXELS / 1e6:.1f} MP "
+                            "(PIL.Image.MAX_IMAGE_PIXELS); not decoded") from None
     w, h = im.size
     nbytes = w * h * len(im.getbands()) * _SAMPLE_BYTES.get(im.mode, 1)
     if w * h > max_pixels or nbytes > 4 * max_pixels:

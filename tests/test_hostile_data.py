@@ -72,7 +72,10 @@ def test_hostile_images_are_skipped_in_bounded_memory(hostile_folder, check_file
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-def test_open_image_names_why(hostile_folder, tmp_path):
+def test_open_image_names_why(hostile_folder, tmp_path, monkeypatch):
+    # Pillow's default limit, as in a training process (the app lowers it for its uploads, and may be imported
+    # earlier in this test session)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)
     with pytest.raises(UnusableImage, match=r"13000x13000 I;16 \(169.0 MP, 322 MiB decoded\) is more than "
                                              r"max_pixels = 32.0 MP"):
         open_image(hostile_folder / "grey16_13000.png")
@@ -82,6 +85,9 @@ def test_open_image_names_why(hostile_folder, tmp_path):
         open_image(hostile_folder / "rgba_9000.png")
     with open_image(hostile_folder / "rgba_9000.png", max_pixels=100_000_000) as im:  # the limit is a setting
         assert im.size == (9000, 9000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000_000)  # Pillow's limit below ours: still one line
+    with pytest.raises(UnusableImage, match="more than twice Pillow's limit of 10.0 MP"):
+        open_image(hostile_folder / "rgba_9000.png", max_pixels=100_000_000)
 
 
 def test_a_file_that_becomes_a_fifo_later_is_skipped(tmp_path):
