@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-slow test-all bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-weights.txt pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,11 +17,14 @@ setup: $(STAMP)
 demo: setup  ## run the app on the bundled models; app.py options in ARGS="--port 8000 ..."
 	$(PY) app.py $(ARGS)
 
-test: setup  ## the whole test suite (what CI runs)
-	$(PY) -m pytest -q
-
-test-fast: setup
+test: setup  ## the default test run: every test not marked slow
 	$(PY) -m pytest -q -m "not slow"
+
+test-slow: setup  ## the tests marked slow (browser, torchrun, end-to-end training); CI runs them after `test`
+	$(PY) -m pytest -q -m slow
+
+test-all: setup
+	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) bench/sampling.py
