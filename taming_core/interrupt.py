@@ -51,6 +51,16 @@ class StopRequest:
             print(f"\n{name}: stopping after this step and saving a checkpoint (Ctrl-C again: exit at once)",
                   file=sys.stderr, flush=True)
 
+    def due(self, step: int, seconds: float, max_minutes: float, device: torch.device, main_process: bool) -> bool:
+        """True on every rank when any rank was signalled or `seconds` of training passed `max_minutes` (> 0):
+        the loop then saves `step` and stops (a collective: every rank calls it at every step)."""
+        over = max_minutes > 0 and seconds > 60 * max_minutes
+        if not agree(over or self.requested is not None, device):
+            return False
+        if main_process and self.requested is None:
+            print(f"stopping at step {step}: max_minutes={max_minutes} reached (--resume continues)")
+        return True
+
     @property
     def exit_status(self) -> int:
         return 128 + self.signum

@@ -460,11 +460,8 @@ def main(argv=None) -> Path:
     step = start
     t_start = t_log = time.perf_counter()
     while step < cfg.steps:
-        over = cfg.max_minutes > 0 and time.perf_counter() - t_start > 60 * cfg.max_minutes
-        if tc.agree(over or stop.requested is not None, device):  # every rank stops at the same step
-            if main_process and not stop.requested:
-                print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached (--resume continues)")
-            save(step)
+        if stop.due(step, time.perf_counter() - t_start, cfg.max_minutes, device, main_process):
+            save(step)  # every rank stops at the same step
             break
         for group in opt_g.param_groups:
             group["lr"] = lr_at(step, cfg, lr)
