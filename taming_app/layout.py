@@ -7,6 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from PIL import Image
 
 import taming_core as tc
 
@@ -14,6 +15,7 @@ from .api import add_api
 from .handlers import App
 from .models import MODES, SEGMENTER, ModelBank
 from .page import SETTINGS_BY_TAB, Page
+from .uploads import MAX_UPLOAD_PIXELS
 from .scenes import BLANK, UPLOADED, hex_colour, legend_html, start_scenes, swatch_script
 from .settings import FIT, GUIDANCE, GUIDANCE_BY_MODE
 
@@ -79,6 +81,7 @@ def build_demo(bank: ModelBank, side: int | None = None) -> gr.Blocks:
     """The app's page on the models of `bank` (not launched: see app.launch). `side`: the output's width and
     height the page starts with, for the tabs of maps (None: the segmentation model's native size); the
     painter and the sketch canvas take the output's shape."""
+    Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS  # what Gradio decodes itself: Pillow refuses bombs beyond it
     app = App(bank)
     space = app.label_space()  # the segmentation model's labels: palette, legend, grey ids, examples
     names = space.painter  # the palette; black paints the unlabelled id, where the model has one

@@ -19,7 +19,6 @@ from .refused import Refused, log, refusing
 MAX_UPLOAD_PIXELS = 4096 * 4096  # larger uploads are refused before decoding
 MAX_UPLOAD_BYTES = 64 * 2**20  # larger files are refused while they arrive (a 4096^2 PNG of noise still fits)
 UPLOAD_QUOTA = 512 * 2**20  # Gradio's upload folder is held to this, the oldest files deleted first
-Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS  # PIL refuses decompression bombs beyond this
 MIN_MAP_SIDE = 16  # sketches and depth maps need at least this many pixels a side
 ENLARGED_NOTE = 4  # a map enlarged this many times or more is named in the status
 
