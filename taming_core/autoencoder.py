@@ -30,6 +30,8 @@ class AutoencoderConfig:
     z_channels: int = 256
     # The original class defaults to True (conv_out gives 2*z channels); every VQ config sets False.
     double_z: bool = False
+    # Not in the original: per-pixel noise inputs in the decoder above the code grid (NoiseInjection).
+    noise: bool = False
 
     @property
     def downsample_factor(self) -> int:
@@ -117,6 +119,38 @@ class Upsample(nn.Module):
         return self.conv(x) if self.with_conv else x
 
 
+class NoiseInjection(nn.Module):
+    """x + strength[c] * n with n ~ N(0, 1) per pixel, shared by the channels (StyleGAN's noise inputs).
+
+    A decoder given only the codes can draw texture only as a function of each code, so an adversarial loss
+    teaches it a texture that repeats on the code grid; noise is a source of detail that is not tied to that
+    grid. `strength` starts at 0: a decoder with noise behaves as the one without until it is trained. In train
+    mode every call draws new noise; in eval mode the noise is one fixed field (seed 0, tiled from a 256 x 256
+    block), so a decode is deterministic and a preview's rows match the final image's.
+    """
+
+    FIELD = 256
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.strength = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        if self.training:
+            n = torch.randn(B, 1, H, W, device=x.device, dtype=x.dtype)
+        else:
+            n = fixed_noise(H, W).to(x)  # (1, 1, H, W)
+        return x + self.strength.view(1, -1, 1, 1).to(x.dtype) * n
+
+
+def fixed_noise(height: int, width: int) -> torch.Tensor:
+    """(1, 1, height, width): the eval-mode noise field, the same for every image (top-left aligned)."""
+    block = torch.randn(NoiseInjection.FIELD, NoiseInjection.FIELD, generator=torch.Generator().manual_seed(0))
+    reps = (-(-height // NoiseInjection.FIELD), -(-width // NoiseInjection.FIELD))
+    return block.repeat(*reps)[:height, :width].view(1, 1, height, width)
+
+
 class MidBlock(nn.Module):
     def __init__(self, channels: int, dropout: float):
         super().__init__()
@@ -183,7 +217,8 @@ class Decoder(nn.Module):
     """G: (B, z_channels, h, w) -> (B, out_ch, h*f, w*f). Outputs are unbounded (no tanh), roughly [-1, 1].
 
     `up[0]` is the highest-resolution level (the original inserts levels at the front); the forward pass
-    runs from `up[L-1]` down to `up[0]`. Each level has num_res_blocks + 1 blocks.
+    runs from `up[L-1]` down to `up[0]`. Each level has num_res_blocks + 1 blocks. With `noise`, each level
+    above the code grid starts with a NoiseInjection (`up.{i}.noise.strength`).
     """
 
     def __init__(self, cfg: AutoencoderConfig):
@@ -201,6 +236,8 @@ class Decoder(nn.Module):
             if i != 0:
                 level.upsample = Upsample(width, cfg.resamp_with_conv)
                 res *= 2
+            if cfg.noise and i != n_levels - 1:  # the levels above the code grid
+                level.noise = NoiseInjection(cfg.ch * cfg.ch_mult[i + 1])
             levels.insert(0, level)
         self.up = nn.ModuleList(levels)
         self.norm_out = normalize(width)
@@ -209,6 +246,8 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
+            if hasattr(level, "noise"):
+                h = level.noise(h)
             h = level(h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)

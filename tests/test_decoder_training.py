@@ -38,12 +38,46 @@ def test_decoder_only_run_keeps_every_code_and_changes_the_decoder(tmp_path, ima
         assert torch.equal(before.encode(x).indices, tc.load_model(out / "model").encode(x).indices)
 
 
+def test_decoder_noise_starts_as_the_donor_and_learns_its_strengths(tmp_path, images, vq_run):
+    out = tmp_path / "dec"
+    run(VQGAN, "--preset", "tiny", "--data", images, "--out", out, "--size", 32, "--steps", 3,
+        f"init_from={vq_run / 'model'}", "train_only=decoder", "decoder_noise=true", "loss.disc_start=0",
+        "base_lr=1e-3", "model.dead_code_threshold=100")
+    before, after = tc.load_model(vq_run / "model"), tc.load_model(out / "model")
+    assert after.config.ddconfig.noise and not before.config.ddconfig.noise
+    noise_keys = [k for k in after.state_dict() if k.endswith(".noise.strength")]
+    assert noise_keys == ["decoder.up.0.noise.strength"]  # the tiny preset: one level above the code grid
+    assert after.state_dict()[noise_keys[0]].abs().sum() > 0  # trained away from 0
+    x = tc.ImageFolder(tc.DataConfig(root=str(images), size=32))
+    x = torch.stack([x[i]["image"] for i in range(len(x))])
+    with torch.no_grad():
+        codes = before.encode(x).indices
+        assert torch.equal(codes, after.encode(x).indices)
+        assert torch.equal(after.decode_indices(codes), after.decode_indices(codes))  # eval: one fixed field
+        after.train()
+        assert not torch.equal(after.decode_indices(codes), after.decode_indices(codes))  # train: fresh noise
+        after.decoder.up[0].noise.strength.zero_()
+        after.eval()  # at strength 0 the noise decoder is the donor's decoder
+        plain = {k: v for k, v in after.state_dict().items() if not k.endswith(".noise.strength")}
+        tc.load_state_dict_strict(before, {**before.state_dict(), **plain})
+        assert torch.allclose(before.decode_indices(codes), after.decode_indices(codes), atol=1e-6)
+
+
+def test_fixed_noise_is_top_left_aligned():
+    from taming_core.autoencoder import fixed_noise
+    big = fixed_noise(300, 520)
+    assert big.shape == (1, 1, 300, 520)
+    assert torch.equal(fixed_noise(40, 64), big[..., :40, :64])  # a preview's rows see the final image's noise
+    assert torch.equal(big[..., :256, 256:512], big[..., :256, :256]) and big.std() > 0.9
+
+
 @pytest.mark.parametrize("args,message", [
     (["train_only=decoder"], "error: train_only=decoder keeps the encoder and codebook as they are: it needs"),
     (["train_only=encoder"], "error: train_only must be one of"),
     (["loss.discriminator=stylegan"], "error: discriminator must be one of"),
     (["loss.diffaug=color,rotate"], "error: unknown DiffAugment policy"),
     (["disc_lr_scale=0"], "error: disc_lr_scale must be > 0"),
+    (["decoder_noise=true"], "error: decoder_noise adds noise inputs to a released decoder (init_from=)"),
 ])
 def test_decoder_training_options_are_checked(tmp_path, images, args, message):
     proc = run(VQGAN, "--preset", "tiny", "--data", images, "--out", tmp_path / "out", *args, check=False)

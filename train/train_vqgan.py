@@ -89,6 +89,9 @@ class TrainConfig:
     init_from: Optional[str] = None
     # "all" | "decoder": encoder, quant_conv and codebook frozen (needs init_from), codes unchanged
     train_only: str = "all"
+    # With init_from: add per-pixel noise inputs to the donor's decoder (model.ddconfig.noise; strengths
+    # start at 0, so the first step decodes as the donor does)
+    decoder_noise: bool = False
 
 
 def preset_tiny() -> dict:
@@ -177,8 +180,12 @@ def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainCo
     if cfg.train_only == "decoder" and not cfg.init_from:
         raise tc.ConfigError("train_only=decoder keeps the encoder and codebook as they are: it needs "
                              "init_from=<a released first stage>")
+    if cfg.decoder_noise and not cfg.init_from:
+        raise tc.ConfigError("decoder_noise adds noise inputs to a released decoder (init_from=); for a new "
+                             "model set model.ddconfig.noise=true")
     if cfg.init_from:
         cfg.model = init_config(cfg.init_from)
+        cfg.model.ddconfig.noise = cfg.model.ddconfig.noise or cfg.decoder_noise
     try:  # the loss options, before any data or model is touched
         tc.VQGANLoss.check_config(cfg.loss)
     except ValueError as e:
@@ -379,7 +386,9 @@ def main(argv=None) -> Path:
             vqgan.quantize.usage.copy_(ckpt["usage"])  # running code usage of the dead-code restart
         loss_fn.load_resume_state(ckpt.get("loss", {}))
     elif cfg.init_from:
-        tc.load_state_dict_strict(vqgan, released_stage(cfg.init_from).state_dict())
+        state = released_stage(cfg.init_from).state_dict()
+        fresh = {k: v for k, v in vqgan.state_dict().items() if k.endswith(".noise.strength") and k not in state}
+        tc.load_state_dict_strict(vqgan, {**state, **fresh})  # noise inputs the donor lacks start at 0
     frozen = frozen_parts(vqgan, cfg.train_only)
     for part in frozen:
         part.requires_grad_(False)
