@@ -20,7 +20,7 @@ from .quantizer import (CodebookUsage, EMAVectorQuantizer, GumbelQuantizer, Quan
                         codebook_usage)
 from .safe_unpickle import CheckpointError, UnsafeCheckpointError, load_plain, safe_load
 from .segmenter import Segmenter, SegmenterConfig
-from .sampling import filter_logits, pick_token, sample
+from .sampling import filter_logits, make_picker, pick_token, sample, split_picker
 from .sliding_window import WindowPlan, sample_sliding_window, window_plan
 from .streaming import StreamEvent, stream
 from .vqgan import VQGAN, VQGANConfig, to_image
@@ -36,7 +36,7 @@ __all__ = [
     "Net2Net", "Net2NetConfig", "GPT", "GPTConfig", "ConditionerConfig", "PermuterConfig",
     "Segmenter", "SegmenterConfig",
     # sampling
-    "sample", "stream", "StreamEvent", "sample_sliding_window", "window_plan", "WindowPlan",
+    "sample", "stream", "StreamEvent", "sample_sliding_window", "window_plan", "WindowPlan", "make_picker", "split_picker",
     "prepare_for_sampling", "drop_sampling_copies", "quantize_gpt", "sampling_precision", "SamplingPrecision", "SAMPLING_PRECISIONS",
     # training precision
     "PRECISIONS", "resolve_precision", "autocast_for", "cpu_has_bf16",

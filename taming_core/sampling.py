@@ -104,13 +104,37 @@ def next_logits(gpt: GPT, tokens: torch.Tensor, cache: KVCache, autocast_dtype: 
         return gpt(tokens, cache, last_only=True, cond=cond)[:, -1].float()
 
 
-def guided(logits: torch.Tensor, guidance: float | None) -> torch.Tensor:
+def guided(logits: torch.Tensor, guidance: float | torch.Tensor | None) -> torch.Tensor:
     """Classifier-free guidance: logits (2B, V), conditional rows then null rows -> null + g (cond - null)
-    (B, V); guidance None: the logits (B, V) unchanged."""
+    (B, V); g a number or one scale per row (B,), a row whose scale is 1 keeps its conditional logits exactly;
+    guidance None: the logits (B, V) unchanged."""
     if guidance is None:
         return logits
     conditional, null = logits.chunk(2)  # (B, V) each
-    return null + guidance * (conditional - null)
+    if not isinstance(guidance, torch.Tensor):
+        return null + guidance * (conditional - null)
+    g = guidance.to(logits).view(-1, 1)  # (B, 1)
+    return torch.where(g == 1, conditional, null + g * (conditional - null))
+
+
+def guidance_off(guidance: float | torch.Tensor) -> bool:
+    """Whether a checked guidance (check_guidance) leaves every row unguided."""
+    return not isinstance(guidance, torch.Tensor) and guidance == 1.0
+
+
+def split_picker(parts: list[tuple[int, Picker]]) -> Picker:
+    """One picker for a batch whose consecutive row groups have their own settings: parts [(rows, picker)],
+    in row order. Each group's picker sees only its rows (B_i, V), so a group with its own generator draws
+    exactly what it would draw sampled alone from the same logits (batching across requests)."""
+    bounds = [0]
+    for rows, _ in parts:
+        bounds.append(bounds[-1] + rows)
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:  # (B, V) -> (B, 1)
+        if logits.shape[0] != bounds[-1]:
+            raise ValueError(f"split_picker covers {bounds[-1]} rows, got logits for {logits.shape[0]}")
+        return torch.cat([p(logits[a:b]) for (_, p), a, b in zip(parts, bounds, bounds[1:])])
+    return pick
 
 
 @torch.no_grad()
@@ -175,14 +199,15 @@ def plain_sampler(model: Net2Net | GPT, c: torch.Tensor, prefix: torch.Tensor, o
     n_steps = out.shape[1]
     aligned = isinstance(model, Net2Net) and model.aligned
     pick = exclude_null_token(model, pick)
-    if guidance == 1.0 and not aligned:
+    off = guidance_off(guidance)
+    if off and not aligned:
         return _cached_steps(gpt, _check_context(gpt, c, prefix, n_steps), out, pick, autocast_dtype)
     if not isinstance(model, Net2Net):
         raise TypeError("guidance and aligned conditioning need a Net2Net model, not a bare GPT")
     if c.ndim != 2 or prefix.ndim != 2 or prefix.shape[0] != c.shape[0]:
         raise ValueError(f"expected c (B, L_c) and prefix (B, P), got {tuple(c.shape)}, {tuple(prefix.shape)}")
-    c_rows = c if guidance == 1.0 else torch.cat([c, model.null_condition(c)])  # (B', L_c): cond, then null
-    prefix = prefix if guidance == 1.0 else prefix.repeat(2, 1)  # (B', P)
+    c_rows = c if off else torch.cat([c, model.null_condition(c)])  # (B', L_c): cond, then null
+    prefix = prefix if off else prefix.repeat(2, 1)  # (B', P)
     seq, cond = model.sequence(prefix, c_rows)  # (B', T0), (B', T0) aligned / None prefix
     if aligned:  # positions 0 .. P + S - 1 are fed; each needs the condition of the token it predicts
         if c.shape[1] < prefix.shape[1] + n_steps:
@@ -191,11 +216,17 @@ def plain_sampler(model: Net2Net | GPT, c: torch.Tensor, prefix: torch.Tensor, o
         cond = model.condition_input(c_rows, grid)[:, :prefix.shape[1] + n_steps]  # (B', T0 + S - 1[, E])
     if seq.shape[1] + n_steps - 1 > gpt.config.block_size:
         raise ValueError(f"{seq.shape[1]} context + {n_steps} steps exceed block_size {gpt.config.block_size}")
-    return _cached_steps(gpt, seq, out, pick, autocast_dtype, cond, None if guidance == 1.0 else guidance)
+    return _cached_steps(gpt, seq, out, pick, autocast_dtype, cond, None if off else guidance)
 
 
-def check_guidance(guidance: float) -> float:
-    """guidance -> float, refused unless finite and >= 0."""
+def check_guidance(guidance: float | torch.Tensor) -> float | torch.Tensor:
+    """guidance -> float, or a float tensor (B,) of one scale per row; refused unless finite and >= 0. Per-row
+    scales that are all 1 become 1.0 (off)."""
+    if isinstance(guidance, torch.Tensor) and guidance.numel() != 1:
+        g = guidance.detach().float().flatten()
+        if not bool(torch.isfinite(g).all()) or bool((g < 0).any()):
+            raise ValueError(f"guidance must be finite numbers >= 0 (1 = off), got {g.tolist()}")
+        return 1.0 if bool((g == 1).all()) else g
     guidance = float(guidance)
     if not guidance >= 0 or guidance == float("inf"):
         raise ValueError(f"guidance must be a finite number >= 0 (1 = off), got {guidance}")

@@ -18,7 +18,7 @@ import torch
 
 from .gpt import GPT, KVCache
 from .net2net import Net2Net
-from .sampling import (Picker, check_guidance, exclude_null_token, gpt_of, guided, make_picker,
+from .sampling import (Picker, check_guidance, exclude_null_token, gpt_of, guidance_off, guided, make_picker,
                        new_sampling_cache, next_logits, plain_sampler)
 
 
@@ -141,14 +141,16 @@ def _window_steps(gpt: GPT, c_grid: torch.Tensor, tokens: torch.Tensor, start: i
 def window_sampler(model: Net2Net | GPT, c_grid: torch.Tensor, window: tuple[int, int], mode: str,
                    stride: tuple[int, int] | None, prefix: torch.Tensor | None, start: int, pick: Picker,
                    autocast_dtype: torch.dtype | None,
-                   guidance: float = 1.0) -> tuple[torch.Tensor, Iterator[int]]:
+                   guidance: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, Iterator[int]]:
     """Checks and setup shared by sample_sliding_window and stream -> (tokens (B, H, W), an iterator that
-    samples one token of them per next() and yields its raster position)."""
+    samples one token of them per next() and yields its raster position). guidance: checked (check_guidance),
+    a number or one scale per row."""
     gpt = gpt_of(model)
+    off = guidance_off(guidance)
     if isinstance(model, Net2Net) and not model.permuter.is_identity:
         raise ValueError(f"sliding-window sampling needs raster order; this model uses the "
                          f"{model.permuter.name!r} permuter (the original ignored permuters here)")
-    if (guidance != 1.0) and not isinstance(model, Net2Net):
+    if not off and not isinstance(model, Net2Net):
         raise TypeError("guidance needs a Net2Net model (its null condition), not a bare GPT")
     if c_grid.ndim != 3:
         raise ValueError(f"expected the condition grid (B, H, W), got {tuple(c_grid.shape)}")
@@ -177,12 +179,12 @@ def window_sampler(model: Net2Net | GPT, c_grid: torch.Tensor, window: tuple[int
     needed = wh * ww if aligned else 2 * wh * ww - 1  # aligned: sos + Lw - 1 tokens, condition added
     if needed > gpt.config.block_size:
         raise ValueError(f"a {wh}x{ww} window needs {needed} positions; block_size is {gpt.config.block_size}")
-    if guidance != 1.0:
+    if not off:
         c_grid = torch.cat([c_grid, model.null_condition(c_grid)])  # (2B, H, W): conditional, then null rows
     sos = model.config.cond_stage.sos_token if aligned else None
     cond_of = model.condition_input if aligned else None
     return tokens, _window_steps(gpt, c_grid, tokens, start, plan, pick, autocast_dtype, sos,
-                                 None if guidance == 1.0 else guidance, cond_of)
+                                 None if off else guidance, cond_of)
 
 
 @torch.no_grad()

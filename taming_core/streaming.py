@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .net2net import Net2Net
-from .sampling import check_guidance, gpt_of, make_picker, plain_sampler
+from .sampling import Picker, check_guidance, gpt_of, make_picker, plain_sampler
 from .sliding_window import window_sampler
 
 FADE = 0.35  # a condition image under the unsampled rows is pulled this far from mid-grey (0) toward itself
@@ -73,7 +73,8 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
            top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
            generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
            fill: torch.Tensor | None = None, preview_budget: float = 0.2,
-           guidance: float = 1.0, decode_dtype: torch.dtype | None = None) -> Iterator[StreamEvent]:
+           guidance: float | torch.Tensor = 1.0, decode_dtype: torch.dtype | None = None,
+           pick: Picker | None = None) -> Iterator[StreamEvent]:
     """Sample token by token, yielding a StreamEvent after each; the same tokens as the batch samplers.
 
     c (B, L_c): plain cached sampling of a grid (h, w) = `grid` (default the model's training grid), as
@@ -82,7 +83,11 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
     c (B, h, w): a condition grid, sampled as `sample_sliding_window` with window / mode / stride.
     fill: an image (1 or B, 3, H', W') in [-1, 1] shown faded under the rows not yet sampled (for instance the
     condition painted by the user), resized to the preview; None shows mid-grey.
-    guidance: classifier-free guidance scale (1 = off), on both paths, as in the batch samplers.
+    guidance: classifier-free guidance scale (1 = off), on both paths, as in the batch samplers; a tensor (B,)
+    gives each row its own scale.
+    pick: the token choice for all rows (logits (B, V) -> tokens (B, 1)), e.g. split_picker for rows of several
+    requests, each with its own settings and generator; it replaces temperature, top_k, top_p, greedy and
+    generator.
     dtype: autocast dtype of the GPT's forward (and its KV caches), as in `sample`; None: the weights' dtype.
     preview_budget: the share of the time (sampling + previews) that previews may take. The last event
     (done == total) always carries the full decoded image, outside the budget: it is the result.
@@ -94,7 +99,7 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
     gpt = gpt_of(model)
     if not isinstance(model, Net2Net):
         raise TypeError("stream needs a Net2Net model (its first stage decodes the previews)")
-    pick = make_picker(temperature, top_k, top_p, greedy, generator)
+    pick = pick or make_picker(temperature, top_k, top_p, greedy, generator)
     guidance = check_guidance(guidance)
     if c.ndim == 3:  # condition grid: sliding window (or plain sampling when it fits a smaller window)
         tokens, progress = window_sampler(model, c, window, mode, stride, prefix, start, pick, dtype, guidance)
