@@ -12,6 +12,7 @@ from .checkpoint import (ConfigError, build_model, config_from_original, config_
 from .conditioners import ConditionerConfig, Conditioner
 from .cpu_fastpath import LowBitLinear, drop_sampling_copies, prepare_for_sampling, quantize_gpt
 from .gpt import GPT, GPTConfig, KVCache
+from .host import host_info, host_line
 from .net2net import Net2Net, Net2NetConfig
 from .permuter import Permuter, PermuterConfig
 from .precision import (PRECISIONS, SAMPLING_PRECISIONS, SamplingPrecision, autocast_for, cpu_has_bf16,
@@ -42,6 +43,8 @@ __all__ = [
     "PRECISIONS", "resolve_precision", "autocast_for", "cpu_has_bf16",
     # pixels
     "to_image",
+    # the host figures were measured on
+    "host_info", "host_line",
 ]
 
 # Training-only parts (data, losses, discriminator, perceptual distances, evaluation, resume) live in
