@@ -74,12 +74,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="the width and height the page starts with for maps (segmentation, edges, depth); the "
                          "canvases follow the Width and Height fields (default: %(default)s)")
     ap.add_argument("--queue-size", type=int, default=16, help="requests waiting at most (others are refused)")
-    return ap.parse_args(argv)
+    ap.add_argument("--max-batch", type=int, default=8, metavar="N",
+                    help="images that concurrent requests for one model sample together as one batch (each "
+                         "request's images count; 1: one request at a time) (default: %(default)s)")
+    args = ap.parse_args(argv)
+    if args.max_batch < 1:
+        ap.error(f"--max-batch must be at least 1, got {args.max_batch}")
+    return args
 
 
 def launch(demo, queue_size: int = 16, **kwargs) -> tuple:
-    """Queue (one generation at a time, `queue_size` waiting) and serve the gr.Blocks `demo`, refusing uploads
-    over MAX_UPLOAD_BYTES as they arrive and holding the upload folder to UPLOAD_QUOTA. kwargs go to
+    """Queue (generations run together up to build_demo's max_batch, `queue_size` waiting) and serve the
+    gr.Blocks `demo`, refusing uploads over MAX_UPLOAD_BYTES as they arrive and holding the upload folder to UPLOAD_QUOTA. kwargs go to
     Blocks.launch; returns what it returns."""
     from taming_app import page_css, swatch_script
     from taming_app.uploads import MAX_UPLOAD_BYTES, UPLOAD_QUOTA, keep_uploads_within
@@ -117,7 +123,8 @@ def main(argv=None) -> None:
     bank.load_all()
     for mode, plan in bank.plans.items():
         print(f"{mode} model on {device} (--precision {args.precision}): {plan}", flush=True)
-    launch(build_demo(bank, args.size), args.queue_size, server_name=args.host, server_port=args.port)
+    launch(build_demo(bank, args.size, args.max_batch), args.queue_size, server_name=args.host,
+           server_port=args.port)
 
 
 if __name__ == "__main__":
