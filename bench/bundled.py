@@ -86,6 +86,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "bundled.json"))
     args = ap.parse_args(argv)
     args.sizes = args.sizes or [(256, 256), (256, 512)]
+    host = tc.host_info()
+    print(tc.host_line(host), flush=True)  # figures hold for this CPU only (issue 28)
     vq = tc.load_model(ROOT / "checkpoints" / "vqgan").eval()
     side = vq.config.ddconfig.resolution // vq.downsample_factor
     codes = torch.randint(0, vq.n_codes, (1, side, side), generator=torch.Generator().manual_seed(0))
@@ -133,7 +135,8 @@ def main(argv=None) -> list[dict]:
                          "threads": threads, "seconds": t})
     for r in rows:
         print(f"{r['figure']:<64} threads {r['threads']}  {r['seconds'] * 1000:8.1f} ms")
-    out = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "rows": rows}
+    out = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "host": host,
+           "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return rows

@@ -353,6 +353,8 @@ def main(args):
     meta = {"quick": args.quick, "threads": args.threads, "device": device, "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "loadavg_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    meta["host"] = tc.host_info()  # the CPU beside each figure (issue 28): its speed does not carry to another
+    print(tc.host_line(meta["host"]), flush=True)
     if device.startswith("cuda"):
         meta["gpu"] = torch.cuda.get_device_name()
     else:
