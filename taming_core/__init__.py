@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 
 from .autoencoder import AutoencoderConfig, Decoder, Encoder
+from .calibration import MATMULS, MatmulChoice, choose_matmul
 from .checkpoint import (ConfigError, build_model, config_from_original, config_to_dict, load_model,
                          load_state_dict_strict, resolve_config, save_model)
 from .conditioners import ConditionerConfig, Conditioner
@@ -39,6 +40,8 @@ __all__ = [
     # sampling
     "sample", "stream", "StreamEvent", "sample_sliding_window", "window_plan", "WindowPlan", "make_picker", "split_picker",
     "prepare_for_sampling", "drop_sampling_copies", "quantize_gpt", "sampling_precision", "SamplingPrecision", "SAMPLING_PRECISIONS",
+    # the products sampling uses on this host (calibration.py)
+    "MATMULS", "MatmulChoice", "choose_matmul",
     # training precision
     "PRECISIONS", "resolve_precision", "autocast_for", "cpu_has_bf16",
     # pixels

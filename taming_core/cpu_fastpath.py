@@ -4,7 +4,8 @@ A decode step (one or a few new tokens and a KV cache, sampling.py) reads every 
 follows how the weights are read rather than the arithmetic. `prepare_for_sampling(model, precision)` gives the
 model to sample from:
 - "fp32" on a CPU, in place: oneDNN-packed weight copies and one stacked query/key/value product (packed.py),
-  the state-dict keys unchanged;
+  the state-dict keys unchanged; `matmul` "plain" keeps plain products, "auto" the faster of the two for this
+  model's decode steps on this host (calibration.py: measured at load, cached per host);
 - "int8" / "bf16": `quantize_gpt`, a copy whose GPT matrices are `LowBitLinear` (1/4 or 1/2 of the fp32 bytes).
 """
 from __future__ import annotations
@@ -17,26 +18,36 @@ from torch import nn
 
 from .gpt import GPT, CausalSelfAttention
 from .net2net import Net2Net
+from .calibration import MatmulChoice, choose_matmul
 from .packed import HoldsSamplingCopy, onednn_linear, onednn_pack, pack_gpt
 from .precision import SamplingPrecision, cpu_has_bf16, sampling_precision
 from .sampling import gpt_of
 
 
-def prepare_for_sampling(model: Net2Net | GPT, precision: str | SamplingPrecision = "fp32") -> Net2Net | GPT:
+def prepare_for_sampling(model: Net2Net | GPT, precision: str | SamplingPrecision = "fp32",
+                         matmul: str | MatmulChoice = "packed") -> Net2Net | GPT:
     """The model to sample from at `precision` -> model (fp32, prepared in place) or a low-bit copy.
 
     precision: a SamplingPrecision (sampling_precision's plan) or its name ("auto", "fp32", "bf16", "int8")
     for the model's device. fp32 weights on a CPU: PackedLinear and StackedQKV in place (the keys stay), the
     packed copies made now; on other devices the model unchanged. int8 / bf16: quantize_gpt(model, ...). The
     plan's decode_dtype is the caller's, for the first stage (tc.stream's decode_dtype).
+    matmul (fp32 on a CPU; low-bit weights have their own kernels): "packed" (oneDNN copies), "plain" (F.linear
+    on the weights), "auto" (calibration.choose_matmul: measured on this host and cached, well under a second
+    for the bundled models) or a MatmulChoice; the one used is kept in the GPT's `sampling_matmul`. Both give
+    the same sums to float rounding.
     """
     gpt = gpt_of(model)
     device = gpt.pos_emb.device
     plan = precision if isinstance(precision, SamplingPrecision) else sampling_precision(precision, device)
+    if not isinstance(matmul, MatmulChoice) and matmul not in ("auto", "packed", "plain"):
+        raise ValueError(f"matmul must be auto, packed or plain, got {matmul!r}")
     if plan.weight_dtype is not None:
         return quantize_gpt(model, plan.weight_dtype, plan.prefill_dtype)
     if device.type == "cpu":
-        pack_gpt(gpt)
+        choice = matmul if isinstance(matmul, MatmulChoice) else choose_matmul(gpt, matmul)
+        pack_gpt(gpt, choice.packed_from_rows)
+        gpt.sampling_matmul = choice
     return model
 
 

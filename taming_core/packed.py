@@ -15,6 +15,10 @@ every other call checks the copies it uses. In-place edits that torch does not v
 optimizers, and any edit of tensors made under torch.inference_mode()) need tc.drop_sampling_copies.
 Gradients, autocast, other devices and other dtypes take the plain products; the copies cost the weights' bytes
 once more.
+Whether packing pays depends on the CPU and the row count (issue 28: slower than plain products on an Intel AMX
+host at one row): `pack_gpt(gpt, packed_from_rows)` multiplies products of fewer rows than that by the plain
+weights (None: never packed, no oneDNN copies made; query, key and value still one stacked product).
+calibration.py measures which is faster for a model's decode steps on this host.
 """
 from __future__ import annotations
 
@@ -67,6 +71,17 @@ def _sampling_call(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def _one_small_row(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """One row times a matrix under PACK_ONE_ROW weights: F.linear, not the packed copy."""
     return x.numel() == weight.shape[1] and weight.numel() < PACK_ONE_ROW
+
+
+def _plain_rows(x: torch.Tensor, weight: torch.Tensor, packed_from_rows: int | None) -> bool:
+    """Whether x (N rows) @ weight^T takes the plain weights: fewer rows than packed_from_rows (None: always),
+    or one small row."""
+    return packed_from_rows is None or x.numel() < packed_from_rows * weight.shape[1] or _one_small_row(x, weight)
+
+
+def _no_copy(weight: torch.Tensor) -> None:
+    """The copy of a PackedLinear that is never packed (pack_gpt(gpt, None))."""
+    return None
 
 
 class SamplingCopy:
@@ -141,6 +156,8 @@ class HoldsSamplingCopy(nn.Module):
     """A module with a SamplingCopy of `sources()` in `self.copy`, dropped by load_state_dict and train(), and
     the CacheCheck of its GPT in `self.checked` (prepare_for_sampling; alone, one that never trusts)."""
 
+    packed_from_rows: int | None = 1  # products of fewer rows take the plain weights (pack_gpt); None: always
+
     def _hold_copy(self, make: Callable) -> None:  # after nn.Module.__init__
         self.copy = SamplingCopy(make)
         self.checked = CacheCheck()
@@ -184,7 +201,7 @@ class PackedLinear(HoldsSamplingCopy, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out)."""
         w = self.weight
-        if not _sampling_call(x, w) or _one_small_row(x, w):
+        if not _sampling_call(x, w) or _plain_rows(x, w, self.packed_from_rows):
             return F.linear(x, w, self.bias)
         packed = self.copy.value if self.checked.now else self.copy.get(w)  # None: not packed, or dropped
         return F.linear(x, w, self.bias) if packed is None else onednn_linear(x, packed, self.bias)
@@ -193,8 +210,14 @@ class PackedLinear(HoldsSamplingCopy, nn.Linear):
 def _stack_qkv(*parts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """query, key, value weights (E, E) and biases (E,) -> weight (3E, E) laid out in (in, out) order (one row
     times a small matrix is faster on that layout under MKL), bias (3E,), the weight's packed copy."""
+    weight, bias, _ = _stack_qkv_plain(*parts)
+    return weight, bias, onednn_pack(weight)
+
+
+def _stack_qkv_plain(*parts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+    """_stack_qkv without the packed copy (pack_gpt(gpt, None))."""
     weight = torch.cat([w.detach().t() for w in parts[:3]], dim=1).t()  # (3E, E), a transposed view
-    return weight, torch.cat([b.detach() for b in parts[3:]]), onednn_pack(weight)
+    return weight, torch.cat([b.detach() for b in parts[3:]]), None
 
 
 class StackedQKV(HoldsSamplingCopy):
@@ -217,14 +240,15 @@ class StackedQKV(HoldsSamplingCopy):
             return torch.cat([q(x), k(x), v(x)], dim=-1)
         stacked = self.copy.value if self.checked.now else None
         weight, bias, packed = stacked if stacked is not None else self.sampling_copy()
-        if packed is None or _one_small_row(x, weight):
+        if packed is None or _plain_rows(x, weight, self.packed_from_rows):
             return F.linear(x, weight, bias)
         return onednn_linear(x, packed, bias)
 
 
-def pack_gpt(gpt: GPT) -> None:
+def pack_gpt(gpt: GPT, packed_from_rows: int | None = 1) -> None:
     """Swap the GPT's nn.Linear layers for PackedLinear, add a StackedQKV to each attention layer, pack; the
-    GPT's hooks check the copies at each KV cache's first call."""
+    GPT's hooks check the copies at each KV cache's first call. Products of fewer than `packed_from_rows` rows
+    (B * T) take the plain weights; None: no oneDNN copies at all (a GPT packed before drops them)."""
     checked = next((m.checked for m in gpt.modules() if isinstance(m, (PackedLinear, StackedQKV))), None)
     if checked is None:  # not prepared before
         checked = CacheCheck()
@@ -242,4 +266,18 @@ def pack_gpt(gpt: GPT) -> None:
     for module in gpt.modules():  # the copies now, not during the first image
         if isinstance(module, (PackedLinear, StackedQKV)):
             module.checked = checked
+            make = {(PackedLinear, True): onednn_pack, (PackedLinear, False): _no_copy,
+                    (StackedQKV, True): _stack_qkv, (StackedQKV, False): _stack_qkv_plain}
+            wanted = make[type(module), packed_from_rows is not None]
+            if module.copy.make is not wanted:
+                module.copy = SamplingCopy(wanted)
+            module.packed_from_rows = packed_from_rows
             module.sampling_copy()
+
+
+def set_packed_from_rows(gpt: GPT, packed_from_rows: int | None) -> None:
+    """Change the row count from which a packed GPT's products use their copies, keeping the copies (for
+    timing both paths on one model: calibration.py); pack_gpt sets it for good."""
+    for module in gpt.modules():
+        if isinstance(module, (PackedLinear, StackedQKV)):
+            module.packed_from_rows = packed_from_rows

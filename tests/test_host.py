@@ -22,3 +22,123 @@ def test_host_info_reads_the_model_name_and_flags_of_a_cpuinfo_file(tmp_path):
 def test_host_info_without_a_cpuinfo_file_still_names_a_cpu(tmp_path):
     info = host_info(str(tmp_path / "missing"))
     assert info["cpu"] and not any(info["flags"].values()) and info["threads"] >= 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# calibration.py: which fp32 products a GPT samples with
+
+import copy  # noqa: E402
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from taming_core import calibration  # noqa: E402
+from taming_core.packed import PackedLinear  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # steps of a tiny GPT: one thread on a shared CPU
+
+
+def tiny_gpt(seed: int = 0) -> tc.GPT:
+    torch.manual_seed(seed)
+    return tc.GPT(tc.GPTConfig(vocab_size=64, block_size=64, n_layer=2, n_head=2, n_embd=32)).eval()
+
+
+class FakeTimer:
+    """Seconds per (path, batch) as given; counts its calls."""
+
+    def __init__(self, seconds: dict):
+        self.seconds, self.calls = seconds, 0
+
+    def __call__(self, path: str, batch: int) -> float:
+        self.calls += 1
+        return self.seconds[path, batch]
+
+
+# plain faster for one row, packed clearly faster from two rows on (as on the AMD host at a 12 x 512 GPT)
+PACKED_FROM_2 = {("plain", 1): 1.0, ("packed", 1): 1.2, ("plain", 2): 2.0, ("packed", 2): 1.5,
+                 ("plain", 4): 3.0, ("packed", 4): 2.0}
+
+
+def test_calibration_picks_the_rows_from_which_packing_keeps_winning():
+    assert calibration.calibrate_matmul(tiny_gpt(), FakeTimer(PACKED_FROM_2)).packed_from_rows == 2
+    slower = dict(PACKED_FROM_2)
+    slower["packed", 2] = 2.5  # packed loses at 2 rows: from 4 on only
+    assert calibration.calibrate_matmul(tiny_gpt(), FakeTimer(slower)).packed_from_rows == 4
+    plain = {b: v for (p, b), v in PACKED_FROM_2.items() if p == "plain"}
+    within_noise = {**{("plain", b): v for b, v in plain.items()}, **{("packed", b): 0.99 * v for b, v in plain.items()}}
+    assert calibration.calibrate_matmul(tiny_gpt(), FakeTimer(within_noise)).packed_from_rows is None
+
+
+def test_calibration_is_cached_per_host_and_shapes(tmp_path, monkeypatch):
+    cache = tmp_path / "taming-core" / "calibration.json"
+    gpt = tiny_gpt()
+    timer = FakeTimer(PACKED_FROM_2)
+    choice = calibration.choose_matmul(gpt, "auto", cache, timer)
+    assert choice.packed_from_rows == 2 and choice.how.startswith("measured") and timer.calls > 0
+    stored = json.loads(cache.read_text())
+    assert list(stored) == [choice.key] and tc.host_info()["cpu"] in choice.key and "L2 E32" in choice.key
+    assert stored[choice.key]["packed_from_rows"] == 2 and stored[choice.key]["step_ms"]["plain"]["1"] == 1000.0
+    again = FakeTimer(PACKED_FROM_2)
+    found = calibration.choose_matmul(tiny_gpt(), "auto", cache, again)
+    assert (found.packed_from_rows, found.how, again.calls) == (2, "cached", 0)
+    # another CPU (or torch, or threads, or GPT shape) is measured anew and stored beside the first
+    other = {**tc.host_info(), "cpu": "Intel(R) Xeon(R) Platinum 8481C"}
+    monkeypatch.setattr(calibration, "host_info", lambda: other)
+    plain_wins = FakeTimer({k: v * (2 if k[0] == "packed" else 1) for k, v in PACKED_FROM_2.items()})
+    there = calibration.choose_matmul(tiny_gpt(), "auto", cache, plain_wins)
+    assert there.packed_from_rows is None and plain_wins.calls > 0 and len(json.loads(cache.read_text())) == 2
+    bigger = tc.GPT(tc.GPTConfig(vocab_size=64, block_size=64, n_layer=3, n_head=2, n_embd=32)).eval()
+    assert calibration.cache_key(bigger) != there.key
+
+
+def test_a_corrupt_or_unwritable_cache_is_a_warning_and_a_new_measurement(tmp_path, monkeypatch):
+    cache = tmp_path / "calibration.json"
+    cache.write_text("{not json")
+    timer = FakeTimer(PACKED_FROM_2)
+    with pytest.warns(UserWarning, match="calibration cache .* ignored"):
+        choice = calibration.choose_matmul(tiny_gpt(), "auto", cache, timer)
+    assert choice.packed_from_rows == 2 and timer.calls > 0
+    assert json.loads(cache.read_text())[choice.key]["packed_from_rows"] == 2  # rewritten whole
+    cache.write_text(json.dumps({choice.key: {"packed_from_rows": "many"}}))
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert calibration.choose_matmul(tiny_gpt(), "auto", cache, FakeTimer(PACKED_FROM_2)).how != "cached"
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.warns(UserWarning, match="not written"):  # its folder cannot be made: the choice still holds
+        assert calibration.choose_matmul(tiny_gpt(), "auto", blocked / "c.json",
+                                         FakeTimer(PACKED_FROM_2)).packed_from_rows == 2
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert calibration.cache_path() == tmp_path / "xdg" / "taming-core" / "calibration.json"
+
+
+def test_forced_paths_sample_the_same_tokens_and_plain_makes_no_packed_copies():
+    c = torch.randint(0, 64, (4, 8), generator=torch.Generator().manual_seed(1))
+    runs = {}
+    for matmul in ("packed", "plain", calibration.MatmulChoice(2, "forced")):
+        gpt = tc.prepare_for_sampling(tiny_gpt(), "fp32", matmul=matmul)
+        for b in (1, 4):  # one row (plain below PACK_ONE_ROW), four rows (packed where packing)
+            runs[str(matmul), b] = tc.sample(gpt, c[:b], 24, top_k=20, generator=torch.Generator().manual_seed(2))
+        fc = gpt.blocks[0].mlp[0]
+        assert isinstance(fc, PackedLinear) and gpt.sampling_matmul.how == "forced"
+        if torch.backends.mkldnn.is_available():
+            assert (fc.copy.value is None) == (matmul == "plain")
+    for (name, b), z in runs.items():
+        assert torch.equal(z, runs["packed", b]), name
+    gpt = tc.prepare_for_sampling(tiny_gpt(), "fp32")  # the default: packed, as before
+    assert gpt.sampling_matmul.packed_from_rows == 1
+    tc.prepare_for_sampling(gpt, "fp32", matmul="plain")  # packed before: the copies go
+    assert gpt.blocks[0].mlp[0].copy.value is None and gpt.blocks[0].attn.qkv.copy.value[2] is None
+    with pytest.raises(ValueError, match="matmul must be"):
+        tc.prepare_for_sampling(tiny_gpt(), "fp32", matmul="fast")
+
+
+def test_auto_measures_real_steps_of_both_paths(tmp_path):
+    gpt = tiny_gpt()
+    reference = tc.sample(copy.deepcopy(gpt), torch.zeros(2, 4, dtype=torch.long), 8, greedy=True)
+    calibration_cache = tmp_path / "c.json"
+    choice = calibration.choose_matmul(gpt, "auto", calibration_cache)
+    assert set(choice.step_ms) == {"packed", "plain"} and all(set(v) == {"1", "2", "4"} for v in choice.step_ms.values())
+    tc.prepare_for_sampling(gpt, "fp32", matmul=choice)
+    assert torch.equal(tc.sample(gpt, torch.zeros(2, 4, dtype=torch.long), 8, greedy=True), reference)
+    assert choice.describe().startswith(("plain", "packed")) and calibration_cache.exists()
