@@ -25,6 +25,7 @@ from .segmenter import Segmenter, SegmenterConfig
 from .sampling import filter_logits, make_picker, pick_token, sample, split_picker
 from .sliding_window import WindowPlan, sample_sliding_window, window_plan
 from .streaming import StreamEvent, stream
+from .threads import ThreadPolicy, parse_threads
 from .vqgan import VQGAN, VQGANConfig, to_image
 
 # What users call. Internals (Encoder, Decoder, the quantizer classes, KVCache, LowBitLinear, Conditioner,
@@ -42,6 +43,8 @@ __all__ = [
     "prepare_for_sampling", "drop_sampling_copies", "quantize_gpt", "sampling_precision", "SamplingPrecision", "SAMPLING_PRECISIONS",
     # the products sampling uses on this host (calibration.py)
     "MATMULS", "MatmulChoice", "choose_matmul",
+    # intra-op threads per part of a generation (threads.py)
+    "ThreadPolicy", "parse_threads",
     # training precision
     "PRECISIONS", "resolve_precision", "autocast_for", "cpu_has_bf16",
     # pixels

@@ -142,3 +142,61 @@ def test_auto_measures_real_steps_of_both_paths(tmp_path):
     tc.prepare_for_sampling(gpt, "fp32", matmul=choice)
     assert torch.equal(tc.sample(gpt, torch.zeros(2, 4, dtype=torch.long), 8, greedy=True), reference)
     assert choice.describe().startswith(("plain", "packed")) and calibration_cache.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# threads.py: the thread policy
+
+from taming_core import threads  # noqa: E402
+
+STAT = "cpu  {user} {nice} {system} {idle} 30 0 5 0 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\nintr 1 2\n"
+SELF = "4242 (python app.py) R 1 2 3 0 -1 4194304 100 0 0 0 {utime} {stime} 0 0 20 0 9 0 100 0 0\n"
+
+
+def write_proc(root, user, nice, system, idle, utime, stime=0):
+    (root / "self").mkdir(parents=True, exist_ok=True)
+    (root / "stat").write_text(STAT.format(user=user, nice=nice, system=system, idle=idle))
+    (root / "self" / "stat").write_text(SELF.format(utime=utime, stime=stime))
+
+
+def test_proc_parsing_counts_a_niced_neighbour_as_busy_and_leaves_out_our_own_time():
+    busy, total = threads.cpu_times(STAT.format(user=100, nice=50, system=10, idle=400))
+    assert (busy, total) == (100 + 50 + 10 + 5, 100 + 50 + 10 + 5 + 400 + 30)
+    assert threads.own_time(SELF.format(utime=70, stime=3)) == 73  # a command name with a space in it
+    # 2 cores over 100 jiffies of each (200 in all): 100 busy, 40 of them ours -> others kept 0.6 of a core
+    assert threads.others_busy_cores((0, 0, 0), (100, 200, 40), cores=2) == pytest.approx(0.6)
+    assert threads.others_busy_cores((5, 9, 1), (5, 9, 1), cores=2) == 0.0  # no time passed
+    with pytest.raises(ValueError, match="aggregate"):
+        threads.cpu_times("intr 1 2\n")
+
+
+def test_auto_gives_one_thread_while_another_process_keeps_a_core_busy(tmp_path, monkeypatch):
+    proc = tmp_path / "proc"
+    policy = threads.ThreadPolicy("auto", best={p: 2 for p in threads.PARTS}, cores=2, proc=str(proc))
+    snapshots = iter([(100, 0, 0, 900, 10), (200, 0, 0, 1000, 110),  # quiet: all busy time is ours
+                      (200, 0, 0, 1000, 110), (200, 100, 0, 1100, 110)])  # a niced process holds one core
+    monkeypatch.setattr(threads.time, "sleep", lambda s: write_proc(proc, *next(snapshots)))
+    write_proc(proc, *next(snapshots))
+    assert policy.measure() == pytest.approx(0.0) and policy.threads_for("segmenter") == 2
+    policy._last = None  # a new window (as after MAX_AGE_S)
+    write_proc(proc, *next(snapshots))
+    assert policy.measure() == pytest.approx(1.0) and policy.threads_for("segmenter") == 1
+    with policy.use("gpt") as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    policy.best["decode"] = 1  # the measured best caps auto on a quiet machine too
+    assert threads.ThreadPolicy("auto", best=policy.best, cores=2).threads_for("decode") == 1
+
+
+def test_fixed_threads_and_bad_values(tmp_path):
+    before = torch.get_num_threads()
+    policy = threads.ThreadPolicy("2", cores=2, proc=str(tmp_path / "none"))
+    assert policy.measure() == 0.0 and all(policy.threads_for(p) == 2 for p in threads.PARTS)
+    with policy.use("decode") as n:
+        assert n == torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    assert threads.ThreadPolicy("auto", proc=str(tmp_path / "none")).measure() == 0.0  # no /proc: quiet
+    for bad in ("0", "-1", "two", ""):
+        with pytest.raises(ValueError, match="auto or a whole number"):
+            threads.parse_threads(bad)
+    with pytest.raises(ValueError, match="part must be"):
+        policy.threads_for("vae")
