@@ -20,6 +20,7 @@ parts). The names below are re-exported for code and tests that import them from
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 # The command line's names, written here so that --help imports neither gradio nor torch (tests check them
@@ -27,6 +28,7 @@ from pathlib import Path
 MODES = ("segmentation", "edges", "depth", "unconditional", "class")
 SEGMENTER = "segmenter"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
+MATMULS = ("auto", "packed", "plain")  # tc.MATMULS
 SIDE = 256  # the output's width and height the page starts with (Segmentation, Edges, Depth)
 ROOT = Path(__file__).resolve().parent
 PACKAGE_NAMES = (
@@ -74,6 +76,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="the width and height the page starts with for maps (segmentation, edges, depth); the "
                          "canvases follow the Width and Height fields (default: %(default)s)")
     ap.add_argument("--queue-size", type=int, default=16, help="requests waiting at most (others are refused)")
+    ap.add_argument("--matmul", default="auto", choices=MATMULS,
+                    help="the fp32 GPT's products on a CPU (--precision fp32): auto: the faster of oneDNN-packed "
+                         "and plain for each model's decode steps, measured at load and cached per host in "
+                         "$XDG_CACHE_HOME/taming-core/; packed or plain: forced (default: %(default)s)")
+    ap.add_argument("--threads", default="auto", type=threads_arg, metavar="auto|N",
+                    help="torch threads per part of a generation: auto: one while another process keeps a core "
+                         "busy, else the measured best per part (bench/threads.py); N: N for every part "
+                         "(default: %(default)s)")
     ap.add_argument("--max-batch", type=int, default=8, metavar="N",
                     help="images that concurrent requests for one model sample together as one batch (each "
                          "request's images count; 1: one request at a time) (default: %(default)s)")
@@ -81,6 +91,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.max_batch < 1:
         ap.error(f"--max-batch must be at least 1, got {args.max_batch}")
     return args
+
+
+def threads_arg(text: str) -> str:
+    """--threads: 'auto' or a whole number >= 1 (as tc.parse_threads, checked here without importing torch)."""
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"auto or a whole number of at least 1, got {text!r}")
+    return text
 
 
 def launch(demo, queue_size: int = 16, **kwargs) -> tuple:
@@ -101,6 +118,9 @@ def launch(demo, queue_size: int = 16, **kwargs) -> tuple:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    # OpenMP threads sleep at a barrier instead of spinning: 2 threads beside a busy core ran every part 5-14x
+    # faster so (bench/results/threads.json); set before torch starts its OpenMP runtime
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     import taming_core as tc
@@ -117,9 +137,14 @@ def main(argv=None) -> None:
     paths[SEGMENTER] = (args.segmenter or (str(bundled) if bundled.exists() else None), None)
     try:
         bank = ModelBank(paths, device, args.precision)
+        bank.matmul = args.matmul  # for tc.prepare_for_sampling(model, plan, matmul=...) in ModelBank.get
+        threads = tc.ThreadPolicy(args.threads)
         tc.sampling_precision(args.precision, device)  # int8 weights on CUDA: refused here, in one line
     except ValueError as e:
         raise SystemExit(f"app.py: {e}") from None
+    threads.measure()
+    torch.set_num_threads(threads.threads_for("gpt"))  # until generations set their parts' threads (threads.use)
+    print(f"threads: {threads.describe()}; now {torch.get_num_threads()}", flush=True)
     bank.load_all()
     for mode, plan in bank.plans.items():
         print(f"{mode} model on {device} (--precision {args.precision}): {plan}", flush=True)

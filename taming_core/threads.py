@@ -5,8 +5,8 @@ thread that shares it waits for the scheduler at each barrier: measured on a 2-c
 bench/results/threads.json) a 2-thread segmenter forward took 35-55x its 1-thread time beside a busy core.
 `ThreadPolicy("auto")` looks at how much of the CPUs other processes used over a short window (/proc/stat less
 this process's own time, /proc/self/stat: cheap, once per generation) and gives a part no more threads than
-there are free cores, and at most the measured best for that part (BEST). A number fixes the threads of every
-part. torch.set_num_threads is process-wide: `use` is for one generation at a time in a process.
+there are free cores, and at most the measured best for that part (best_threads()). A number fixes the
+threads of every part. torch.set_num_threads is process-wide: `use` is for one generation at a time in a process.
 """
 from __future__ import annotations
 
@@ -20,11 +20,19 @@ import torch
 
 PARTS = ("gpt", "prefill", "decode", "segmenter")  # a GPT decode step, the condition prefill, a first-stage
 # decode (previews, the image), the photo segmenter
-# The most threads each part is given on a quiet machine: from bench/threads.py (bench/results/threads.json).
-# Measured only on a busy 2-core machine so far (a training process on one core), where 1 thread was never
-# slower than 2 for any part; 2 threads for a part needs a quiet-machine run that shows it faster in every
-# condition, and that run has not been made yet.
+# The most threads each part is given when no other process holds a core: from bench/threads.py
+# (bench/results/threads.json), measured so far only on a busy 2-core AMD EPYC (a training process on one core,
+# other tests). With OpenMP's default (spinning) wait, 2 threads took 1.5-140x the time of 1 for every part. With
+# OMP_WAIT_POLICY=PASSIVE (app.py sets it) 2 threads took 0.7-2.5x the time of 1: more for the GPT step, the
+# prefill and the segmenter, never slower for the first-stage decode (4 conditions in 2 runs: 0.68-0.98x).
+# A part gets 2 only where 2 was never slower in any measured condition.
 BEST = {"gpt": 1, "prefill": 1, "decode": 1, "segmenter": 1}
+BEST_PASSIVE = {**BEST, "decode": 2}
+
+
+def best_threads() -> dict[str, int]:
+    """BEST, or BEST_PASSIVE under OMP_WAIT_POLICY=PASSIVE (threads that sleep at a barrier)."""
+    return dict(BEST_PASSIVE if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else BEST)
 WINDOW_S = 0.05  # the shortest window the busy share is measured over (5 jiffies of a core at USER_HZ 100)
 MAX_AGE_S = 2.0  # a window longer than this says little about now: a new one is measured
 
@@ -66,7 +74,7 @@ class ThreadPolicy:
         self.mode = parse_threads(mode) if isinstance(mode, str) else int(mode)
         if self.mode != "auto" and self.mode < 1:
             raise ValueError(f"threads must be auto or at least 1, got {mode!r}")
-        self.best = dict(BEST if best is None else best)
+        self.best = best_threads() if best is None else dict(best)
         self.cores = cores or os.cpu_count() or 1
         self.proc = proc
         self.others_busy = 0.0  # cores other processes used in the last window measured

@@ -66,7 +66,8 @@ def test_calibration_picks_the_rows_from_which_packing_keeps_winning():
     slower["packed", 2] = 2.5  # packed loses at 2 rows: from 4 on only
     assert calibration.calibrate_matmul(tiny_gpt(), FakeTimer(slower)).packed_from_rows == 4
     plain = {b: v for (p, b), v in PACKED_FROM_2.items() if p == "plain"}
-    within_noise = {**{("plain", b): v for b, v in plain.items()}, **{("packed", b): 0.99 * v for b, v in plain.items()}}
+    within_noise = {**{("plain", b): v for b, v in plain.items()},
+                    **{("packed", b): 0.99 * v for b, v in plain.items()}}
     assert calibration.calibrate_matmul(tiny_gpt(), FakeTimer(within_noise)).packed_from_rows is None
 
 
@@ -138,7 +139,8 @@ def test_auto_measures_real_steps_of_both_paths(tmp_path):
     reference = tc.sample(copy.deepcopy(gpt), torch.zeros(2, 4, dtype=torch.long), 8, greedy=True)
     calibration_cache = tmp_path / "c.json"
     choice = calibration.choose_matmul(gpt, "auto", calibration_cache)
-    assert set(choice.step_ms) == {"packed", "plain"} and all(set(v) == {"1", "2", "4"} for v in choice.step_ms.values())
+    assert set(choice.step_ms) == {"packed", "plain"}
+    assert all(set(v) == {"1", "2", "4"} for v in choice.step_ms.values())
     tc.prepare_for_sampling(gpt, "fp32", matmul=choice)
     assert torch.equal(tc.sample(gpt, torch.zeros(2, 4, dtype=torch.long), 8, greedy=True), reference)
     assert choice.describe().startswith(("plain", "packed")) and calibration_cache.exists()
@@ -200,3 +202,24 @@ def test_fixed_threads_and_bad_values(tmp_path):
             threads.parse_threads(bad)
     with pytest.raises(ValueError, match="part must be"):
         policy.threads_for("vae")
+
+
+def test_app_flags_match_the_library():
+    import app as A
+
+    assert A.MATMULS == tc.MATMULS
+    args = A.parse_args(["--matmul", "plain", "--threads", "2"])
+    assert (args.matmul, args.threads) == ("plain", "2") and tc.parse_threads(args.threads) == 2
+    assert (A.parse_args([]).matmul, A.parse_args([]).threads) == ("auto", "auto")
+    for bad in (["--threads", "0"], ["--threads", "many"], ["--matmul", "fast"]):
+        with pytest.raises(SystemExit):
+            A.parse_args(bad)
+
+
+def test_the_measured_best_depends_on_the_openmp_wait_policy(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert threads.ThreadPolicy("auto", cores=2).best == threads.BEST
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    policy = threads.ThreadPolicy("auto", cores=2)
+    assert policy.best == threads.BEST_PASSIVE and policy.threads_for("decode") == 2
+    assert policy.threads_for("segmenter") == 1 and "decode up to 2" in policy.describe()
