@@ -102,8 +102,8 @@ def threads_arg(text: str) -> str:
 
 def launch(demo, queue_size: int = 16, **kwargs) -> tuple:
     """Queue (generations run together up to build_demo's max_batch, `queue_size` waiting) and serve the
-    gr.Blocks `demo`, refusing uploads over MAX_UPLOAD_BYTES as they arrive and holding the upload folder to UPLOAD_QUOTA. kwargs go to
-    Blocks.launch; returns what it returns."""
+    gr.Blocks `demo`, refusing uploads over MAX_UPLOAD_BYTES as they arrive and holding the upload folder to
+    UPLOAD_QUOTA. kwargs go to Blocks.launch; returns what it returns."""
     from taming_app import page_css, swatch_script
     from taming_app.uploads import MAX_UPLOAD_BYTES, UPLOAD_QUOTA, keep_uploads_within
 

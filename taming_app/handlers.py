@@ -2,7 +2,10 @@
 (image, status, condition view) as the image is sampled; Stop; the photo -> label map of "Start from a photo"."""
 from __future__ import annotations
 
+import functools
 import math
+import queue
+import threading
 import time
 from typing import Iterator
 
@@ -12,6 +15,7 @@ import torch
 
 import taming_core as tc
 
+from .batching import END, Batcher, Job, Update
 from .models import SEGMENTER, ModelBank, Stops
 from .refused import Refused, log
 from .scenes import SCENE_SPACES
@@ -19,11 +23,27 @@ from .settings import FIT, GUIDANCE_BY_MODE, MAX_SCALE, Settings, class_index, c
 from .uploads import depth_of_upload, edges_of_upload, label_map_of, read_upload
 
 
+def arrives(handler):
+    """Marks a generation handler: from its first step until it submits its job (or fails), the batcher knows
+    a request is on its way, so a batch about to start can wait a little for it (Batcher.linger)."""
+    @functools.wraps(handler)
+    def wrapper(self, *args, **kwargs):
+        arrival = self.batcher.arriving()
+        self._arrivals.value = arrival  # read by run() on this thread, before the handler's first yield
+        try:
+            yield from handler(self, *args, **kwargs)
+        finally:
+            arrival.close()
+    return wrapper
+
+
 class App:
     """The handlers over one ModelBank, shared by every session; Stop is per session (Stops)."""
 
-    def __init__(self, bank: ModelBank):
+    def __init__(self, bank: ModelBank, max_batch: int = 8):
         self.bank, self.stops = bank, Stops()
+        self.batcher = Batcher(max_batch)  # concurrent generations of one model, sampled as one batch
+        self._arrivals = threading.local()  # the Arrival of the handler call running on this thread
         self.blocks: gr.Blocks | None = None  # the page serving the handlers (build_demo): its queue knows the jobs
 
     def client_gone(self, request: gr.Request | None) -> bool:
@@ -71,7 +91,8 @@ class App:
     def run(self, mode: str, cond: torch.Tensor | None, size: tuple[int, int], s: Settings,
             view: np.ndarray | None, request: gr.Request | None, note: str = "") -> Iterator[tuple]:
         """Sample and stream (image, status, view) about `frames` times, then the final image. `view` is the
-        condition as shown, also the fill of the not yet sampled area; `note` ends the final status line."""
+        condition as shown, also the fill of the not yet sampled area; `note` ends the final status line. The
+        sampling itself runs on the batcher's worker, together with concurrent requests for the same model."""
         ticket = self.stops.ticket(request)
         if self.stops.presses(request) != ticket:  # Stop was pressed while this job waited in the queue
             yield gr.skip(), "Stopped before it started.", gr.skip()
@@ -90,40 +111,56 @@ class App:
         fill = None
         if view is not None:
             fill = torch.from_numpy(view).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
-        gen = torch.Generator(device=device).manual_seed(s.seed)
         guided = mode != "unconditional" and model.config.null_token is not None
         if not guided and s.guidance not in (1, GUIDANCE_BY_MODE.get(mode, 1)) and mode != "unconditional":
             note += " Guidance off: this model was trained without a null condition."  # a value the user chose
         # Larger grids: the fast sliding window (the window held for half-window bands, cached), many times
         # faster than the original's exact placement; bench/sampling.py compares their likelihoods.
-        events = tc.stream(model, c, grid=grid, window=model.grid, mode="fast", temperature=s.temperature,
-                           top_k=s.top_k or None, top_p=s.top_p if s.top_p < 1 else None,
-                           generator=gen, fill=fill, guidance=s.guidance if guided else 1.0,
-                           decode_dtype=self.bank.sampling.decode_dtype)
+        pick = tc.make_picker(s.temperature, s.top_k or None, s.top_p if s.top_p < 1 else None, False,
+                              torch.Generator(device=device).manual_seed(s.seed))
+        job = Job(mode, model, c, grid, pick, s.guidance if guided else 1.0, fill, self.bank.sampling.decode_dtype)
+        self.batcher.submit(job, getattr(self._arrivals, "value", None))
         every, last, frame, t0 = max(1, (grid[0] * grid[1]) // s.frames), 0, None, time.time()
-        checked = 0.0
+        checked, told, latest = 0.0, False, None
         try:
-            for ev in events:
-                if ev.preview is not None:
-                    frame = ev.preview
-                if time.time() - checked > 0.05:  # at most every 50 ms: a cancelled or abandoned job stops at once
+            while True:
+                try:
+                    ev = job.updates.get(timeout=0.05)  # at most 50 ms apart: Stop and a gone client are seen
+                except queue.Empty:
+                    ev = None
+                if ev is END:
+                    return
+                if isinstance(ev, BaseException):
+                    raise ev
+                if isinstance(ev, Update):
+                    latest, frame = ev, frame if ev.preview is None else ev.preview
+                if time.time() - checked > 0.05:  # a cancelled or abandoned job stops at once
                     checked, gone = time.time(), self.client_gone(request)
                     if gone:
-                        log.info("stopped at %d/%d tokens: the client has gone", ev.done, ev.total)
+                        log.info("stopped at %s tokens: the client has gone",
+                                 f"{latest.done}/{latest.total}" if latest else "0")
                         return
                 if self.stops.presses(request) != ticket:
-                    yield (gr.skip() if frame is None else tiled(frame),
-                           f"Stopped at {ev.done}/{ev.total} tokens ({ev.tokens_per_s:.0f} tokens/s).", view)
+                    done = (f"{latest.done}/{latest.total} tokens ({latest.tokens_per_s:.0f} tokens/s)" if latest
+                            else "the start")
+                    yield gr.skip() if frame is None else tiled(frame), f"Stopped at {done}.", view
                     return
+                if ev is None:
+                    if not told and not job.started.is_set() and time.time() - t0 > 0.5:
+                        told = True  # waits behind a batch of another size or model
+                        yield gr.skip(), "Waiting for the images being made to finish…", view
+                    continue
                 if ev.finished:
                     what = f"{s.images} images of {ev.total} tokens" if s.images > 1 else f"{ev.total} tokens"
+                    shared = f", sampled together with {ev.shared_with} other request(s)" if ev.shared_with else ""
                     yield tiled(ev.preview), (f"Done: {what} in {time.time() - t0:.1f} s ({ev.tokens_per_s:.0f} "
-                                              f"tokens/s each), {size[1]}x{size[0]} px.{note}"), view
-                elif ev.preview is not None and ev.done - last >= every:
+                                              f"tokens/s each{shared}), {size[1]}x{size[0]} px.{note}"), view
+                    return
+                if ev.preview is not None and ev.done - last >= every:
                     last = ev.done
                     yield tiled(ev.preview), f"{ev.done}/{ev.total} tokens, {ev.tokens_per_s:.0f} tokens/s", view
         finally:
-            events.close()  # stops all work at once, also when the client goes away
+            job.cancel()  # no more updates; the batch stops once every job in it is cancelled
 
     def admit(self, request: gr.Request, *inputs, **named):
         """Gradio's validator of every generation: runs as a job enters the queue, to give it its Stop ticket.
@@ -134,6 +171,7 @@ class App:
 
     # --- the five modes, one handler each (also the API's endpoints) -----------------------------------
 
+    @arrives
     def generate_segmentation(self, label_map, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
                               height=0, frames=16, guidance=GUIDANCE_BY_MODE["segmentation"], images=1, fit=FIT,
                               grey_ids="0-based",
@@ -158,6 +196,7 @@ class App:
         yield from self.run("segmentation", torch.from_numpy(labels)[None], size, s, space.colourise(labels),
                             request, f"{note} Labels: {tc.condition_maps.labels_found(labels, space)}.")
 
+    @arrives
     def generate_edges(self, image, kind="sketch", seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0,
                        height=0, frames=16, guidance=GUIDANCE_BY_MODE["edges"], images=1, fit=FIT,
                        request: gr.Request = None):
@@ -172,6 +211,7 @@ class App:
         view = tc.condition_maps.map_to_image(-edges)  # dark edges on white, as drawn
         yield from self.run("edges", torch.from_numpy(edges)[None, None], size, s, view, request, note)
 
+    @arrives
     def generate_depth(self, depth, seed=0, temperature=1.0, top_k=100, top_p=1.0, width=0, height=0,
                        frames=16, guidance=GUIDANCE_BY_MODE["depth"], images=1, fit=FIT,
                        request: gr.Request = None):
@@ -184,6 +224,7 @@ class App:
         yield from self.run("depth", torch.from_numpy(d)[None, None], size, s, tc.condition_maps.map_to_image(d),
                             request, note)
 
+    @arrives
     def generate_unconditional(self, seed=0, temperature=1.0, top_k=100, top_p=1.0, frames=16, images=1,
                                request: gr.Request = None):
         """Samples from the start token alone, at the model's native size (a model with a coordinate stage,
@@ -198,6 +239,7 @@ class App:
             cond = (torch.arange(h * w, dtype=torch.float32) / (h * w)).view(1, 1, h, w)  # raster position
         yield from self.run("unconditional", cond, size, s, None, request)
 
+    @arrives
     def generate_class(self, class_id, seed=0, temperature=1.0, top_k=100, top_p=1.0, frames=16, images=1,
                        guidance=GUIDANCE_BY_MODE["class"], request: gr.Request = None):
         """A class (its id, or its name as class_names lists it) -> streamed images at the model's native

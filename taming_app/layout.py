@@ -77,12 +77,13 @@ def tab_with_results(label: str, key: str, results: dict, with_view: bool = True
                 results[key] = result_column(key, with_view)
 
 
-def build_demo(bank: ModelBank, side: int | None = None) -> gr.Blocks:
+def build_demo(bank: ModelBank, side: int | None = None, max_batch: int = 8) -> gr.Blocks:
     """The app's page on the models of `bank` (not launched: see app.launch). `side`: the output's width and
     height the page starts with, for the tabs of maps (None: the segmentation model's native size); the
-    painter and the sketch canvas take the output's shape."""
+    painter and the sketch canvas take the output's shape. `max_batch`: the most images concurrent requests
+    for one model sample together (each request's images count; 1: one request at a time)."""
     Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS  # what Gradio decodes itself: Pillow refuses bombs beyond it
-    app = App(bank)
+    app = App(bank, max_batch)
     space = app.label_space()  # the segmentation model's labels: palette, legend, grey ids, examples
     names = space.painter  # the palette; black paints the unlabelled id, where the model has one
     # "Replace label" offers every label: the painter's first, then the others by name
@@ -200,8 +201,9 @@ def build_demo(bank: ModelBank, side: int | None = None) -> gr.Blocks:
 
         settings = dict(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, width=width, height=height,
                         frames=frames, guidance=guidance, images=images, fit=fit)
-        # every generation shares the one model, and takes its Stop ticket as it enters the queue
-        common = dict(concurrency_id="model", validator=app.admit)
+        # generations run together up to max_batch (the batcher samples them as one batch, one at a time when
+        # their models or sizes differ); each takes its Stop ticket as it enters the queue
+        common = dict(concurrency_id="model", concurrency_limit=max_batch, validator=app.admit)
         idle = dict(fn=lambda: gr.update(variant="secondary"), inputs=None, queue=False, show_progress="hidden",
                     api_visibility="private")
         for key, button, fn, condition in (("seg", go_seg, page.from_canvas, [seg]),

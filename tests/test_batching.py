@@ -1,5 +1,7 @@
 """Batching across requests (issue 28): rows of several requests, each with its own condition, seed, sampling
 settings and guidance, sampled as one batch give each request the tokens it gets sampled alone."""
+import gradio as gr
+import numpy as np
 import pytest
 import torch
 
@@ -44,3 +46,113 @@ def test_per_row_guidance_is_checked_and_all_ones_is_off():
     assert pick(logits).flatten().tolist() == [1, 0, 1]
     with pytest.raises(ValueError, match="covers 3 rows"):
         pick(logits[:2])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The app: concurrent requests share one batch
+
+
+def concurrently(app, calls: dict) -> dict:
+    """Runs the handler generators of `calls` (name -> generator) on threads that start together, while an
+    arrival holds the batcher, so all of them join one batch; name -> every output of that call."""
+    import threading
+
+    app.batcher.linger = 60.0
+    hold = app.batcher.arriving()  # the first job waits for this one, which comes once all are queued
+    outs, threads = {}, []
+    for name, gen in calls.items():
+        threads.append(threading.Thread(target=lambda n=name, g=gen: outs.__setitem__(n, list(g))))
+        threads[-1].start()
+    for _ in range(600):
+        if app.batcher.waiting() == len(calls):
+            break
+        threading.Event().wait(0.05)
+    hold.close()
+    for t in threads:
+        t.join(60)
+    return outs
+
+
+def test_concurrent_requests_run_as_one_batch_and_get_what_each_gets_alone(bank, files):
+    import app as A
+
+    labels = str(files / "labels.png")
+    settings = {"a": dict(seed=1), "b": dict(seed=2, temperature=0.8, top_k=20, images=2),
+                "c": dict(seed=3, top_p=0.9, guidance=2.0)}
+    alone = {k: list(A.App(bank, max_batch=1).generate_segmentation(labels, **s))[-1] for k, s in settings.items()}
+    app = A.App(bank)
+    outs = concurrently(app, {k: app.generate_segmentation(labels, **s) for k, s in settings.items()})
+    assert app.batcher.batches == 1 and app.batcher.most_jobs == 3
+    for k in settings:
+        image, status, _ = outs[k][-1]
+        assert "sampled together with 2 other request(s)" in status, status
+        assert np.array_equal(image, alone[k][0]), k  # same seed, same image, in a batch or alone
+        assert len(outs[k]) >= 3  # previews before the final image
+    assert outs["b"][-1][0].shape == (32, 66, 3)  # its two variations side by side
+
+
+def test_stop_in_a_shared_batch_stops_only_that_client(bank, files):
+    import app as A
+
+    labels = str(files / "labels.png")
+    app = A.App(bank)
+    size = dict(width=64, height=64, frames=32)
+    first, second = gr.Request(session_hash="first"), gr.Request(session_hash="second")
+    alone = list(A.App(bank).generate_segmentation(labels, seed=5, **size, request=second))[-1][0]
+    a = app.generate_segmentation(labels, seed=4, **size, request=first)
+    b = app.generate_segmentation(labels, seed=5, **size, request=second)
+
+    def stop_after_one(gen):
+        yield next(gen)
+        app.request_stop(first)
+        yield from gen
+    outs = concurrently(app, {"a": stop_after_one(a), "b": b})
+    assert app.batcher.most_jobs == 2
+    assert outs["a"][-1][1].startswith("Stopped at") and outs["b"][-1][1].startswith("Done")
+    assert np.array_equal(outs["b"][-1][0], alone)
+
+
+def test_an_error_in_a_batch_reaches_every_client_and_the_next_batch_runs(bank, files, monkeypatch):
+    import app as A
+    from taming_app import batching
+
+    labels = str(files / "labels.png")
+    app = A.App(bank)
+    real = batching.run_batch
+
+    def failing(batch):
+        if app.batcher.batches == 1:
+            raise RuntimeError("out of memory (simulated)")
+        real(batch)
+    monkeypatch.setattr(batching, "run_batch", failing)
+    errors = {}
+
+    def catch(gen, name):
+        try:
+            yield from gen
+        except RuntimeError as e:
+            errors[name] = str(e)
+    concurrently(app, {k: catch(app.generate_segmentation(labels, seed=i), k) for i, k in enumerate("ab")})
+    assert errors == {"a": "out of memory (simulated)", "b": "out of memory (simulated)"}
+    assert list(app.generate_segmentation(labels, seed=1))[-1][1].startswith("Done")  # the worker goes on
+
+
+def test_a_request_cancelled_while_waiting_never_runs(bank, files):
+    import app as A
+
+    app = A.App(bank)
+    app.batcher.linger = 60.0
+    hold = app.batcher.arriving()
+    gen = app.generate_segmentation(str(files / "labels.png"), seed=1, request=gr.Request(session_hash="x"))
+    import threading
+    out = []
+    t = threading.Thread(target=lambda: out.extend(gen))
+    t.start()
+    for _ in range(200):
+        if app.batcher.waiting() == 1:
+            break
+        threading.Event().wait(0.05)
+    app.request_stop(gr.Request(session_hash="x"))
+    t.join(30)
+    hold.close()
+    assert out[-1][1] == "Stopped at the start." and app.batcher.batches == 0

@@ -1,0 +1,201 @@
+"""Batching across requests: concurrent generations of one model sampled together as one batch.
+
+A handler submits a Job (its condition rows, its token choice, guidance and fill) and reads its Updates; one
+worker thread runs the jobs. The oldest waiting job opens a batch, which every waiting job of the same model and
+token grid joins, up to `max_rows` rows in all; a job that arrives while a batch runs joins the next one. When a
+batch is about to start while other handlers are still reading their inputs (`arriving`), it waits for them a
+little (`linger`), so that requests sent together start together.
+
+Each job's rows are drawn by its own picker (its seed, temperature, top-k/p) from the logits of its own rows
+(tc.split_picker), and guidance is set per row: a seed gives the same tokens in a batch as alone, up to the
+rounding of products over a different batch size, which on a rare step can move a draw. A cancelled job (Stop,
+client gone) gets no more updates at once; its rows are sampled on with the batch's other rows until that
+batch ends, and a batch whose every job is cancelled stops at once. A job cancelled while it waits never runs.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+import taming_core as tc
+
+from .refused import log
+
+END = object()  # the last item of a job's updates (after its final image, an error, or a cancellation)
+
+
+@dataclass
+class Update:
+    """One sampled token of a job: the progress of its batch, and its rows' preview when one was decoded."""
+
+    done: int
+    total: int
+    tokens_per_s: float  # of each row
+    preview: torch.Tensor | None  # (rows, 3, H, W) in [-1, 1]; the last update carries the final images
+    finished: bool
+    shared_with: int  # other jobs in the batch
+
+
+@dataclass(eq=False)  # a job is itself: compared by identity
+class Job:
+    """One request's generation. c: its condition rows, (rows, L_c) for the model's grid or (rows, h, w) for the
+    sliding window; fill: (1, 3, H', W') in [-1, 1] or None (mid-grey)."""
+
+    mode: str
+    model: tc.Net2Net
+    c: torch.Tensor
+    grid: tuple[int, int]
+    pick: tc.sampling.Picker
+    guidance: float = 1.0
+    fill: torch.Tensor | None = None
+    decode_dtype: torch.dtype | None = None
+    updates: queue.Queue = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    started: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def rows(self) -> int:
+        return self.c.shape[0]
+
+    @property
+    def key(self) -> tuple:
+        """What jobs sharing a batch have in common: the model and the token grid."""
+        return self.mode, id(self.model), tuple(self.grid), tuple(self.c.shape[1:])
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class Arrival:
+    """A handler reading its inputs: a batch about to start waits for it (up to the batcher's linger)."""
+
+    def __init__(self, batcher: Batcher):
+        self._batcher, self._open = batcher, True
+
+    def close(self) -> None:
+        with self._batcher._cv:
+            if self._open:
+                self._open = False
+                self._batcher._arriving -= 1
+                self._batcher._cv.notify_all()
+
+
+class Batcher:
+    """Runs submitted Jobs on one worker thread (started with the first job), batching those that fit together."""
+
+    def __init__(self, max_rows: int = 8, linger: float = 0.3):
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        self.max_rows, self.linger = max_rows, linger
+        self._waiting: list[Job] = []
+        self._arriving = 0
+        self._cv = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self.batches = 0  # batches run so far, and the most jobs one of them held
+        self.most_jobs = 0
+
+    def arriving(self) -> Arrival:
+        with self._cv:
+            self._arriving += 1
+        return Arrival(self)
+
+    def submit(self, job: Job, arrival: Arrival | None = None) -> None:
+        """Queues `job` (a job of more rows than max_rows runs in a batch of its own); closes its arrival."""
+        with self._cv:
+            self._waiting.append(job)
+            if arrival is not None:
+                arrival.close()  # under the same lock: the worker never sees the job neither arriving nor waiting
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._serve, name="taming-batcher", daemon=True)
+                self._worker.start()
+            self._cv.notify_all()
+
+    def waiting(self) -> int:
+        with self._cv:
+            return len(self._waiting)
+
+    def _take(self) -> list[Job]:
+        """The next batch: the oldest waiting job and the waiting jobs that fit with it."""
+        with self._cv:
+            while True:
+                self._waiting = [j for j in self._waiting if not _dropped(j)]
+                if self._waiting:
+                    break
+                self._cv.wait()
+            deadline = time.monotonic() + self.linger
+            while self._arriving and time.monotonic() < deadline and self._fitting()[1] < self.max_rows:
+                self._cv.wait(deadline - time.monotonic())
+            batch, _ = self._fitting()
+            self._waiting = [j for j in self._waiting if j not in batch]
+            return batch
+
+    def _fitting(self) -> tuple[list[Job], int]:
+        first = self._waiting[0]
+        batch, rows = [first], first.rows
+        for job in self._waiting[1:]:
+            if job.key == first.key and rows + job.rows <= self.max_rows and not job.cancelled.is_set():
+                batch.append(job)
+                rows += job.rows
+        return batch, rows
+
+    def _serve(self) -> None:
+        while True:
+            batch: list[Job] = []
+            try:
+                batch = self._take()
+                self.batches += 1
+                self.most_jobs = max(self.most_jobs, len(batch))
+                run_batch(batch)
+            except Exception as e:  # noqa: BLE001 - every job of the batch gets the error, the worker goes on
+                log.exception("a batch of %d job(s) failed", len(batch))
+                for job in batch:
+                    job.updates.put(e)
+                if not batch:
+                    time.sleep(0.1)  # a failure outside any batch: not in a tight loop
+            finally:
+                for job in batch:
+                    job.updates.put(END)
+
+
+def _dropped(job: Job) -> bool:
+    """A job cancelled while it waited: it ends without running."""
+    if job.cancelled.is_set():
+        job.updates.put(END)
+        return True
+    return False
+
+
+def run_batch(batch: list[Job]) -> None:
+    """Samples the jobs of `batch` (one key) as one batch of all their rows, sending each its own Updates."""
+    first = batch[0]
+    for job in batch:
+        job.started.set()
+    c = torch.cat([job.c for job in batch])  # (B, L_c) or (B, h, w)
+    pick = tc.split_picker([(job.rows, job.pick) for job in batch])
+    scales = [job.guidance for job in batch for _ in range(job.rows)]
+    guidance = scales[0] if len(set(scales)) == 1 else torch.tensor(scales)  # one number: exactly as alone
+    fill = None
+    if any(job.fill is not None for job in batch):
+        f = first.model.first_stage_model.downsample_factor
+        size = (first.grid[0] * f, first.grid[1] * f)
+        fill = torch.cat([(F.interpolate(job.fill.float(), size=size, mode="nearest") if job.fill is not None
+                           else torch.zeros(1, 3, *size, device=c.device)).expand(job.rows, -1, -1, -1) for job in batch])
+    events = tc.stream(first.model, c, grid=first.grid, window=first.model.grid, mode="fast", pick=pick,
+                       fill=fill, guidance=guidance, decode_dtype=first.decode_dtype)
+    try:
+        for ev in events:
+            if all(job.cancelled.is_set() for job in batch):
+                return
+            start = 0
+            for job in batch:
+                if not job.cancelled.is_set():
+                    rows = None if ev.preview is None else ev.preview[start:start + job.rows]
+                    job.updates.put(Update(ev.done, ev.total, ev.tokens_per_s, rows, ev.finished, len(batch) - 1))
+                start += job.rows
+    finally:
+        events.close()  # stops all work at once
