@@ -223,3 +223,13 @@ def test_the_measured_best_depends_on_the_openmp_wait_policy(monkeypatch):
     policy = threads.ThreadPolicy("auto", cores=2)
     assert policy.best == threads.BEST_PASSIVE and policy.threads_for("decode") == 2
     assert policy.threads_for("segmenter") == 1 and "decode up to 2" in policy.describe()
+
+
+def test_prepare_for_sampling_auto_measures_once_per_host_then_reads_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = tc.prepare_for_sampling(tiny_gpt(), "fp32", matmul="auto").sampling_matmul
+    assert first.how.startswith("measured") and (tmp_path / "taming-core" / "calibration.json").exists()
+    again = tc.prepare_for_sampling(tiny_gpt(1), "fp32", matmul="auto").sampling_matmul  # same shapes
+    assert again.how == "cached" and again.packed_from_rows == first.packed_from_rows
+    low = tc.prepare_for_sampling(tiny_gpt(), "int8", matmul="auto")  # low-bit weights: their own kernels
+    assert isinstance(low.head, tc.LowBitLinear) and not hasattr(low, "sampling_matmul")
