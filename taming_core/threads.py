@@ -1,12 +1,15 @@
 """How many intra-op threads each part of a generation uses: a policy that survives a busy neighbour.
 
-torch's OpenMP threads meet at a barrier after every op. When another process holds one of the cores, the
-thread that shares it waits for the scheduler at each barrier: measured on a 2-core machine (issue 28,
-bench/results/threads.json) a 2-thread segmenter forward took 35-55x its 1-thread time beside a busy core.
+torch's OpenMP threads meet at a barrier after every op, and by default wait there spinning. When another
+process holds one of the cores, the thread that shares it waits for the scheduler at each barrier: on a busy
+2-core machine 2 threads took 1.5-140x the time of 1 for every part of a generation (bench/results/threads.json;
+issue 28: 35-55x for the segmenter), 0.7-2.5x with OMP_WAIT_POLICY=PASSIVE (app.py sets it).
 `ThreadPolicy("auto")` looks at how much of the CPUs other processes used over a short window (/proc/stat less
 this process's own time, /proc/self/stat: cheap, once per generation) and gives a part no more threads than
 there are free cores, and at most the measured best for that part (best_threads()). A number fixes the
-threads of every part. torch.set_num_threads is process-wide: `use` is for one generation at a time in a process.
+threads of every part. torch.set_num_threads (OpenMP builds) sets the calling thread's threads and the default
+of threads that have not run a parallel op yet: call `use` in the thread that does the work, one generation
+(or one batch of them) at a time.
 """
 from __future__ import annotations
 
