@@ -42,12 +42,14 @@ def test_decoder_noise_starts_as_the_donor_and_learns_its_strengths(tmp_path, im
     out = tmp_path / "dec"
     run(VQGAN, "--preset", "tiny", "--data", images, "--out", out, "--size", 32, "--steps", 3,
         f"init_from={vq_run / 'model'}", "train_only=decoder", "decoder_noise=true", "loss.disc_start=0",
-        "base_lr=1e-3", "model.dead_code_threshold=100")
+        "base_lr=1e-3", "noise_lr_scale=10", "model.dead_code_threshold=100")
     before, after = tc.load_model(vq_run / "model"), tc.load_model(out / "model")
     assert after.config.ddconfig.noise and not before.config.ddconfig.noise
     noise_keys = [k for k in after.state_dict() if k.endswith(".noise.strength")]
     assert noise_keys == ["decoder.up.0.noise.strength"]  # the tiny preset: one level above the code grid
     assert after.state_dict()[noise_keys[0]].abs().sum() > 0  # trained away from 0
+    groups = tc.load_checkpoint(tc.latest_checkpoint(out))["opt_g"]["param_groups"]
+    assert [g["lr_scale"] for g in groups] == [1.0, 10.0] and groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
     x = tc.ImageFolder(tc.DataConfig(root=str(images), size=32))
     x = torch.stack([x[i]["image"] for i in range(len(x))])
     with torch.no_grad():
@@ -76,7 +78,7 @@ def test_fixed_noise_is_top_left_aligned():
     (["train_only=encoder"], "error: train_only must be one of"),
     (["loss.discriminator=stylegan"], "error: discriminator must be one of"),
     (["loss.diffaug=color,rotate"], "error: unknown DiffAugment policy"),
-    (["disc_lr_scale=0"], "error: disc_lr_scale must be > 0"),
+    (["disc_lr_scale=0"], "error: disc_lr_scale and noise_lr_scale must be > 0"),
     (["decoder_noise=true"], "error: decoder_noise adds noise inputs to a released decoder (init_from=)"),
 ])
 def test_decoder_training_options_are_checked(tmp_path, images, args, message):

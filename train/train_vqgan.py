@@ -92,6 +92,9 @@ class TrainConfig:
     # With init_from: add per-pixel noise inputs to the donor's decoder (model.ddconfig.noise; strengths
     # start at 0, so the first step decodes as the donor does)
     decoder_noise: bool = False
+    # The noise strengths' learning rate as a multiple of the decoder's (they start at 0 and must grow to matter
+    # within a fine-tune at a small learning rate)
+    noise_lr_scale: float = 1.0
 
 
 def preset_tiny() -> dict:
@@ -173,8 +176,9 @@ def build_config(args: argparse.Namespace, saved: dict | None = None) -> TrainCo
         raise tc.ConfigError(f"val_fraction and ema must lie in [0, 1), got {cfg.val_fraction} and {cfg.ema}")
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise tc.ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
-    if cfg.disc_lr_scale <= 0:
-        raise tc.ConfigError(f"disc_lr_scale must be > 0, got {cfg.disc_lr_scale}")
+    if cfg.disc_lr_scale <= 0 or cfg.noise_lr_scale <= 0:
+        raise tc.ConfigError(f"disc_lr_scale and noise_lr_scale must be > 0, got {cfg.disc_lr_scale} and "
+                             f"{cfg.noise_lr_scale}")
     if cfg.train_only not in TRAIN_ONLY:
         raise tc.ConfigError(f"train_only must be one of {TRAIN_ONLY}, got {cfg.train_only!r}")
     if cfg.train_only == "decoder" and not cfg.init_from:
@@ -260,6 +264,15 @@ def frozen_parts(vqgan: tc.VQGAN, train_only: str) -> list[torch.nn.Module]:
     return [vqgan.encoder, vqgan.quant_conv, vqgan.quantize] if train_only == "decoder" else []
 
 
+def generator_groups(vqgan: tc.VQGAN, noise_lr_scale: float) -> list[dict]:
+    """The trained parameters of the autoencoder as optimiser groups: the decoder's noise strengths (if any)
+    apart, at noise_lr_scale times the learning rate; each group's "lr_scale" says its multiple."""
+    trained = [(n, p) for n, p in vqgan.named_parameters() if p.requires_grad]
+    noise = [p for n, p in trained if n.endswith(".noise.strength")]
+    groups = [{"params": [p for n, p in trained if not n.endswith(".noise.strength")], "lr_scale": 1.0}]
+    return groups + ([{"params": noise, "lr_scale": noise_lr_scale}] if noise else [])
+
+
 def lr_at(step: int, cfg: TrainConfig, peak: float) -> float:
     """The learning rate of `step`: constant (the original), or linear warmup then cosine decay."""
     if cfg.lr_schedule == "constant":
@@ -296,7 +309,7 @@ def check_resume(cfg: TrainConfig, ckpt: dict, path: Path) -> None:
         tc.load_resume_part(model, ckpt["model"], "model", path)
         for part in frozen_parts(model, cfg.train_only):
             part.requires_grad_(False)
-        opt_g = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
+        opt_g = torch.optim.Adam(generator_groups(model, 1.0))
         tc.load_resume_part(opt_g, ckpt["opt_g"], "generator optimizer state", path)
         if cfg.loss.discriminator == "patch":  # (the projected one reads its backbone's weights when built)
             disc = tc.NLayerDiscriminator(cfg.model.ddconfig.out_ch, cfg.loss.disc_ndf, cfg.loss.disc_layers)
@@ -407,7 +420,7 @@ def main(argv=None) -> Path:
 
     # ---- optimizers ---------------------------------------------------------------------------------------
     lr = cfg.base_lr * per_step * world
-    opt_g = torch.optim.Adam([p for p in vqgan.parameters() if p.requires_grad], lr=lr, betas=tuple(cfg.betas))
+    opt_g = torch.optim.Adam(generator_groups(vqgan, cfg.noise_lr_scale), lr=lr, betas=tuple(cfg.betas))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr * cfg.disc_lr_scale, betas=tuple(cfg.betas))
     if ckpt:
         tc.load_resume_part(opt_g, ckpt["opt_g"], "generator optimizer state", resumed_from)
@@ -473,7 +486,7 @@ def main(argv=None) -> Path:
             save(step)  # every rank stops at the same step
             break
         for group in opt_g.param_groups:
-            group["lr"] = lr_at(step, cfg, lr)
+            group["lr"] = lr_at(step, cfg, lr) * group.get("lr_scale", 1.0)  # (not in older checkpoints)
         for group in opt_d.param_groups:
             group["lr"] = lr_at(step, cfg, lr) * cfg.disc_lr_scale
         gan_on = loss_fn.uses_discriminator and tc.disc_factor_at(step, cfg.loss) > 0
