@@ -8,7 +8,8 @@ little (`linger`), so that requests sent together start together.
 
 Each job's rows are drawn by its own picker (its seed, temperature, top-k/p) from the logits of its own rows
 (tc.split_picker), and guidance is set per row: a seed gives the same tokens in a batch as alone, up to the
-rounding of products over a different batch size, which on a rare step can move a draw. A cancelled job (Stop,
+rounding of the GPT's products over a different batch size, which on a rare step could move a draw (not seen in
+the tests); the decoded image can differ by one level of 255 in a few pixels, for the same reason. A cancelled job (Stop,
 client gone) gets no more updates at once; its rows are sampled on with the batch's other rows until that
 batch ends, and a batch whose every job is cancelled stops at once. A job cancelled while it waits never runs.
 """

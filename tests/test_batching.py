@@ -86,7 +86,8 @@ def test_concurrent_requests_run_as_one_batch_and_get_what_each_gets_alone(bank,
     for k in settings:
         image, status, _ = outs[k][-1]
         assert "sampled together with 2 other request(s)" in status, status
-        assert np.array_equal(image, alone[k][0]), k  # same seed, same image, in a batch or alone
+        diff = np.abs(image.astype(int) - alone[k][0])  # same seed, same tokens, in a batch or alone; the
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, k  # decode over another batch size may round apart
         assert len(outs[k]) >= 3  # previews before the final image
     assert outs["b"][-1][0].shape == (32, 66, 3)  # its two variations side by side
 
@@ -109,7 +110,8 @@ def test_stop_in_a_shared_batch_stops_only_that_client(bank, files):
     outs = concurrently(app, {"a": stop_after_one(a), "b": b})
     assert app.batcher.most_jobs == 2
     assert outs["a"][-1][1].startswith("Stopped at") and outs["b"][-1][1].startswith("Done")
-    assert np.array_equal(outs["b"][-1][0], alone)
+    diff = np.abs(outs["b"][-1][0].astype(int) - alone)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
 def test_an_error_in_a_batch_reaches_every_client_and_the_next_batch_runs(bank, files, monkeypatch):
