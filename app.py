@@ -136,14 +136,13 @@ def main(argv=None) -> None:
     bundled = ROOT / "checkpoints" / SEGMENTER
     paths[SEGMENTER] = (args.segmenter or (str(bundled) if bundled.exists() else None), None)
     try:
-        bank = ModelBank(paths, device, args.precision)
-        bank.matmul = args.matmul  # for tc.prepare_for_sampling(model, plan, matmul=...) in ModelBank.get
         threads = tc.ThreadPolicy(args.threads)
+        bank = ModelBank(paths, device, args.precision, matmul=args.matmul, threads=threads)
         tc.sampling_precision(args.precision, device)  # int8 weights on CUDA: refused here, in one line
     except ValueError as e:
         raise SystemExit(f"app.py: {e}") from None
     threads.measure()
-    torch.set_num_threads(threads.threads_for("gpt"))  # until generations set their parts' threads (threads.use)
+    torch.set_num_threads(threads.threads_for("gpt"))  # loading; generations set their parts' own (threads.use)
     print(f"threads: {threads.describe()}; now {torch.get_num_threads()}", flush=True)
     bank.load_all()
     for mode, plan in bank.plans.items():

@@ -89,10 +89,11 @@ class Arrival:
 class Batcher:
     """Runs submitted Jobs on one worker thread (started with the first job), batching those that fit together."""
 
-    def __init__(self, max_rows: int = 8, linger: float = 0.3):
+    def __init__(self, max_rows: int = 8, linger: float = 0.3, threads: tc.ThreadPolicy | None = None):
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
         self.max_rows, self.linger = max_rows, linger
+        self.threads = threads  # the worker's torch threads per batch; measured once a second while idle
         self._waiting: list[Job] = []
         self._arriving = 0
         self._cv = threading.Condition()
@@ -127,7 +128,9 @@ class Batcher:
                 self._waiting = [j for j in self._waiting if not _dropped(j)]
                 if self._waiting:
                     break
-                self._cv.wait()
+                self._cv.wait(timeout=1.0)
+                if self.threads is not None:
+                    self.threads.measure()  # cheap (/proc/stat): the batch then needs no window of its own
             deadline = time.monotonic() + self.linger
             while self._arriving and time.monotonic() < deadline and self._fitting()[1] < self.max_rows:
                 self._cv.wait(deadline - time.monotonic())
@@ -151,7 +154,12 @@ class Batcher:
                 batch = self._take()
                 self.batches += 1
                 self.most_jobs = max(self.most_jobs, len(batch))
-                run_batch(batch)
+                if self.threads is None:
+                    run_batch(batch)
+                else:
+                    self.threads.measure()
+                    with self.threads.use("gpt"):  # GPT steps and preview decodes, on this thread
+                        run_batch(batch)
             except Exception as e:  # noqa: BLE001 - every job of the batch gets the error, the worker goes on
                 log.exception("a batch of %d job(s) failed", len(batch))
                 for job in batch:

@@ -42,7 +42,7 @@ class App:
 
     def __init__(self, bank: ModelBank, max_batch: int = 8):
         self.bank, self.stops = bank, Stops()
-        self.batcher = Batcher(max_batch)  # concurrent generations of one model, sampled as one batch
+        self.batcher = Batcher(max_batch, threads=bank.threads)  # concurrent generations, sampled as one batch
         self._arrivals = threading.local()  # the Arrival of the handler call running on this thread
         self.blocks: gr.Blocks | None = None  # the page serving the handlers (build_demo): its queue knows the jobs
 
@@ -274,7 +274,9 @@ class App:
         rgb = tc.condition_maps.rgb_of(read_upload(photo, "photo"))
         h, w = rgb.shape[:2]
         shape = self.shape_of_aspect("segmentation", w / h, (size, size))
-        ids = segmenter.segment(rgb)  # (h, w) uint8, COCO-Stuff ids
+        self.bank.threads.measure()
+        with self.bank.threads.use("segmenter"):
+            ids = segmenter.segment(rgb)  # (h, w) uint8, COCO-Stuff ids
         labels = tc.labels.from_coco_stuff(tc.condition_maps.resize_labels(ids, shape), space)
         other_id = tc.labels.UNLABELLED if space.unlabelled is None else space.unlabelled
         other = labels == other_id

@@ -27,6 +27,9 @@ class ModelBank:
     paths: dict[str, tuple[str | None, str | None]]  # mode -> (checkpoint, optional original yaml)
     device: torch.device = torch.device("cpu")
     precision: str = "auto"  # how to sample (tc.sampling_precision): auto = the fastest faithful path here
+    matmul: str = "packed"  # fp32 products on a CPU (tc.prepare_for_sampling): packed, plain, or auto (measured)
+    # torch threads per part of a generation (the batcher's worker, the segmenter); app.py: --threads
+    threads: tc.ThreadPolicy = field(default_factory=lambda: tc.ThreadPolicy("auto"))
     _models: dict[str, tc.Net2Net] = field(default_factory=dict)
     plans: dict[str, str] = field(default_factory=dict)  # mode -> how its model samples, in words
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -81,8 +84,10 @@ class ModelBank:
                     plan = self.sampling
                     # int8 or bf16 weights (a copy; the fp32 GPT is let go), or fp32 packed now on a CPU rather
                     # than during the first image
-                    model = tc.prepare_for_sampling(model, plan)
-                    self.plans[mode] = f"{params / 1e6:.1f}M GPT parameters, {plan.describe()}"
+                    model = tc.prepare_for_sampling(model, plan, matmul=self.matmul)
+                    chosen = getattr(model.transformer, "sampling_matmul", None)  # fp32 on a CPU only
+                    self.plans[mode] = (f"{params / 1e6:.1f}M GPT parameters, {plan.describe()}"
+                                        + (f", {chosen.describe()}" if chosen is not None else ""))
                     with torch.no_grad(), self.decoding():  # warm up the decoder: the first previews are not late
                         model.decode_indices(torch.zeros(1, model.grid[0] * model.grid[1], dtype=torch.long,
                                                          device=self.device))
