@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -92,17 +93,6 @@ def handler_run(app, label_map: Path, size: int, seed: int) -> tuple[int, tuple]
     return n, last
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of fn() over `repeats` runs after one warm-up, each run given its index (a seed)."""
-    fn(repeats)  # warm-up
-    times = []
-    for i in range(repeats):
-        t = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def png_encoding(outputs: tuple, yields: int) -> float:
     """Seconds gradio spends encoding what the handler yields, `yields` times: each yield's image and condition
     view go through the API outputs' gr.Image(format="png") postprocess (PNG into gradio's cache)."""
@@ -127,7 +117,8 @@ def upload_time(url: str, label_map: Path, repeats: int) -> float:
 @torch.no_grad()
 def layers(url: str, app, net: tc.Net2Net, label_map: Path, size: int, opts, repeats: int) -> dict:
     """(a) the sampler, (b) the handler in-process, (c) gradio_client end to end, for one size x size image, and
-    the parts of b - a and c - b that can be timed alone (seconds, medians of `repeats` after a warm-up)."""
+    the parts of b - a and c - b that can be timed alone (seconds, medians of `repeats` after a warm-up; a, b
+    and c in interleaved rounds, their times kept in "runs")."""
     from gradio_client import Client
 
     from taming_app import FIT
@@ -140,28 +131,37 @@ def layers(url: str, app, net: tc.Net2Net, label_map: Path, size: int, opts, rep
     c = net.encode_cond(torch.from_numpy(labels)[None])  # (1, L_c)
     if grid != net.grid:
         c = c.view(1, *grid)  # the condition grid of the sliding window, as the handler makes it
-    _, sampler = stream_times(net, c, opts.precision, repeats, GUIDANCE, grid)
 
     def checks():
         read, _ = label_map_of(str(label_map), (size, size), app.can_segment(), FIT, space, "0-based")
         model.conditioner.labels_to_onehot(torch.from_numpy(read)[None])
-    yields, outputs = handler_run(app, label_map, size, 0)
-    handler = timed(lambda seed: handler_run(app, label_map, size, seed), repeats)
+    yields, outputs = handler_run(app, label_map, size, 0)  # a warm-up, and what gradio would encode
     client = Client(url, verbose=False)
     request = sc.segmentation_request(label_map, size, FRAMES, GUIDANCE)
-    e2e = timed(lambda seed: request(client, seed), repeats)
+    request(client, 0)  # a warm-up
+    runs = {"sampler_s": [], "handler_s": [], "e2e_s": []}
+    for i in range(1, repeats + 1):  # interleaved rounds: a round's three layers see the same load
+        runs["sampler_s"].append(stream_times(net, c, opts.precision, 1, GUIDANCE, grid)[1])  # after its warm-up
+        t = time.perf_counter()
+        handler_run(app, label_map, size, i)
+        runs["handler_s"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        request(client, i)
+        runs["e2e_s"].append(time.perf_counter() - t)
     client.close()
-    return {"size": size, "threads": torch.get_num_threads(), "sampler_s": sampler, "handler_s": handler,
-            "e2e_s": e2e, "handler_overhead_s": handler - sampler, "http_queue_encoding_s": e2e - handler,
+    sampler, handler, e2e = (statistics.median(runs[k]) for k in ("sampler_s", "handler_s", "e2e_s"))
+    return {"size": size, "threads": torch.get_num_threads(), "load_1min": round(os.getloadavg()[0], 2),
+            "sampler_s": sampler, "handler_s": handler, "e2e_s": e2e, "handler_overhead_s": handler - sampler,
+            "http_queue_encoding_s": e2e - handler,
             "read_and_label_checks_s": median_time(checks, repeats),
             "condition_encoding_s": median_time(lambda: model.encode_cond(torch.from_numpy(labels)[None]), repeats),
             "yields": yields, "png_encoding_s": png_encoding(outputs, yields),
-            "upload_s": upload_time(url, label_map, repeats)}
+            "upload_s": upload_time(url, label_map, repeats), "runs": runs}
 
 
 def print_layers(r: dict) -> None:
     ms = lambda s: f"{s * 1000:9.1f} ms"  # noqa: E731
-    print(f"\n{r['size']} px, {r['threads']} threads")
+    print(f"\n{r['size']} px, {r['threads']} threads, load {r['load_1min']}")
     print(f"  (a) sampler alone (tc.stream)            {ms(r['sampler_s'])}")
     print(f"  (b) handler in-process                   {ms(r['handler_s'])}   b - a = {ms(r['handler_overhead_s'])}")
     print(f"        of which reading + label checks    {ms(r['read_and_label_checks_s'])}")
@@ -198,6 +198,20 @@ def ratios(layer_rows: list[dict], load_rows: list[dict]) -> dict:
     return out
 
 
+def commit() -> str:
+    """The checkout's commit, "+ changes" when its files differ from it ("unknown" outside a git checkout)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" + changes" if dirty else "")
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 image per client and 1 timed run per layer (a few "
@@ -209,6 +223,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--port", type=int, default=0, help="the app's port (default: a free one)")
     ap.add_argument("--no-busy", action="store_true", help="skip the run beside a busy core")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "serving.json"))
+    ap.add_argument("--note", default="", help="words stored with the results (what ran, the machine's state)")
     ap.add_argument("--app-args", nargs=argparse.REMAINDER, default=[], help="the rest goes to app.py")
     args = ap.parse_args(argv)
     images = args.images or (1 if args.quick else 4)
@@ -232,18 +247,21 @@ def main(argv=None) -> dict:
         for size in args.sizes:
             request = sc.segmentation_request(maps[size], size, FRAMES, GUIDANCE)
             for n in args.clients:
+                load = sc.run_clients(url, n, images, request).row()
                 load_rows.append({"size": size, "busy_core": False, "threads": opts.threads,
-                                  **sc.run_clients(url, n, images, request).row()})
+                                  "load_1min": round(os.getloadavg()[0], 2), **load})
             if not args.no_busy:
                 with sc.busy_core():
-                    load_rows.append({"size": size, "busy_core": True, "threads": opts.threads,
-                                      **sc.run_clients(url, 1, images, request).row()})
+                    load = sc.run_clients(url, 1, images, request).row()
+                load_rows.append({"size": size, "busy_core": True, "threads": opts.threads,
+                                  "load_1min": round(os.getloadavg()[0], 2), **load})
         plan = [line for line in (Path(tmp) / "app.log").read_text(errors="replace").splitlines() if " model on " in line]
     print_loads(load_rows)
     found = ratios(layer_rows, load_rows)
     for name, value in found.items():
         print(f"{name}: {value:.2f}x")
-    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": machine,
+    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "note": args.note,
+           "commit": commit(), "host": machine,
            "load_1min_at_end": round(os.getloadavg()[0], 2), "torch": torch.__version__, "threads": opts.threads,
            "threads_from": opts.threads_from, "app_args": args.app_args, "app_plan": plan,
            "settings": {"frames": FRAMES, "guidance": GUIDANCE, "images_per_client": images, "repeats": repeats,
@@ -255,6 +273,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: the app and the busy core end too
     try:
         main()
     except RuntimeError as e:

@@ -104,8 +104,9 @@ def test_a_quick_run_on_the_bundled_models_writes_every_figure(tmp_path):
     if not (serving.ROOT / "checkpoints" / "segmentation").is_dir():
         pytest.skip("the bundled segmentation model is missing")
     out = serving.main(["--quick", "--sizes", "128", "--clients", "1", "2", "--json", str(tmp_path / "s.json"),
-                        "--app-args", "--precision", "fp32"])
+                        "--note", "a test", "--app-args", "--precision", "fp32"])
     assert json.loads((tmp_path / "s.json").read_text()) == out
+    assert out["note"] == "a test" and out["commit"]
     assert out["app_args"] == ["--precision", "fp32"] and any("--precision fp32" in p for p in out["app_plan"])
     (layer,) = out["layers"]
     assert layer["size"] == 128 and layer["yields"] >= 2
