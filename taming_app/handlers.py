@@ -141,6 +141,9 @@ class App:
                                  f"{latest.done}/{latest.total}" if latest else "0")
                         return
                 if self.stops.presses(request) != ticket:
+                    if latest is None and not job.started.is_set():  # it waited behind another batch
+                        yield gr.skip(), "Stopped before it started.", gr.skip()
+                        return
                     done = (f"{latest.done}/{latest.total} tokens ({latest.tokens_per_s:.0f} tokens/s)" if latest
                             else "the start")
                     yield gr.skip() if frame is None else tiled(frame), f"Stopped at {done}.", view

@@ -157,4 +157,4 @@ def test_a_request_cancelled_while_waiting_never_runs(bank, files):
     app.request_stop(gr.Request(session_hash="x"))
     t.join(30)
     hold.close()
-    assert out[-1][1] == "Stopped at the start." and app.batcher.batches == 0
+    assert out[-1][1] == "Stopped before it started." and app.batcher.batches == 0
