@@ -14,10 +14,10 @@ Per size it prints and writes to bench/results/serving.json:
   the PNG encoding gradio gives every yielded image);
 - one client's latency alone and beside a process that keeps one core busy, and 1/2/4/8 concurrent clients
   (each its own Client, each submitting --images images one after another): images per minute, p50/p95 latency.
-The host's CPU model and flags, the 1-minute load average at the start (quiet under 0.3) and the torch thread
-count go beside the figures. Everything after --app-args goes to app.py (e.g. --precision fp32); (a) and (b) run
-in this process with the same --precision and thread count (the app's --threads N when given, else
-OMP_NUM_THREADS, else torch's default). CPU only.
+The host's CPU model and flags, the 1-minute load average at the start (quiet under 0.3) and the threads go
+beside the figures. Everything after --app-args goes to app.py (e.g. --precision fp32 --threads 1); (a) and (b)
+run in this process with the same --precision and thread policy (tc.ThreadPolicy of the app's --threads, default
+auto; OMP_WAIT_POLICY=PASSIVE as the app sets it). CPU only.
 """
 from __future__ import annotations
 
@@ -33,8 +33,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
+
+# as app.py: OpenMP threads sleep at barriers (set before torch starts its runtime), so that the in-process
+# layers run as the served app does
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is a folder of scripts, not a package
 import serving_clients as sc  # noqa: E402
@@ -57,19 +61,14 @@ def two_label_map(size: int, path: Path) -> Path:
 
 def app_options(app_args: list[str]) -> argparse.Namespace:
     """The app's options that the in-process layers follow (others are the app's alone): --precision,
-    --threads (when it is one number), --segmentation, --segmentation-config."""
+    --threads (auto or N: the same tc.ThreadPolicy as the app's), --segmentation, --segmentation-config."""
     ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     ap.add_argument("--precision", default="auto")
-    ap.add_argument("--threads", default=None)
+    ap.add_argument("--threads", default="auto")
     ap.add_argument("--segmentation", default=str(ROOT / "checkpoints" / "segmentation"))
     ap.add_argument("--segmentation-config", default=None)
     known, _ = ap.parse_known_args(app_args)
-    if known.threads is not None and known.threads.isdigit():
-        known.threads, known.threads_from = int(known.threads), "the app's --threads"
-    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        known.threads, known.threads_from = int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
-    else:
-        known.threads, known.threads_from = torch.get_num_threads(), "torch's default"
+    known.policy = tc.ThreadPolicy(known.threads)  # ValueError, as the app's, for neither auto nor N >= 1
     return known
 
 
@@ -78,7 +77,7 @@ def in_process_app(opts: argparse.Namespace):
     from taming_app import App, ModelBank
 
     bank = ModelBank({"segmentation": (opts.segmentation, opts.segmentation_config)}, torch.device("cpu"),
-                     opts.precision)
+                     opts.precision, threads=opts.policy)
     bank.load_all()
     return App(bank)
 
@@ -141,7 +140,9 @@ def layers(url: str, app, net: tc.Net2Net, label_map: Path, size: int, opts, rep
     request(client, 0)  # a warm-up
     runs = {"sampler_s": [], "handler_s": [], "e2e_s": []}
     for i in range(1, repeats + 1):  # interleaved rounds: a round's three layers see the same load
-        runs["sampler_s"].append(stream_times(net, c, opts.precision, 1, GUIDANCE, grid)[1])  # after its warm-up
+        opts.policy.measure()
+        with opts.policy.use("gpt") as threads:  # as the app's batcher: GPT steps and previews at the GPT's
+            runs["sampler_s"].append(stream_times(net, c, opts.precision, 1, GUIDANCE, grid)[1])  # after a warm-up
         t = time.perf_counter()
         handler_run(app, label_map, size, i)
         runs["handler_s"].append(time.perf_counter() - t)
@@ -150,7 +151,7 @@ def layers(url: str, app, net: tc.Net2Net, label_map: Path, size: int, opts, rep
         runs["e2e_s"].append(time.perf_counter() - t)
     client.close()
     sampler, handler, e2e = (statistics.median(runs[k]) for k in ("sampler_s", "handler_s", "e2e_s"))
-    return {"size": size, "threads": torch.get_num_threads(), "load_1min": round(os.getloadavg()[0], 2),
+    return {"size": size, "threads": threads, "load_1min": round(os.getloadavg()[0], 2),
             "sampler_s": sampler, "handler_s": handler, "e2e_s": e2e, "handler_overhead_s": handler - sampler,
             "http_queue_encoding_s": e2e - handler,
             "read_and_label_checks_s": median_time(checks, repeats),
@@ -161,7 +162,7 @@ def layers(url: str, app, net: tc.Net2Net, label_map: Path, size: int, opts, rep
 
 def print_layers(r: dict) -> None:
     ms = lambda s: f"{s * 1000:9.1f} ms"  # noqa: E731
-    print(f"\n{r['size']} px, {r['threads']} threads, load {r['load_1min']}")
+    print(f"\n{r['size']} px, the sampler at {r['threads']} threads, load {r['load_1min']}")
     print(f"  (a) sampler alone (tc.stream)            {ms(r['sampler_s'])}")
     print(f"  (b) handler in-process                   {ms(r['handler_s'])}   b - a = {ms(r['handler_overhead_s'])}")
     print(f"        of which reading + label checks    {ms(r['read_and_label_checks_s'])}")
@@ -174,11 +175,11 @@ def print_layers(r: dict) -> None:
 
 def print_loads(rows: list[dict]) -> None:
     print(f"\n{'size':>5} {'clients':>12} {'images':>7} {'wall s':>8} {'images/min':>11} {'p50 s':>7} {'p95 s':>7} "
-          f"{'threads':>7}")
+          f"{'threads':>16}")
     for r in rows:
         who = f"{r['clients']}" + (" + busy" if r["busy_core"] else "")
         print(f"{r['size']:>5} {who:>12} {r['clients'] * r['images']:>7} {r['wall_s']:8.2f} "
-              f"{r['images_per_min']:11.1f} {r['p50_s']:7.2f} {r['p95_s']:7.2f} {r['threads']:>7}")
+              f"{r['images_per_min']:11.1f} {r['p50_s']:7.2f} {r['p95_s']:7.2f} {r['threads']:>16}")
 
 
 def ratios(layer_rows: list[dict], load_rows: list[dict]) -> dict:
@@ -230,9 +231,8 @@ def main(argv=None) -> dict:
     repeats = args.repeats or (1 if args.quick else 3)
     machine = sc.host()  # before anything of ours runs
     opts = app_options(args.app_args)
-    torch.set_num_threads(opts.threads)
-    machine["threads"] = opts.threads  # host_info's is this process's count before it follows the app's
-    print(f"{tc.host_line(machine)} ({opts.threads_from}); load {machine['load_1min']} at the start "
+    threads = f"--threads {opts.policy.mode}"  # the app's and the in-process layers' policy
+    print(f"{tc.host_line(machine)}; {threads}: {opts.policy.describe()}; load {machine['load_1min']} at the start "
           f"({'quiet' if machine['quiet'] else 'BUSY machine: figures from a shared machine'}); app args "
           f"{args.app_args}", flush=True)
     net = tc.load_model(opts.segmentation, opts.segmentation_config).eval()  # fp32: stream_times prepares it
@@ -248,22 +248,23 @@ def main(argv=None) -> dict:
             request = sc.segmentation_request(maps[size], size, FRAMES, GUIDANCE)
             for n in args.clients:
                 load = sc.run_clients(url, n, images, request).row()
-                load_rows.append({"size": size, "busy_core": False, "threads": opts.threads,
+                load_rows.append({"size": size, "busy_core": False, "threads": threads,
                                   "load_1min": round(os.getloadavg()[0], 2), **load})
             if not args.no_busy:
                 with sc.busy_core():
                     load = sc.run_clients(url, 1, images, request).row()
-                load_rows.append({"size": size, "busy_core": True, "threads": opts.threads,
+                load_rows.append({"size": size, "busy_core": True, "threads": threads,
                                   "load_1min": round(os.getloadavg()[0], 2), **load})
-        plan = [line for line in (Path(tmp) / "app.log").read_text(errors="replace").splitlines() if " model on " in line]
+        plan = [line for line in (Path(tmp) / "app.log").read_text(errors="replace").splitlines() if " model on " in line
+                or line.startswith("threads:")]
     print_loads(load_rows)
     found = ratios(layer_rows, load_rows)
     for name, value in found.items():
         print(f"{name}: {value:.2f}x")
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "note": args.note,
            "commit": commit(), "host": machine,
-           "load_1min_at_end": round(os.getloadavg()[0], 2), "torch": torch.__version__, "threads": opts.threads,
-           "threads_from": opts.threads_from, "app_args": args.app_args, "app_plan": plan,
+           "load_1min_at_end": round(os.getloadavg()[0], 2), "torch": torch.__version__, "threads": threads,
+           "thread_policy": opts.policy.describe(), "app_args": args.app_args, "app_plan": plan,
            "settings": {"frames": FRAMES, "guidance": GUIDANCE, "images_per_client": images, "repeats": repeats,
                         "label_map": "two labels, sky-other over grass, grey 0-based ids"},
            "layers": layer_rows, "clients": load_rows, "ratios": found}

@@ -75,14 +75,14 @@ def test_host_adds_the_load_to_the_hosts_cpu():
     assert 0 <= machine["load_1min"] and machine["quiet"] == (machine["load_1min"] < sc.QUIET_LOAD)
 
 
-def test_the_in_process_layers_follow_the_apps_options(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+def test_the_in_process_layers_follow_the_apps_options():
     opts = serving.app_options(["--max-batch", "8", "--threads", "1", "--precision", "fp32"])  # others ignored
-    assert (opts.threads, opts.threads_from, opts.precision) == (1, "the app's --threads", "fp32")
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    opts = serving.app_options(["--threads", "gpt=1,decode=2"])  # not one number: the environment's
-    assert (opts.threads, opts.threads_from, opts.precision) == (3, "OMP_NUM_THREADS", "auto")
+    assert (opts.policy.mode, opts.precision) == (1, "fp32") and opts.policy.threads_for("gpt") == 1
+    opts = serving.app_options([])
+    assert (opts.policy.mode, opts.precision) == ("auto", "auto")  # the app's defaults
     assert opts.segmentation.endswith("checkpoints/segmentation")
+    with pytest.raises(ValueError, match="auto or a whole number"):
+        serving.app_options(["--threads", "gpt=1"])
 
 
 def test_the_label_map_and_the_ratios(tmp_path):
@@ -115,5 +115,6 @@ def test_a_quick_run_on_the_bundled_models_writes_every_figure(tmp_path):
         assert layer[key] > 0, key
     assert layer["handler_overhead_s"] == pytest.approx(layer["handler_s"] - layer["sampler_s"])
     assert [(r["clients"], r["busy_core"]) for r in out["clients"]] == [(1, False), (2, False), (1, True)]
-    assert all(r["threads"] == out["threads"] for r in out["clients"]) and out["host"]["cpu"]
+    assert all(r["threads"] == out["threads"] == "--threads auto" for r in out["clients"]) and out["host"]["cpu"]
+    assert any(line.startswith("threads:") for line in out["app_plan"])
     assert set(out["ratios"]) == {"128 px end to end / sampler", "128 px busy core / alone, p50 latency"}
