@@ -158,8 +158,8 @@ class Batcher:
                     run_batch(batch)
                 else:
                     self.threads.measure()
-                    with self.threads.use("gpt"):  # GPT steps and preview decodes, on this thread
-                        run_batch(batch)
+                    with self.threads.use("gpt"):  # GPT steps on this thread; the decodes with their own threads
+                        run_batch(batch, self.threads.threads_for("decode"))
             except Exception as e:  # noqa: BLE001 - every job of the batch gets the error, the worker goes on
                 log.exception("a batch of %d job(s) failed", len(batch))
                 for job in batch:
@@ -179,8 +179,9 @@ def _dropped(job: Job) -> bool:
     return False
 
 
-def run_batch(batch: list[Job]) -> None:
-    """Samples the jobs of `batch` (one key) as one batch of all their rows, sending each its own Updates."""
+def run_batch(batch: list[Job], decode_threads: int | None = None) -> None:
+    """Samples the jobs of `batch` (one key) as one batch of all their rows, sending each its own Updates;
+    decode_threads: torch threads for the previews' and images' decodes (None: the caller's)."""
     first = batch[0]
     for job in batch:
         job.started.set()
@@ -195,7 +196,7 @@ def run_batch(batch: list[Job]) -> None:
         fill = torch.cat([(F.interpolate(job.fill.float(), size=size, mode="nearest") if job.fill is not None
                            else torch.zeros(1, 3, *size, device=c.device)).expand(job.rows, -1, -1, -1) for job in batch])
     events = tc.stream(first.model, c, grid=first.grid, window=first.model.grid, mode="fast", pick=pick,
-                       fill=fill, guidance=guidance, decode_dtype=first.decode_dtype)
+                       fill=fill, guidance=guidance, decode_dtype=first.decode_dtype, decode_threads=decode_threads)
     try:
         for ev in events:
             if all(job.cancelled.is_set() for job in batch):

@@ -13,7 +13,7 @@ stops all work at once: nothing runs between two events except the consumer's ow
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -49,6 +49,19 @@ def _finished_rows(known: torch.Tensor) -> int:
     return int(known.all(dim=1).int().cumprod(dim=0).sum())
 
 
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to n inside the block (None: unchanged), restored after."""
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def _preview(model: Net2Net, tokens: torch.Tensor, rows: int, fill: torch.Tensor | None,
              decode_dtype: torch.dtype | None = None) -> torch.Tensor:
     """tokens (B, h, w), the first `rows` finished -> image (B, 3, H, W): decoded rows above the fill."""
@@ -74,7 +87,7 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
            generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
            fill: torch.Tensor | None = None, preview_budget: float = 0.2,
            guidance: float | torch.Tensor = 1.0, decode_dtype: torch.dtype | None = None,
-           pick: Picker | None = None) -> Iterator[StreamEvent]:
+           pick: Picker | None = None, decode_threads: int | None = None) -> Iterator[StreamEvent]:
     """Sample token by token, yielding a StreamEvent after each; the same tokens as the batch samplers.
 
     c (B, L_c): plain cached sampling of a grid (h, w) = `grid` (default the model's training grid), as
@@ -85,6 +98,9 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
     condition painted by the user), resized to the preview; None shows mid-grey.
     guidance: classifier-free guidance scale (1 = off), on both paths, as in the batch samplers; a tensor (B,)
     gives each row its own scale.
+    decode_threads: torch's intra-op threads for the previews' and the result's decodes (convolutions gain from
+    threads that a GPT step's small products lose to: bench/threads.py), the caller's restored after each;
+    None: as set.
     pick: the token choice for all rows (logits (B, V) -> tokens (B, 1)), e.g. split_picker for rows of several
     requests, each with its own settings and generator; it replaces temperature, top_k, top_p, greedy and
     generator.
@@ -138,7 +154,8 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
         due = (preview_s + last_cost_s) * (1 - preview_budget) <= preview_budget * sampling_s
         if done == total or (rows > last_rows and due):
             t0 = time.perf_counter()
-            preview = _preview(model, snapshot, h if done == total else rows, fill, decode_dtype)
+            with _threads(decode_threads):
+                preview = _preview(model, snapshot, h if done == total else rows, fill, decode_dtype)
             last_cost_s, last_rows = time.perf_counter() - t0, rows
             preview_s += last_cost_s
         speed = done / max(sampling_s, 1e-9)

@@ -122,10 +122,10 @@ def test_an_error_in_a_batch_reaches_every_client_and_the_next_batch_runs(bank, 
     app = A.App(bank)
     real = batching.run_batch
 
-    def failing(batch):
+    def failing(batch, *args):
         if app.batcher.batches == 1:
             raise RuntimeError("out of memory (simulated)")
-        real(batch)
+        real(batch, *args)
     monkeypatch.setattr(batching, "run_batch", failing)
     errors = {}
 
