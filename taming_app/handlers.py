@@ -160,8 +160,10 @@ class App:
                                               f"tokens/s each{shared}), {size[1]}x{size[0]} px.{note}"), view
                     return
                 if ev.preview is not None and ev.done - last >= every:
-                    last = ev.done
-                    yield tiled(ev.preview), f"{ev.done}/{ev.total} tokens, {ev.tokens_per_s:.0f} tokens/s", view
+                    # the condition view goes with the first preview and the result only: resending an image
+                    # costs every update its encoding and transfer
+                    shown, last = view if last == 0 else gr.skip(), ev.done
+                    yield tiled(ev.preview), f"{ev.done}/{ev.total} tokens, {ev.tokens_per_s:.0f} tokens/s", shown
         finally:
             job.cancel()  # no more updates; the batch stops once every job in it is cancelled
 

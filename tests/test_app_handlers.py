@@ -257,7 +257,7 @@ def test_precision_chooses_the_gpt_weights_and_the_app_says_how_each_model_sampl
     bf16 = "bf16" if tc.cpu_has_bf16() else "fp32"
     for precision, layer, plan in (("int8", tc.LowBitLinear, "GPT int8 weights (fp32 prefill), decode fp32"),
                                    ("bf16", tc.LowBitLinear, "GPT bf16 weights, decode bf16"),
-                                   ("fp32", PackedLinear, "GPT fp32 weights, decode fp32"),
+                                   ("fp32", PackedLinear, "GPT fp32 weights, decode fp32, packed products (forced)"),
                                    ("auto", tc.LowBitLinear, f"GPT int8 weights ({bf16} prefill), decode {bf16}")):
         low = A.ModelBank(paths, precision=precision)
         model = low.get("segmentation")
