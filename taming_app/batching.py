@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,7 @@ class Job:
     updates: queue.Queue = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     started: threading.Event = field(default_factory=threading.Event)
+    stopped: Callable[[], bool] = lambda: False  # Stop pressed for it (read when a batch forms: it never starts)
 
     @property
     def rows(self) -> int:
@@ -126,23 +128,25 @@ class Batcher:
         with self._cv:
             while True:
                 self._waiting = [j for j in self._waiting if not _dropped(j)]
+                if not self._waiting:
+                    self._cv.wait(timeout=1.0)
+                    if self.threads is not None:
+                        self.threads.measure()  # cheap (/proc/stat): the batch then needs no window of its own
+                    continue
+                deadline = time.monotonic() + self.linger
+                while self._arriving and time.monotonic() < deadline and self._fitting()[1] < self.max_rows:
+                    self._cv.wait(deadline - time.monotonic())
+                self._waiting = [j for j in self._waiting if not _dropped(j)]  # stopped while it lingered
                 if self._waiting:
-                    break
-                self._cv.wait(timeout=1.0)
-                if self.threads is not None:
-                    self.threads.measure()  # cheap (/proc/stat): the batch then needs no window of its own
-            deadline = time.monotonic() + self.linger
-            while self._arriving and time.monotonic() < deadline and self._fitting()[1] < self.max_rows:
-                self._cv.wait(deadline - time.monotonic())
-            batch, _ = self._fitting()
-            self._waiting = [j for j in self._waiting if j not in batch]
-            return batch
+                    batch, _ = self._fitting()
+                    self._waiting = [j for j in self._waiting if j not in batch]
+                    return batch
 
     def _fitting(self) -> tuple[list[Job], int]:
         first = self._waiting[0]
         batch, rows = [first], first.rows
         for job in self._waiting[1:]:
-            if job.key == first.key and rows + job.rows <= self.max_rows and not job.cancelled.is_set():
+            if job.key == first.key and rows + job.rows <= self.max_rows and not _stopped(job):
                 batch.append(job)
                 rows += job.rows
         return batch, rows
@@ -171,9 +175,14 @@ class Batcher:
                     job.updates.put(END)
 
 
+def _stopped(job: Job) -> bool:
+    return job.cancelled.is_set() or job.stopped()
+
+
 def _dropped(job: Job) -> bool:
-    """A job cancelled while it waited: it ends without running."""
-    if job.cancelled.is_set():
+    """A job cancelled or stopped while it waited: it ends without running."""
+    if _stopped(job):
+        job.cancelled.set()
         job.updates.put(END)
         return True
     return False

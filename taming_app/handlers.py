@@ -118,7 +118,8 @@ class App:
         # faster than the original's exact placement; bench/sampling.py compares their likelihoods.
         pick = tc.make_picker(s.temperature, s.top_k or None, s.top_p if s.top_p < 1 else None, False,
                               torch.Generator(device=device).manual_seed(s.seed))
-        job = Job(mode, model, c, grid, pick, s.guidance if guided else 1.0, fill, self.bank.sampling.decode_dtype)
+        job = Job(mode, model, c, grid, pick, s.guidance if guided else 1.0, fill, self.bank.sampling.decode_dtype,
+                  stopped=lambda: self.stops.presses(request) != ticket)
         self.batcher.submit(job, getattr(self._arrivals, "value", None))
         every, last, frame, t0 = max(1, (grid[0] * grid[1]) // s.frames), 0, None, time.time()
         checked, told, latest = 0.0, False, None
@@ -129,6 +130,8 @@ class App:
                 except queue.Empty:
                     ev = None
                 if ev is END:
+                    if latest is None and self.stops.presses(request) != ticket:  # dropped before it started
+                        yield gr.skip(), "Stopped before it started.", gr.skip()
                     return
                 if isinstance(ev, BaseException):
                     raise ev

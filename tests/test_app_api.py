@@ -289,6 +289,7 @@ def test_the_api_page_names_outputs_types_whole_numbers_and_shows_an_image_examp
     assert [r["label"] for r in info["/label_map_from_photo"]["returns"]] == ["label map", "message"]
 
 
+@pytest.mark.slow
 def test_concurrent_clients_each_get_their_own_seeded_image(served, files, bank):
     """Four clients at once (the app batches requests for one model): each gets the image its seed gives alone."""
     import threading

@@ -73,6 +73,7 @@ def concurrently(app, calls: dict) -> dict:
     return outs
 
 
+@pytest.mark.slow
 def test_concurrent_requests_run_as_one_batch_and_get_what_each_gets_alone(bank, files):
     import app as A
 
@@ -92,6 +93,7 @@ def test_concurrent_requests_run_as_one_batch_and_get_what_each_gets_alone(bank,
     assert outs["b"][-1][0].shape == (32, 66, 3)  # its two variations side by side
 
 
+@pytest.mark.slow
 def test_stop_in_a_shared_batch_stops_only_that_client(bank, files):
     import app as A
 
