@@ -22,7 +22,6 @@ Steps: setup, data, models, optimizers, loop (generator step, discriminator step
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import time
 import warnings
@@ -38,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import taming_core as tc
+from init_from import TRAIN_ONLY, frozen_parts, generator_groups, init_config, released_stage
 
 
 def default_model() -> tc.VQGANConfig:
@@ -240,37 +240,6 @@ def disc_grid(cfg: TrainConfig) -> int:
     with torch.device("meta"):
         return tc.NLayerDiscriminator(cfg.model.ddconfig.out_ch, cfg.loss.disc_ndf,
                                       cfg.loss.disc_layers).patch_grid(cfg.data.size)
-
-
-TRAIN_ONLY = ("all", "decoder")
-
-
-@functools.lru_cache(maxsize=1)
-def released_stage(path: str) -> tc.VQGAN:
-    """The first stage at `path`, read once for its config and its weights."""
-    return tc.load_model(path)
-
-
-def init_config(path: str) -> tc.VQGANConfig:
-    """The VQGANConfig of the released first stage at `path` (its weights are loaded into the model later)."""
-    model = released_stage(path)
-    if not isinstance(model, tc.VQGAN):
-        raise tc.ConfigError(f"init_from={path} is a {type(model).__name__}, not a first stage (VQGAN)")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(tc.VQGANConfig), vars(model.config)))
-
-
-def frozen_parts(vqgan: tc.VQGAN, train_only: str) -> list[torch.nn.Module]:
-    """The submodules that `train_only` keeps fixed (no gradients, always in eval mode: no dead-code restart)."""
-    return [vqgan.encoder, vqgan.quant_conv, vqgan.quantize] if train_only == "decoder" else []
-
-
-def generator_groups(vqgan: tc.VQGAN, noise_lr_scale: float) -> list[dict]:
-    """The trained parameters of the autoencoder as optimiser groups: the decoder's noise strengths (if any)
-    apart, at noise_lr_scale times the learning rate; each group's "lr_scale" says its multiple."""
-    trained = [(n, p) for n, p in vqgan.named_parameters() if p.requires_grad]
-    noise = [p for n, p in trained if n.endswith(".noise.strength")]
-    groups = [{"params": [p for n, p in trained if not n.endswith(".noise.strength")], "lr_scale": 1.0}]
-    return groups + ([{"params": noise, "lr_scale": noise_lr_scale}] if noise else [])
 
 
 def lr_at(step: int, cfg: TrainConfig, peak: float) -> float:
