@@ -13,7 +13,7 @@ stops all work at once: nothing runs between two events except the consumer's ow
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from .net2net import Net2Net
 from .sampling import Picker, check_guidance, gpt_of, make_picker, plain_sampler
 from .sliding_window import window_sampler
+from .threads import intra_op_threads
 
 FADE = 0.35  # a condition image under the unsampled rows is pulled this far from mid-grey (0) toward itself
 
@@ -47,19 +48,6 @@ class StreamEvent:
 def _finished_rows(known: torch.Tensor) -> int:
     """known (h, w) bool raster mask -> number of leading rows whose tokens are all sampled."""
     return int(known.all(dim=1).int().cumprod(dim=0).sum())
-
-
-@contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to n inside the block (None: unchanged), restored after."""
-    before = torch.get_num_threads()
-    if n is not None and n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def _preview(model: Net2Net, tokens: torch.Tensor, rows: int, fill: torch.Tensor | None,
@@ -154,7 +142,7 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
         due = (preview_s + last_cost_s) * (1 - preview_budget) <= preview_budget * sampling_s
         if done == total or (rows > last_rows and due):
             t0 = time.perf_counter()
-            with _threads(decode_threads):
+            with intra_op_threads(decode_threads):
                 preview = _preview(model, snapshot, h if done == total else rows, fill, decode_dtype)
             last_cost_s, last_rows = time.perf_counter() - t0, rows
             preview_s += last_cost_s

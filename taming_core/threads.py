@@ -122,20 +122,28 @@ class ThreadPolicy:
     @contextmanager
     def use(self, part: str) -> Iterator[int]:
         """torch's intra-op threads set to threads_for(part) inside the block, restored after; yields them."""
-        n, before = self.threads_for(part), torch.get_num_threads()
-        if n != before:
-            torch.set_num_threads(n)
-        try:
+        n = self.threads_for(part)
+        with intra_op_threads(n):
             yield n
-        finally:
-            if torch.get_num_threads() != before:
-                torch.set_num_threads(before)
 
     def describe(self) -> str:
         if self.mode != "auto":
             return f"{self.mode} thread{'s' if self.mode != 1 else ''} for every part"
         return ("auto: " + ", ".join(f"{p} up to {n}" for p, n in self.best.items())
                 + f", 1 while other processes keep a core busy ({self.cores} cores)")
+
+
+@contextmanager
+def intra_op_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to n inside the block (None: unchanged), the caller's restored after."""
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def parse_threads(text: str) -> str | int:

@@ -160,3 +160,17 @@ def test_a_request_cancelled_while_waiting_never_runs(bank, files):
     t.join(30)
     hold.close()
     assert out[-1][1] == "Stopped before it started." and app.batcher.batches == 0
+
+
+def test_decode_threads_apply_to_decodes_only_and_are_restored(monkeypatch):
+    model = tiny_model("aligned", null=True)
+    seen = []
+    decode = model.first_stage_model.decode_indices
+    monkeypatch.setattr(model.first_stage_model, "decode_indices",
+                        lambda *a, **k: (seen.append(torch.get_num_threads()), decode(*a, **k))[1])
+    c = tokens(1, 64, seed=1)
+    plain = list(tc.stream(model, c, generator=torch.Generator().manual_seed(0)))[-1].tokens
+    seen.clear()
+    with_threads = list(tc.stream(model, c, generator=torch.Generator().manual_seed(0), decode_threads=2))
+    assert seen and set(seen) == {2} and torch.get_num_threads() == 1  # one_thread: the caller's setting kept
+    assert torch.equal(with_threads[-1].tokens, plain)
