@@ -11,6 +11,7 @@ model to sample from:
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from torch import nn
 from .gpt import GPT, CausalSelfAttention
 from .net2net import Net2Net
 from .calibration import MatmulChoice, choose_matmul
+from .decode_step import attach as attach_decode_step
 from .packed import HoldsSamplingCopy, onednn_linear, onednn_pack, pack_gpt
 from .precision import SamplingPrecision, cpu_has_bf16, sampling_precision
 from .sampling import gpt_of
@@ -49,6 +51,8 @@ def prepare_for_sampling(model: Net2Net | GPT, precision: str | SamplingPrecisio
         choice = matmul if isinstance(matmul, MatmulChoice) else choose_matmul(gpt, matmul)
         pack_gpt(gpt, choice.packed_from_rows)
         gpt.sampling_matmul = choice
+    if device.type == "cpu":  # decode steps without module calls (decode_step.py), the same logits
+        attach_decode_step(gpt_of(model))
     if device.type == "cpu" and isinstance(model, Net2Net):
         # oneDNN's convolutions over channels-last weights: decodes 1.2-1.3x faster on a 2-core AVX2 host (batch
         # 4, 1-2 threads), the same values to float rounding; the outputs come channels-last too
@@ -124,6 +128,28 @@ class LowBitLinear(HoldsSamplingCopy):
             y = F.linear(flat.to(p), w.to(p) * self.scale.to(p)[:, None])
         y = y.to(x.dtype) if bias is None else bias + y  # one op: the add promotes bf16 to fp32
         return y.view(*x.shape[:-1], y.shape[-1])
+
+    def rows_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """forward for fp32 rows x (N, in) on a CPU as one closure over the weights as they are now (a decode
+        step, decode_step.py): the same ops, without the module call."""
+        w, scale, bias = self.weight, self.scale, self.bias
+        if w.dtype == torch.bfloat16:
+            packed = self.copy.get(w)
+            if packed is None:
+                def mul(x: torch.Tensor) -> torch.Tensor:
+                    return F.linear(x.to(w.dtype), w)
+            else:
+                def mul(x: torch.Tensor) -> torch.Tensor:
+                    return onednn_linear(x.to(w.dtype), packed, None)
+        else:
+            def mul(x: torch.Tensor) -> torch.Tensor:
+                if x.shape[0] > self.DECODE_ROWS:
+                    p = self.prefill_dtype
+                    return F.linear(x.to(p), w.to(p) * scale.to(p)[:, None])
+                return torch._weight_int8pack_mm(x.to(torch.bfloat16), w, scale)
+        if bias is None:
+            return lambda x: mul(x).to(x.dtype)
+        return lambda x: bias + mul(x)
 
 
 def quantize_gpt(model: Net2Net | GPT, dtype: torch.dtype = torch.int8,

@@ -79,6 +79,16 @@ def _plain_rows(x: torch.Tensor, weight: torch.Tensor, packed_from_rows: int | N
     return packed_from_rows is None or x.numel() < packed_from_rows * weight.shape[1] or _one_small_row(x, weight)
 
 
+def _rows_product(weight: torch.Tensor, bias: torch.Tensor | None, packed: torch.Tensor | None,
+                  packed_from_rows: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The product of a sampling call, x (N, in) -> (N, out), as PackedLinear and StackedQKV take it."""
+    def product(x: torch.Tensor) -> torch.Tensor:
+        if packed is None or _plain_rows(x, weight, packed_from_rows):
+            return F.linear(x, weight, bias)
+        return onednn_linear(x, packed, bias)
+    return product
+
+
 def _no_copy(weight: torch.Tensor) -> None:
     """The copy of a PackedLinear that is never packed (pack_gpt(gpt, None))."""
     return None
@@ -206,6 +216,11 @@ class PackedLinear(HoldsSamplingCopy, nn.Linear):
         packed = self.copy.value if self.checked.now else self.copy.get(w)  # None: not packed, or dropped
         return F.linear(x, w, self.bias) if packed is None else onednn_linear(x, packed, self.bias)
 
+    def rows_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """forward for fp32 rows x (N, in) in inference on a CPU, as one closure over the weights and copy as
+        they are now (a decode step, decode_step.py)."""
+        return _rows_product(self.weight, self.bias, self.sampling_copy(), self.packed_from_rows)
+
 
 def _stack_qkv(*parts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """query, key, value weights (E, E) and biases (E,) -> weight (3E, E) laid out in (in, out) order (one row
@@ -243,6 +258,12 @@ class StackedQKV(HoldsSamplingCopy):
         if packed is None or _plain_rows(x, weight, self.packed_from_rows):
             return F.linear(x, weight, bias)
         return onednn_linear(x, packed, bias)
+
+    def rows_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """forward for fp32 rows x (N, E) in inference on a CPU, as one closure over the stacked copy as it is
+        now (a decode step, decode_step.py)."""
+        weight, bias, packed = self.sampling_copy()
+        return _rows_product(weight, bias, packed, self.packed_from_rows)
 
 
 def pack_gpt(gpt: GPT, packed_from_rows: int | None = 1) -> None:

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from .decode_step import decode_step_of
 from .gpt import GPT, KVCache
 from .net2net import Net2Net
 
@@ -99,6 +100,9 @@ def next_logits(gpt: GPT, tokens: torch.Tensor, cache: KVCache, autocast_dtype: 
     and would otherwise leak into the consumer's code between two tokens.
     """
     if autocast_dtype is None:
+        step = decode_step_of(gpt, tokens)  # a few tokens on a prepared CPU GPT: without module calls
+        if step is not None:
+            return step(tokens, cache, cond).float()
         return gpt(tokens, cache, last_only=True, cond=cond)[:, -1].float()
     with torch.autocast(tokens.device.type, dtype=autocast_dtype):
         return gpt(tokens, cache, last_only=True, cond=cond)[:, -1].float()
