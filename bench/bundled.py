@@ -3,20 +3,26 @@ streaming one as the app does (time to the first preview and to the final image,
 default `--precision auto`; also at the app's default 256x256 and a 512x256 panorama, through the fast sliding
 window), and segmenting a 256x256 photo (the app's "Start from a photo").
 
-    .venv/bin/python bench/bundled.py [--threads 1 2] [--repeats 5] [--sizes 256 512 ...] [--only-stream]
+    .venv/bin/python bench/bundled.py [--threads 1 2 auto] [--repeats 5] [--sizes 256 512 ...] [--only-stream]
 
-Prints one row per (figure, threads) with the median of --repeats runs and writes
+`--threads auto` times the app's own thread policy (tc.ThreadPolicy("auto"): a GPT step on 1 thread, the
+decodes on 2 when both cores are free); OpenMP threads sleep at barriers (OMP_WAIT_POLICY=PASSIVE) as in the
+app unless the environment says otherwise. Prints one row per (figure, threads) with the median of --repeats runs and writes
 bench/results/bundled.json. The decode goal of the bundled VQGAN is at most 300 ms per 16x16 grid here; the
 segmenter's goal is under 0.5 s per 256x256 photo.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import statistics
 import time
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py, before OpenMP starts
 
 import numpy as np
 import torch
@@ -41,22 +47,28 @@ def condition(net: tc.Net2Net, size: int, width: int | None = None) -> torch.Ten
 
 
 def stream_times(net: tc.Net2Net, cond: torch.Tensor, precision: str, repeats: int,
-                 guidance: float = 1.0, grid: tuple[int, int] | None = None) -> tuple[float, float]:
+                 guidance: float = 1.0, grid: tuple[int, int] | None = None,
+                 policy: tc.ThreadPolicy | None = None) -> tuple[float, float]:
     """Median seconds to the first preview and to the final image of tc.stream with the app's settings
     (16 previews at most, top-k 100, `guidance` for a model with a null condition; a `grid` larger than the
     model's through the fast sliding window, cond then the condition grid (1, h, w)) and `precision`
-    (tc.sampling_precision on the CPU)."""
+    (tc.sampling_precision on the CPU); `policy`: the threads per part as the app's worker sets them (None: the
+    threads as set)."""
     plan = tc.sampling_precision(precision, "cpu")
     model = tc.prepare_for_sampling(net, plan)  # as the app loads it (fp32: packed in place)
     firsts, finals = [], []
     window = dict(grid=grid, window=net.grid, mode="fast") if grid not in (None, net.grid) else {}
     for i in range(repeats + 1):  # the first run warms up
         t0, first = time.perf_counter(), None
-        for ev in tc.stream(model, cond, top_k=100, generator=torch.Generator().manual_seed(i),
-                            decode_dtype=plan.decode_dtype, **window,
-                            guidance=guidance if net.config.null_token is not None else 1.0):
-            if ev.preview is not None and first is None:
-                first = time.perf_counter() - t0
+        if policy is not None:
+            policy.measure()
+        with policy.use("gpt") if policy is not None else contextlib.nullcontext():
+            for ev in tc.stream(model, cond, top_k=100, generator=torch.Generator().manual_seed(i),
+                                decode_dtype=plan.decode_dtype, **window,
+                                decode_threads=policy.threads_for("decode") if policy is not None else None,
+                                guidance=guidance if net.config.null_token is not None else 1.0):
+                if ev.preview is not None and first is None:
+                    first = time.perf_counter() - t0
         if i:
             firsts.append(first)
             finals.append(time.perf_counter() - t0)
@@ -76,7 +88,8 @@ def median_time(fn, repeats: int) -> float:
 @torch.no_grad()
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=tc.parse_threads, nargs="+", default=[1, 2],
+                    help="a number of threads for every part, or auto: the app's policy (the stream figures)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--guidance", type=float, default=3.0, help="the app's default on the segmentation tab")
     ap.add_argument("--sizes", type=int, nargs=2, action="append", metavar=("H", "W"), default=None,
@@ -101,7 +114,8 @@ def main(argv=None) -> list[dict]:
     photo = np.ascontiguousarray(photo)
     rows = []
     for threads in args.threads:
-        torch.set_num_threads(threads)
+        policy = tc.ThreadPolicy("auto") if threads == "auto" else None
+        torch.set_num_threads(os.cpu_count() if threads == "auto" else threads)
         for mode, net in ({} if args.only_stream else {"decode": None, **nets}).items():
             if net is None:
                 t = median_time(lambda: vq.decode_indices(codes), args.repeats)
@@ -125,7 +139,8 @@ def main(argv=None) -> list[dict]:
                 for precision in ("fp32", "auto"):
                     if grid != net.grid and precision == "fp32":
                         continue  # larger sizes: the app's default precision only
-                    first, final = stream_times(net, cond, precision, max(1, args.repeats // 2), args.guidance, grid)
+                    first, final = stream_times(net, cond, precision, max(1, args.repeats // 2), args.guidance, grid,
+                                                policy)
                     what = f"app stream {w}x{h}, --precision {precision}, guidance {args.guidance:g}"
                     rows.append({"figure": f"{what}: first preview", "threads": threads, "seconds": first})
                     rows.append({"figure": f"{what}: final image", "threads": threads, "seconds": final})
