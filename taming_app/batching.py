@@ -29,6 +29,9 @@ import taming_core as tc
 from .refused import log
 
 END = object()  # the last item of a job's updates (after its final image, an error, or a cancellation)
+# The sliding window of grids larger than the model's own (tc.window_plan's mode and stride; None: half the
+# window), chosen by layout adherence and speed: bench/window_plan.py, bench/results/window_plan.json.
+WINDOW_MODE, WINDOW_STRIDE = "fast", None
 
 
 @dataclass
@@ -204,7 +207,8 @@ def run_batch(batch: list[Job], decode_threads: int | None = None) -> None:
         size = (first.grid[0] * f, first.grid[1] * f)
         fill = torch.cat([(F.interpolate(job.fill.float(), size=size, mode="nearest") if job.fill is not None
                            else torch.zeros(1, 3, *size, device=c.device)).expand(job.rows, -1, -1, -1) for job in batch])
-    events = tc.stream(first.model, c, grid=first.grid, window=first.model.grid, mode="fast", pick=pick,
+    events = tc.stream(first.model, c, grid=first.grid, window=first.model.grid, mode=WINDOW_MODE,
+                       stride=WINDOW_STRIDE, pick=pick,
                        fill=fill, guidance=guidance, decode_dtype=first.decode_dtype, decode_threads=decode_threads)
     try:
         for ev in events:

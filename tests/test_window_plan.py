@@ -1,0 +1,82 @@
+"""bench/window_plan.py: its layout score and adherence on synthetic maps, its plan names, and a run on one
+held-out map at a small size (the samples come back at the size asked for, 128x128 is the reference)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+import window_plan as wp  # noqa: E402
+
+
+def test_layout_scores_count_labelled_pixels_only():
+    target = torch.tensor([[0, 1], [2, -1]])  # -1 = unlabelled: not counted
+    layout = wp.Layout(n_classes=3)
+    layout.add(torch.tensor([[0, 1], [2, 0]]), target)  # 3 of 3 labelled pixels right
+    layout.add(torch.tensor([[0, 2], [1, 1]]), target)  # 1 of 3
+    assert layout.per_sample() == pytest.approx([1.0, 1 / 3])
+    assert layout.scores()["pixel_accuracy"] == pytest.approx(4 / 6)  # pooled over the samples' pixels
+    assert layout.scores([1])["pixel_accuracy"] == pytest.approx(1 / 3)
+    assert layout.scores()["miou"] < 1.0 and layout.scores([0])["miou"] == pytest.approx(1.0)
+    assert wp.adherence(0.45, 0.5) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="positive"):
+        wp.adherence(0.4, 0.0)
+
+
+def test_plans_and_sizes_parse():
+    assert wp.parse_plan("fast") == wp.Plan("fast") and wp.Plan("fast").name == "fast (default 8x8)"
+    assert wp.parse_plan("fast:4") == wp.Plan("fast", (4, 4)) and wp.parse_plan("fast:4").name == "fast 4x4"
+    assert wp.parse_plan("exact").name == "exact"
+    for bad in ("exact:4", "fast:x", "slow"):
+        with pytest.raises(Exception, match="a plan is exact, fast or fast:S"):
+            wp.parse_plan(bad)
+    assert wp.parse_size("512x256") == (256, 512)
+
+
+def test_photo_crop_keeps_the_centre_at_the_output_aspect():
+    import numpy as np
+    rgb = np.zeros((100, 300, 3), np.uint8)
+    rgb[:, 100:200] = 255  # the centre third is white
+    crop = wp.photo_crop(rgb, (32, 32))  # square: the centre 100x100
+    assert crop.shape == (32, 32, 3) and (crop == 255).all()
+    assert wp.photo_crop(rgb, (32, 64)).shape == (32, 64, 3)
+
+
+def test_window_plan_bench_runs_on_one_map(tmp_path):
+    if not wp.held_out_maps():
+        pytest.skip("../shared/data not found")
+    out = tmp_path / "plan.json"
+    threads = torch.get_num_threads()
+    try:
+        result = wp.main(["--maps", "1", "--sizes", "136x136", "--plans", "fast", "--json", str(out)])
+    finally:
+        torch.set_num_threads(threads)  # the script times on one thread
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    own, wide = result["rows"]
+    assert (own["size"], wide["size"], wide["plan"]) == ("128x128", "136x136", "fast (default 8x8)")
+    assert own["adherence"] == 1.0 and own["samples"] == wide["samples"] == 1
+    assert wide["adherence"] == pytest.approx(wide["layout"]["pixel_accuracy"] / own["layout"]["pixel_accuracy"])
+    assert 0 <= wide["floor"]["pixel_accuracy"] <= 1 and 0 < wide["ceiling"]["pixel_accuracy"] <= 1
+    assert result["host"]["threads"] == 1 and "one torch thread" in result["timing"]
+    assert len(result["maps"]) == 1 and result["maps"][0].startswith("coco/")
+
+
+def test_window_plan_bench_through_the_app_handler(tmp_path):
+    """--through-api: the app's handler gives the image at the size asked for, scored as the plans are."""
+    pytest.importorskip("gradio")
+    if not wp.held_out_maps():
+        pytest.skip("../shared/data not found")
+    from taming_app.batching import WINDOW_MODE, WINDOW_STRIDE
+    threads = torch.get_num_threads()
+    try:
+        result = wp.main(["--maps", "2", "--sizes", "144x136", "--through-api", "1", "--json",
+                          str(tmp_path / "a.json")])
+    finally:
+        torch.set_num_threads(threads)
+    own, wide = result["rows"]
+    assert own["image_shapes"] == [[128, 128, 3]] and wide["image_shapes"] == [[136, 144, 3]] and wide["exact_size"]
+    assert wide["plan"] == wp.Plan(WINDOW_MODE, WINDOW_STRIDE).name and own["adherence"] == 1.0
+    assert wide["samples"] == 1 and 0 < wide["adherence"]
