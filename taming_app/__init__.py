@@ -2,8 +2,8 @@
 refused.py (refusals in words), uploads.py (uploads and canvases -> arrays; the upload quota), files.py (images
 sent to the page as files written once), settings.py (the arguments and
 their limits), handlers.py (one handler per mode, also the API's), page.py (the page's own handlers),
-scenes.py (ready-made label maps, legend, swatch names), layout.py (the page; app.css, swatch_names.js),
-api.py (the public endpoints). app.py is the command line that serves it."""
+scenes.py (ready-made label maps, legend, swatch names), layout.py (the page; app.css, swatch_names.js,
+margin_strokes.js), api.py (the public endpoints). app.py is the command line that serves it."""
 from .handlers import App, tiled, untiled
 from .layout import build_demo, page_css
 from .models import CONDITION_KINDS_BY_MODE, MODES, SEGMENTER, ModelBank, Stops

@@ -3,6 +3,7 @@ share, and the events that tie them to the handlers (page.Page) and to the API (
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import gradio as gr
@@ -26,6 +27,13 @@ CACHE_CLEANUP = (600, 3600)  # every 10 minutes, delete uploads and results olde
 def page_css() -> str:
     """The page's styles (app.css), for launch()."""
     return (Path(__file__).parent / "app.css").read_text()
+
+
+def margin_script(editors: str = "#seg, #edges") -> str:
+    """The page's head script that lets a stroke start on the margin around the image of the editors matched by
+    the CSS selector `editors` (margin_strokes.js)."""
+    script = (Path(__file__).parent / "margin_strokes.js").read_text()
+    return f"<script>\n{script}\nmarginStrokes({json.dumps(editors)});\n</script>"
 
 
 def result_column(key: str, with_view: bool = True) -> tuple:
@@ -99,7 +107,7 @@ def build_demo(bank: ModelBank, side: int | None = None, max_batch: int = 8) -> 
     results = {}  # tab key -> (out, status, stop, view, gallery)
 
     with gr.Blocks(title="Taming Transformers", delete_cache=CACHE_CLEANUP) as demo:
-        demo.page_head = swatch_script(space)  # launch() puts it in the page's head
+        demo.page_head = swatch_script(space) + margin_script()  # launch() puts them in the page's head
         gr.Markdown("## Taming Transformers\nPaint a scene, draw edges or upload depth; press Generate and "
                     "watch the image appear token by token.")
         with gr.Tabs():

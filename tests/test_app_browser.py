@@ -259,3 +259,77 @@ def test_browser_canvases_follow_the_output_clear_gives_white_paper_and_guidance
 
     bundled = A.ModelBank({"depth": (str(Path(A.__file__).parent / "checkpoints" / "depth"), None)})
     assert "A demonstration" in depth_note(bundled) and "python app.py --depth logs/" in depth_note(bundled)
+
+
+def image_rect(page, editor: str) -> dict:
+    """Where the editor `editor` (#id) shows its image inside its canvas (px), found in a screenshot of the canvas
+    as the box of the dark pixels (a blank label map is black; the margin and the toolbar's background are light)."""
+    canvas = page.locator(f"{editor} canvas").first
+    canvas.scroll_into_view_if_needed()
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=canvas.bounding_box()))).convert("RGB"))
+    ys, xs = np.nonzero(shot.sum(-1) < 30)
+    return {"x": float(xs.min()), "y": float(ys.min()), "width": float(xs.max() - xs.min() + 1),
+            "height": float(ys.max() - ys.min() + 1), "canvas": shot.shape[:2]}
+
+
+def stroke_from_margin(page, editor: str, rect: dict, gap: float = 4) -> None:
+    """Two real mouse strokes (trusted events) in the editor `editor` that start `gap` px outside its image `rect`
+    (image_rect), on the margin: one from the left into the image (low down: the editor's tool column covers the
+    left margin higher up), one from above."""
+    canvas = page.locator(f"{editor} canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()  # in the viewport, as the mouse moves
+    assert abs(box["height"] - rect["canvas"][0]) <= 1 and abs(box["width"] - rect["canvas"][1]) <= 1  # the same canvas
+    x, y = box["x"] + rect["x"], box["y"] + rect["y"]
+    cx, cy = x + rect["width"] / 2, y + rect["height"] * 0.85
+    for (x0, y0), (x1, y1) in (((x - gap, cy), (x + rect["width"] * 0.3, cy)),
+                               ((cx, y - gap), (cx, y + rect["height"] * 0.3))):
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x1, y1, steps=2)
+        page.mouse.up()
+    page.wait_for_timeout(300)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_browser_strokes_that_start_on_the_margin_paint_the_edge(served):
+    """A stroke that starts a few px outside the image, on the editor's margin, paints from the image's edge
+    (margin_strokes.js; the editor drops such a press), in the painter at 1:1, 2:1 and 1:2 and in the sketch canvas."""
+    from playwright.sync_api import expect
+
+    def condition(key: str) -> np.ndarray:
+        """Generate in tab `key`; the condition view of this run."""
+        view = page.locator(f"#cond_{key} img")
+        before = view.get_attribute("src") if view.count() else None
+        page.click(f"#go_{key}")
+        page.wait_for_function("([sel, old]) => { const i = document.querySelector(sel); "
+                               "return i && i.src && i.src !== old; }", arg=[f"#cond_{key} img", before],
+                               timeout=60000)
+        return np.asarray(Image.open(io.BytesIO(page.request.get(view.get_attribute("src")).body())).convert("RGB"))
+
+    with browser_page(served) as page:
+        colour_button(page)
+        page.locator("#seg_example input").click()
+        page.get_by_role("option", name=A.BLANK).click()
+        page.locator("#frames input[type=number]").fill("2")
+        for width, height in ((32, 32), (64, 32), (32, 64)):
+            page.locator("#width input").fill(str(width))
+            page.locator("#height input").fill(str(height))
+            page.wait_for_timeout(1500)  # the blank canvas takes the new shape
+            rect = image_rect(page, "#seg")
+            assert abs(rect["width"] / rect["height"] - width / height) < 0.05, (rect, width, height)
+            stroke_from_margin(page, "#seg", rect)
+            view = condition("seg")
+            assert view.shape[:2] == (height, width)
+            painted = ~(view == 0).all(-1)  # not the blank map's unlabelled black
+            assert painted[:, 0].any() and painted[0, :].any(), f"{width}x{height}: the edge is not painted"
+            page.locator("#seg").get_by_role("button", name="Clear canvas", exact=True).click()
+        # the sketch canvas (white paper on a light margin): its image lies where the painter's did at that shape
+        page.get_by_role("tab", name="Edges").click()
+        expect(page.locator("#edges canvas").first).to_be_visible()
+        page.wait_for_timeout(500)
+        stroke_from_margin(page, "#edges", rect)
+        dark = condition("edges").mean(-1) < 128
+        # strokes are thinned to one-pixel lines for the model, which can take a pixel off a line's end
+        assert dark[:, :2].any() and dark[:2, :].any(), "the sketch's edge is not drawn"
