@@ -3,6 +3,7 @@ painter's layers, and the label, depth and edge maps of an upload (read by tc.co
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -90,14 +91,7 @@ def enforce_quota(folder: Path, quota: int) -> int:
     """Deletes the oldest files under `folder` (Gradio's upload folder, which also caches what the page was sent)
     until they take at most `quota` bytes: uploads no handler uses stayed an hour with no bound (20 x 50 MB ->
     1.1 GiB). Returns the bytes deleted."""
-    files = []
-    for path in Path(folder).rglob("*"):
-        try:
-            if path.is_file() and not path.is_symlink():
-                st = path.stat()
-                files.append((st.st_mtime, st.st_size, path))
-        except OSError:  # deleted meanwhile
-            pass
+    files = list(_regular_files(Path(folder)))
     total, freed = sum(size for _, size, _ in files), 0
     for _, size, path in sorted(files, key=lambda f: f[0]):
         if total - freed <= quota:
@@ -112,19 +106,46 @@ def enforce_quota(folder: Path, quota: int) -> int:
     return freed
 
 
-def keep_uploads_within(quota: int, is_running, every: float = 2.0) -> threading.Thread:
-    """Starts a thread that holds Gradio's upload folder to `quota` bytes (enforce_quota every `every` seconds)
-    while `is_running()`; returns it."""
+def _regular_files(folder: Path):
+    """(mtime, size, path) of every regular file under `folder`, links not followed: one stat per file
+    (os.scandir knows the kinds)."""
+    pending = [folder]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:  # deleted meanwhile, or not a folder
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    yield st.st_mtime, st.st_size, Path(entry.path)
+            except OSError:  # deleted meanwhile
+                pass
+
+
+def keep_uploads_within(quota: int, is_running, every: float = 2.0, max_share: float = 0.02,
+                        folder=None) -> threading.Thread:
+    """Starts a thread that holds Gradio's upload folder (or `folder()`) to `quota` bytes (enforce_quota every
+    `every` seconds) while `is_running()`; returns it. The folder also caches every image the page is sent
+    (16 previews an image), kept an hour: thousands of files, whose listing took a fifth of a core when swept
+    every 2 s. A sweep that took s seconds is followed by a wait of at least s / max_share, so the sweeps take at
+    most that share of one core whatever the folder holds."""
+    folder = folder or (lambda: Path(gradio.utils.get_upload_folder()))
+
     def sweep():
         while is_running():
+            t0 = time.perf_counter()
             try:
-                freed = enforce_quota(Path(gradio.utils.get_upload_folder()), quota)
+                freed = enforce_quota(folder(), quota)
                 if freed:
                     log.warning("upload folder over its %d MiB quota: deleted %d MiB of the oldest files",
                                 quota >> 20, freed >> 20)
             except OSError as e:
                 log.warning("upload quota: %s", e)
-            time.sleep(every)
+            time.sleep(max(every, (time.perf_counter() - t0) / max_share))
 
     thread = threading.Thread(target=sweep, name="upload-quota", daemon=True)
     thread.start()
