@@ -197,7 +197,7 @@ class App:
         # resized before the colours are snapped: the work follows the output's size, not the upload's
         labels, note = label_map_of(label_map, size, self.can_segment(), fit, space, grey_ids)
         try:
-            model.conditioner.labels_to_onehot(torch.from_numpy(labels)[None])  # checks the label ids
+            model.conditioner.label_ids(torch.from_numpy(labels)[None])  # checks the label ids
         except ValueError as e:
             raise Refused(f"This label map has grey values that are no label: {e}. {space.grey} A photo is not "
                           "a label map: paint one, or upload one coloured with the legend's colours.") from None

@@ -130,21 +130,30 @@ class LabelGrid:
         """Raw label ids (B, H, W) -> one-hot (B, n_labels, H, W), as VQCondition.labels_to_onehot."""
         return labels_to_onehot(labels, self.n_labels, self.label_offset)
 
+    def label_ids(self, labels: torch.Tensor) -> torch.Tensor:
+        """Raw label ids (B, H, W) -> the model's ids (B, H, W), checked (conditioners.label_ids)."""
+        return label_ids(labels, self.n_labels, self.label_offset)
+
     def encode(self, cond: torch.Tensor) -> torch.Tensor:
         if not isinstance(cond, torch.Tensor):
             raise TypeError(f"a segmentation condition must be a torch.Tensor, got {type(cond).__name__}")
-        if not cond.is_floating_point():
-            cond = self.labels_to_onehot(cond)
-        if cond.ndim != 4 or cond.shape[1] != self.n_labels:
+        onehot = cond.is_floating_point()
+        if onehot and (cond.ndim != 4 or cond.shape[1] != self.n_labels):
             raise ValueError(f"expected a one-hot map (B, {self.n_labels}, H, W), got {tuple(cond.shape)}")
+        cond = cond if onehot else self.label_ids(cond)  # (B, n_labels, H, W) or (B, H, W)
         f = self.factor
-        if cond.shape[2] % f or cond.shape[3] % f:
-            raise ValueError(f"a label map of {cond.shape[2]}x{cond.shape[3]} pixels does not divide into "
+        if cond.shape[-2] % f or cond.shape[-1] % f:
+            raise ValueError(f"a label map of {cond.shape[-2]}x{cond.shape[-1]} pixels does not divide into "
                              f"{f}x{f} cells")
-        cell = F.avg_pool2d(cond.float(), f).argmax(1)  # (B, h, w) label counts -> the majority
+
+        def majority(size: int) -> torch.Tensor:  # (B, H / size, W / size)
+            if onehot:
+                return F.avg_pool2d(cond.float(), size).argmax(1)  # label shares -> the majority
+            return cell_majority(cond, self.n_labels, size)
+        cell = majority(f)  # (B, h, w)
         if not self.detail:
             return cell.flatten(1)
-        quarter = F.avg_pool2d(cond.float(), f // 2).argmax(1)  # (B, 2h, 2w)
+        quarter = majority(f // 2)  # (B, 2h, 2w)
         same = quarter == cell.repeat_interleave(2, 1).repeat_interleave(2, 2)  # (B, 2h, 2w)
         B, h, w = cell.shape
         bits = same.view(B, h, 2, w, 2).permute(0, 1, 3, 2, 4).reshape(B, h, w, 4).long()  # (B, h, w, 4)
@@ -152,9 +161,9 @@ class LabelGrid:
         return (cell * self.QUARTERS + mask).flatten(1)  # (B, h*w)
 
 
-def labels_to_onehot(labels: torch.Tensor, n_labels: int, label_offset: int) -> torch.Tensor:
-    """Raw label ids (B, H, W) (dataset ids; COCO-Stuff: 0..181 and 255 = unlabelled) -> one-hot
-    (B, n_labels, H, W) float32, ids shifted by label_offset modulo 256."""
+def label_ids(labels: torch.Tensor, n_labels: int, label_offset: int) -> torch.Tensor:
+    """Raw label ids (B, H, W) (dataset ids; COCO-Stuff: 0..181 and 255 = unlabelled) -> the model's ids
+    (B, H, W) int64 in [0, n_labels): shifted by label_offset modulo 256, checked."""
     if labels.is_floating_point() or labels.ndim != 3:
         raise ValueError(f"a label map must be an integer tensor (B, H, W), got {labels.dtype} "
                          f"{tuple(labels.shape)}")
@@ -164,7 +173,24 @@ def labels_to_onehot(labels: torch.Tensor, n_labels: int, label_offset: int) -> 
         raw = sorted(set(labels[bad].unique().tolist()))[:8]
         raise ValueError(f"label ids {raw} are unknown to this model ({n_labels} labels"
                          f"{', ids shifted by %d' % label_offset if label_offset else ''})")
-    return F.one_hot(ids, n_labels).permute(0, 3, 1, 2).float()
+    return ids
+
+
+def labels_to_onehot(labels: torch.Tensor, n_labels: int, label_offset: int) -> torch.Tensor:
+    """Raw label ids (B, H, W) -> one-hot (B, n_labels, H, W) float32 (label_ids, then one channel per id)."""
+    return F.one_hot(label_ids(labels, n_labels, label_offset), n_labels).permute(0, 3, 1, 2).float()
+
+
+def cell_majority(ids: torch.Tensor, n_labels: int, f: int) -> torch.Tensor:
+    """ids (B, H, W) in [0, n_labels), H and W multiples of f -> the most frequent id of each f x f cell
+    (B, H/f, W/f), ties to the lower id: avg_pool2d of the one-hot map then argmax, counted without the
+    one-hot map (at 256x256 and 183 labels that map is 96 MB of int64)."""
+    B, H, W = ids.shape
+    h, w = H // f, W // f
+    cell = (torch.arange(H, device=ids.device) // f)[:, None] * w + torch.arange(W, device=ids.device) // f  # (H, W)
+    flat = (torch.arange(B, device=ids.device)[:, None, None] * (h * w) + cell) * n_labels + ids  # (B, H, W)
+    counts = torch.bincount(flat.flatten(), minlength=B * h * w * n_labels).view(B, h, w, n_labels)
+    return counts.argmax(-1)  # the first of equal counts: the lower id
 
 
 class VQCondition:
@@ -181,6 +207,10 @@ class VQCondition:
         """Raw label ids (B, H, W) (dataset ids; COCO-Stuff: 0..181 and 255 = unlabelled) ->
         one-hot (B, n_labels, H, W) float32."""
         return labels_to_onehot(labels, self.n_labels, self.label_offset)
+
+    def label_ids(self, labels: torch.Tensor) -> torch.Tensor:
+        """Raw label ids (B, H, W) -> the model's ids (B, H, W), checked (conditioners.label_ids)."""
+        return label_ids(labels, self.n_labels, self.label_offset)
 
     def prepare(self, cond: torch.Tensor) -> torch.Tensor:
         """The stage's input (B, C_in, H, W) in [-1, 1] (one-hot maps in {0, 1})."""

@@ -330,6 +330,21 @@ def test_label_grid_takes_the_most_frequent_label_of_each_cell(tmp_path):
         tc.build_model(bad)
 
 
+@pytest.mark.parametrize("detail", [False, True])
+def test_label_grids_count_ids_as_the_one_hot_map_would(detail):
+    """Ids are counted per cell without the one-hot map (96 MB of int64 at 256x256 and 183 labels); the cells,
+    ties to the lower id included, are those of the one-hot map's average pooling. COCO-Stuff ids shifted."""
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 4, (3, 32, 48), generator=g)  # few labels: many ties
+    raw[1] = torch.tensor([0, 255, 181, 7])[torch.randint(0, 4, (32, 48), generator=g)]  # 255 = unlabelled
+    grid = LabelGrid(183, None, 8, detail=detail)
+    onehot = grid.labels_to_onehot(raw)
+    assert torch.equal(grid.encode(raw), grid.encode(onehot))
+    assert torch.equal(grid.label_ids(raw), onehot.argmax(1))
+    with pytest.raises(ValueError, match="unknown to this model"):
+        grid.encode(raw.clamp_max(200) + 20)
+
+
 def test_a_detailed_label_grid_says_which_quarters_of_a_cell_share_its_label(tmp_path):
     """grid_detail: id = label * 16 + mask, bit q set when quarter q (raster order) reads as the cell's label."""
     labels = torch.zeros(1, 4, 8, dtype=torch.long)  # (1, 4, 8): two 4x4 cells of label 0
