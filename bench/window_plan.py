@@ -1,6 +1,7 @@
 """Which sliding-window plan the app samples larger images with: how well samples follow their maps, and speed.
 
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/window_plan.py [--maps 19] [--seeds 1] [--exact-wide-maps 6]
+    OMP_NUM_THREADS=1 nice .venv/bin/python bench/window_plan.py --timing 3
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/window_plan.py --through-api 4
 
 Maps: the fixed hold-out's label maps (the 19 COCO + S-FLCKR maps that train/prepare_data.py's md5 rule holds
@@ -16,17 +17,21 @@ Scores, as `train/evaluate.py transformer` computes its layout score: the bundle
 sample against its map's classes (pixel accuracy over all samples' labelled pixels, and mIoU); **adherence** =
 that score / the 128x128 score on the same maps (the square crops: 128x128 is the model's own grid). Floor:
 the samples scored against another map (the next one in the list, cropped to the same size); ceiling: the
-segmenter on the real photo, cropped and resized (INTER_AREA) to that size. Seconds per image: tc.stream to the
-final image with one torch thread (the figures are taken beside other work on the second core; the results
-say so). `--exact-wide-maps N` samples "exact" at the wide sizes on N evenly spaced maps only (it is slow there);
-that row also gives its adherence and the default plan's on those maps alone.
+segmenter on the real photo, cropped and resized (INTER_AREA) to that size. `--exact-wide-maps N` samples
+"exact" at the wide sizes on N evenly spaced maps only (it is slow there); that row also gives its adherence
+and the default plan's on those maps alone.
+
+Speed: seconds per image, tc.stream to the final image with one torch thread (the figures are taken beside
+other work on the second core; the results say so), and the work whatever the load: window placements and the
+positions the GPT runs over (positions_fed). `--timing R` times every row on one map in R interleaved rounds,
+so that a change in the machine's load reaches every row alike.
 
 `--through-api N`: the app's own handler (taming_app App.generate_segmentation, the function behind the API's
 /generate_segmentation, called in-process as tests/test_app_handlers.py does) on the first N maps, given as
 their original PNGs with width/height 256x256 and 512x256 (the app's window plan): the size of the image that
 comes back and its adherence against the 128x128 handler output of the same maps.
 
-Writes bench/results/window_plan.json (or window_plan_api.json) with tc.host_info().
+Writes bench/results/window_plan.json (window_plan_timing.json, window_plan_api.json) with tc.host_info().
 """
 from __future__ import annotations
 
@@ -79,6 +84,21 @@ def parse_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"a size is WIDTHxHEIGHT in pixels, e.g. 512x256, got {text!r}") from None
     return h, w
+
+
+def positions_fed(grid: tuple[int, int], window: tuple[int, int], plan: Plan) -> tuple[int, int]:
+    """(window placements, positions the GPT runs over) to sample a grid with `plan` (aligned conditioning: a
+    placement's cache starts with the start token; each token costs one forward call, whose new positions are
+    the window's tokens since the placement's last use): the work of a plan, whatever the machine's load."""
+    if grid == window:
+        return 1, grid[0] * grid[1]  # plain sampling: the start token and all but the last token
+    wp = tc.window_plan(grid, window, plan.mode, plan.stride)
+    last = {}  # placement -> the window position (raster, within the window) of its last token
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            top, left = wp.top[i], wp.left[j]
+            last[top, left] = (i - top) * window[1] + (j - left)
+    return len(last), sum(1 + upto for upto in last.values())
 
 
 def held_out_maps() -> list[tuple[Path, Path]]:
@@ -150,9 +170,10 @@ class Scorer:
         """(1, 3, H, W) in [-1, 1] -> classes (H, W), as train/evaluate.py's segmenter_classes."""
         return self.seg(image.float()).argmax(1)[0]
 
-    def target(self, labels: np.ndarray, offset: int) -> torch.Tensor:
-        """The model's raw label ids (H, W) -> the segmenter's classes (H, W) (-1 = unlabelled)."""
-        return self.table[(torch.from_numpy(labels) - offset) % 256]
+    def target(self, labels: np.ndarray) -> torch.Tensor:
+        """Raw COCO-Stuff ids (H, W) (the data's, 255 = unlabelled; tc.condition_maps.label_map's for a COCO-Stuff
+        model) -> the segmenter's classes (H, W) (-1 = unlabelled)."""
+        return self.table[torch.from_numpy(labels)]
 
 
 def stream_image(net: tc.Net2Net, c: torch.Tensor, grid: tuple[int, int], plan: Plan, seed: int,
@@ -184,6 +205,8 @@ def measure(args: argparse.Namespace, scorer: Scorer, pairs: list[tuple[Path, Pa
     net = tc.prepare_for_sampling(tc.load_model(ROOT / "checkpoints" / "segmentation").eval(), plan_of)
     cond = net.conditioner
     space = tc.labels.label_space(cond.n_labels, cond.label_offset)
+    if space not in tc.labels.COCO_SPACES:
+        raise SystemExit(f"the segmenter reads COCO-Stuff labels; this model reads {space.name}")
     f = net.first_stage_model.downsample_factor
     native = (net.grid[0] * f, net.grid[1] * f)
     raws = [np.asarray(Image.open(m)) for _, m in pairs]
@@ -200,8 +223,7 @@ def measure(args: argparse.Namespace, scorer: Scorer, pairs: list[tuple[Path, Pa
         few = plan.mode == "exact" and size[1] != size[0] and 0 < args.exact_wide_maps < n
         maps = sorted({i * n // args.exact_wide_maps for i in range(args.exact_wide_maps)}) if few else list(range(n))
         grid = (size[0] // f, size[1] // f)
-        targets = [scorer.target(tc.condition_maps.label_map(raw, size, "crop", space, "0-based")[0],
-                                 cond.label_offset) for raw in raws]
+        targets = [scorer.target(tc.condition_maps.label_map(raw, size, "crop", space, "0-based")[0]) for raw in raws]
         layout, floor, ceiling = (Layout(scorer.n_classes) for _ in range(3))
         seconds = []
         for i in maps:
@@ -221,6 +243,7 @@ def measure(args: argparse.Namespace, scorer: Scorer, pairs: list[tuple[Path, Pa
         if reference is None:
             reference = layout.scores()
         r = row(size, name, layout, floor, ceiling, seconds, reference, maps)
+        r["placements"], r["positions"] = positions_fed(grid, net.grid, plan)
         layouts[r["size"], name] = layout
         if few:  # the default plan and the model's grid on the same maps, for comparison
             samples = [i * args.seeds + k for i in maps for k in range(args.seeds)]
@@ -230,6 +253,42 @@ def measure(args: argparse.Namespace, scorer: Scorer, pairs: list[tuple[Path, Pa
                                   "adherence": adherence(r["layout"]["pixel_accuracy"], own)}
         rows.append(r)
         print(table_line(r), flush=True)
+    return rows
+
+
+@torch.no_grad()
+def timing(args: argparse.Namespace, pairs: list[tuple[Path, Path]]) -> list[dict]:
+    """Seconds per image of every (size, plan) on the first map, in --timing interleaved rounds (each round
+    runs every row once, so a change in the machine's load reaches every row alike); the median per row."""
+    plan_of = tc.sampling_precision("auto", "cpu")
+    net = tc.prepare_for_sampling(tc.load_model(ROOT / "checkpoints" / "segmentation").eval(), plan_of)
+    cond = net.conditioner
+    space = tc.labels.label_space(cond.n_labels, cond.label_offset)
+    f = net.first_stage_model.downsample_factor
+    raw = np.asarray(Image.open(pairs[0][1]))
+    native = (net.grid[0] * f, net.grid[1] * f)
+    jobs = [(native, Plan("fast"))] + [(size, plan) for size in args.sizes for plan in args.plans]
+    conds = {}
+    for size, _ in jobs:
+        grid = (size[0] // f, size[1] // f)
+        c = net.encode_cond(torch.from_numpy(tc.condition_maps.label_map(raw, size, "crop", space, "0-based")[0])[None])
+        conds[size] = c if grid == net.grid else c.view(1, *grid)
+        stream_image(net, conds[size], grid, Plan("fast"), 0, plan_of.decode_dtype)  # warm-up, not timed
+    times = {job: [] for job in jobs}
+    for k in range(args.timing):
+        for size, plan in jobs:
+            grid = (size[0] // f, size[1] // f)
+            times[size, plan].append(stream_image(net, conds[size], grid, plan, k, plan_of.decode_dtype)[1])
+        print(f"round {k + 1}/{args.timing} done", flush=True)
+    rows = []
+    for (size, plan), t in times.items():
+        grid = (size[0] // f, size[1] // f)
+        placements, positions = positions_fed(grid, net.grid, plan)
+        name = "plain (the model's grid)" if grid == net.grid else plan.name
+        rows.append({"size": f"{size[1]}x{size[0]}", "plan": name, "seconds": t, "median_s": statistics.median(t),
+                     "placements": placements, "positions": positions})
+        print(f"{rows[-1]['size']:>8}  {name:<24} {statistics.median(t):7.2f} s  ({min(t):.2f}-{max(t):.2f}; "
+              f"{placements} placements, {positions} positions)", flush=True)
     return rows
 
 
@@ -250,7 +309,7 @@ def through_api(args: argparse.Namespace, scorer: Scorer, pairs: list[tuple[Path
         layout, floor = Layout(scorer.n_classes), Layout(scorer.n_classes)
         seconds, shapes = [], set()
         targets = [scorer.target(tc.condition_maps.label_map(np.asarray(Image.open(m)), size, "crop", space,
-                                                             "0-based")[0], cond.label_offset) for _, m in pairs]
+                                                             "0-based")[0]) for _, m in pairs]
         for i, (_, m) in enumerate(pairs):
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
@@ -300,10 +359,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--exact-wide-maps", type=int, default=0,
                     help="'exact' at sizes that are not square on N evenly spaced maps only (0: all)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--timing", type=int, default=0, metavar="R",
+                    help="instead: seconds per image of each row on the first map, R interleaved rounds")
     ap.add_argument("--through-api", type=int, default=0, metavar="N",
                     help="instead: the app's handler on the first N maps (its own window plan)")
-    ap.add_argument("--json", help="default bench/results/window_plan.json (window_plan_api.json with "
-                    "--through-api)")
+    ap.add_argument("--json", help="default bench/results/window_plan.json (window_plan_timing.json with --timing, "
+                    "window_plan_api.json with --through-api)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     host = tc.host_info()
@@ -313,7 +374,10 @@ def main(argv=None) -> dict:
         raise SystemExit(f"no held-out label maps under {SHARED}")
     scorer = Scorer(ROOT / "checkpoints" / "segmenter")
     print(f"{len(pairs)} held-out maps x {args.seeds} seed(s), top-k {TOP_K}, guidance {GUIDANCE}", flush=True)
-    if args.through_api:
+    if args.timing:
+        rows = timing(args, pairs)
+        default = ROOT / "bench" / "results" / "window_plan_timing.json"
+    elif args.through_api:
         rows = through_api(args, scorer, pairs)
         default = ROOT / "bench" / "results" / "window_plan_api.json"
     else:

@@ -26,6 +26,17 @@ def test_layout_scores_count_labelled_pixels_only():
         wp.adherence(0.4, 0.0)
 
 
+def test_maps_become_the_segmenters_classes():
+    import numpy as np
+    import taming_core as tc
+    scorer = wp.Scorer(wp.ROOT / "checkpoints" / "segmenter")
+    labels = list(scorer.seg.config.labels)
+    ids = np.array([[tc.labels.label_id("sky-other"), tc.labels.label_id("grass")], [255, 0]])  # the data's ids
+    classes = scorer.target(ids)
+    assert classes.tolist() == [[labels.index("sky-other"), labels.index("grass")],
+                                [-1, labels.index("person") if "person" in labels else len(labels)]]
+
+
 def test_plans_and_sizes_parse():
     assert wp.parse_plan("fast") == wp.Plan("fast") and wp.Plan("fast").name == "fast (default 8x8)"
     assert wp.parse_plan("fast:4") == wp.Plan("fast", (4, 4)) and wp.parse_plan("fast:4").name == "fast 4x4"
@@ -80,3 +91,28 @@ def test_window_plan_bench_through_the_app_handler(tmp_path):
     assert own["image_shapes"] == [[128, 128, 3]] and wide["image_shapes"] == [[136, 144, 3]] and wide["exact_size"]
     assert wide["plan"] == wp.Plan(WINDOW_MODE, WINDOW_STRIDE).name and own["adherence"] == 1.0
     assert wide["samples"] == 1 and 0 < wide["adherence"]
+
+
+def test_positions_fed_counts_the_window_work():
+    assert wp.positions_fed((16, 16), (16, 16), wp.Plan("exact")) == (1, 256)  # one window: plain sampling
+    placements, positions = wp.positions_fed((32, 32), (16, 16), wp.Plan("exact"))
+    assert placements == 17 * 17  # the window moves with every token except near the borders
+    assert wp.positions_fed((32, 32), (16, 16), wp.Plan("fast"))[0] == 9  # half-window bands: 3 x 3
+    fast4 = wp.positions_fed((32, 32), (16, 16), wp.Plan("fast", (4, 4)))
+    fast8 = wp.positions_fed((32, 32), (16, 16), wp.Plan("fast"))
+    assert fast8[1] < fast4[1] < positions and fast8[1] >= 32 * 32  # every token is fed at least once
+
+
+def test_window_plan_bench_times_in_rounds(tmp_path):
+    if not wp.held_out_maps():
+        pytest.skip("../shared/data not found")
+    threads = torch.get_num_threads()
+    try:
+        result = wp.main(["--maps", "1", "--sizes", "136x136", "--plans", "fast", "--timing", "1",
+                          "--json", str(tmp_path / "t.json")])
+    finally:
+        torch.set_num_threads(threads)
+    rows = {(r["size"], r["plan"]): r for r in result["rows"]}
+    assert set(rows) == {("128x128", "plain (the model's grid)"), ("136x136", "fast (default 8x8)")}
+    assert all(len(r["seconds"]) == 1 and r["median_s"] > 0 for r in rows.values())
+    assert rows["136x136", "fast (default 8x8)"]["placements"] == 2 * 2  # 17x17: two bands on each axis
