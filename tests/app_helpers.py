@@ -1,6 +1,7 @@
-"""Helpers of the app's tests: a free port, and a page of Debian's chromium (browser tests skip themselves
-where it is missing)."""
+"""Helpers of the app's tests: a free port, a page of Debian's chromium (browser tests skip themselves where it
+is missing), and what the served app logs."""
 import contextlib
+import logging
 import socket
 from pathlib import Path
 
@@ -40,3 +41,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server_log():
+    """The records (warnings and worse, tracebacks included) that the app served in this process logs meanwhile, as
+    a list of lines: uvicorn's own loggers (which do not pass records on to the root) and every other one."""
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.extend(self.format(record).splitlines())
+
+    handler = Collect(logging.WARNING)
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
