@@ -2,22 +2,30 @@
 
 A handler submits a Job (its condition rows, its token choice, guidance and fill) and reads its Updates; one
 worker thread runs the jobs. The oldest waiting job opens a batch, which every waiting job of the same model and
-token grid joins, up to `max_rows` rows in all; a job that arrives while a batch runs joins the next one. When a
-batch is about to start while other handlers are still reading their inputs (`arriving`), it waits for them a
-little (`linger`), so that requests sent together start together.
+token grid joins, up to `max_rows` rows in all. When a batch is about to start while other handlers are still
+reading their inputs (`arriving`), it waits for them a little (`linger`), so that requests sent together start
+together. A job that arrives while a batch runs:
+- joins it at its next step when the batch samples the model's own grid on a CPU (`run_joined`, a
+  tc.joining.JoinedBatch: the job's prefill runs alone, then its rows step with the others', each at its own
+  position); it leaves with its image, and the batch runs as long as it has jobs;
+- else (grids larger than the model's: the sliding window; models on a GPU) joins the next batch (`run_batch`).
 
-Each job's rows are drawn by its own picker (its seed, temperature, top-k/p) from the logits of its own rows
-(tc.split_picker), and guidance is set per row: a seed gives the same tokens in a batch as alone, up to the
-rounding of the GPT's products over a different batch size, which on a rare step could move a draw (not seen in
-the tests); the decoded image can differ by one level of 255 in a few pixels, for the same reason. A cancelled job (Stop,
-client gone) gets no more updates at once; its rows are sampled on with the batch's other rows until that
-batch ends, and a batch whose every job is cancelled stops at once. A job cancelled while it waits never runs.
+Each job's rows are drawn by its own picker (its seed, temperature, top-k/p) from the logits of its own rows,
+with its own guidance. Jobs that start together draw the tokens they draw alone, up to the rounding of the
+GPT's products over another batch size, which on a rare step could move a draw (not seen in the tests); the
+decoded image can differ by one level of 255 in a few pixels, for the same reason. A job that joins a running
+batch attends through a mask over the batch's longer cache, which rounds otherwise again: its image follows the
+same distribution, but its seed may give another image than alone. A cancelled job (Stop, client gone) gets no
+more updates at once; in a joined batch its rows leave at the next step, in a next-run batch they are sampled
+on until that batch ends (a batch whose every job is cancelled stops at once). A job cancelled while it waits
+never runs.
 """
 from __future__ import annotations
 
 import queue
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,6 +33,9 @@ import torch
 import torch.nn.functional as F
 
 import taming_core as tc
+import taming_core.joining
+import taming_core.streaming
+from taming_core.joining import can_join
 
 from .refused import log
 
@@ -145,6 +156,19 @@ class Batcher:
                     self._waiting = [j for j in self._waiting if j not in batch]
                     return batch
 
+    def _joining(self, key: tuple, rows: int) -> list[Job]:
+        """Waiting jobs of `key` that fit in `rows` more rows, taken from the queue (a running batch's joiners);
+        jobs stopped while they waited are dropped."""
+        with self._cv:
+            self._waiting = [j for j in self._waiting if not _dropped(j)]
+            taken = []
+            for job in self._waiting:
+                if job.key == key and job.rows <= rows:
+                    taken.append(job)
+                    rows -= job.rows
+            self._waiting = [j for j in self._waiting if j not in taken]
+            return taken
+
     def _fitting(self) -> tuple[list[Job], int]:
         first = self._waiting[0]
         batch, rows = [first], first.rows
@@ -161,12 +185,18 @@ class Batcher:
                 batch = self._take()
                 self.batches += 1
                 self.most_jobs = max(self.most_jobs, len(batch))
-                if self.threads is None:
-                    run_batch(batch)
-                else:
+                first = batch[0]
+                joins = tuple(first.grid) == tuple(first.model.grid) and can_join(first.model)
+                decode_threads = None
+                if self.threads is not None:
                     self.threads.measure()
-                    with self.threads.use("gpt"):  # GPT steps on this thread; the decodes with their own threads
-                        run_batch(batch, self.threads.threads_for("decode"))
+                    decode_threads = self.threads.threads_for("decode")
+                with self.threads.use("gpt") if self.threads is not None else nullcontext():
+                    # GPT steps on this thread; the decodes with their own threads
+                    if joins:  # jobs that arrive while it runs join at its next step
+                        run_joined(batch, self._joining, self.max_rows, decode_threads)
+                    else:
+                        run_batch(batch, decode_threads)
             except Exception as e:  # noqa: BLE001 - every job of the batch gets the error, the worker goes on
                 log.exception("a batch of %d job(s) failed", len(batch))
                 for job in batch:
@@ -189,6 +219,72 @@ def _dropped(job: Job) -> bool:
         job.updates.put(END)
         return True
     return False
+
+
+@dataclass(eq=False)
+class _Joined:
+    """A job in a joined batch: its member of the tc JoinedBatch and its preview clock."""
+
+    job: Job
+    member: tc.joining.Member
+    clock: tc.streaming.PreviewClock
+
+
+def run_joined(batch: list[Job], joining: Callable[[tuple, int], list[Job]], max_rows: int,
+               decode_threads: int | None = None) -> None:
+    """Samples jobs of the model's own grid as a tc JoinedBatch, sending each its own Updates; before every
+    step, jobs of the same key that `joining(key, free rows)` hands over join it (appended to `batch`, so that
+    an error reaches them too); a job leaves when it has its image or is cancelled, and the batch ends when
+    every job has left. Previews per job, at most 20% of its time (tc.streaming.PreviewClock)."""
+    first = batch[0]
+    model, key = first.model, first.key
+    h = model.grid[0]
+    engine = tc.joining.JoinedBatch(model)
+    running: list[_Joined] = []
+
+    def admit(job: Job) -> None:
+        job.started.set()
+        t0 = time.perf_counter()
+        member = engine.join(job.c, job.pick, job.guidance)
+        state = _Joined(job, member, tc.streaming.PreviewClock())
+        state.clock.sampling_s = time.perf_counter() - t0
+        running.append(state)
+
+    def send(state: _Joined) -> None:
+        job, member, clock = state.job, state.member, state.clock
+        tokens, rows = engine.raster(member)
+        preview = None
+        if clock.due(rows, member.finished):
+            t0 = time.perf_counter()
+            with tc.threads.intra_op_threads(decode_threads), torch.no_grad():
+                preview = tc.streaming.preview_image(model, tokens, h if member.finished else rows, job.fill,
+                                                     job.decode_dtype)
+            clock.decoded(rows, time.perf_counter() - t0)
+        job.updates.put(Update(member.done, member.total, member.done / max(clock.sampling_s, 1e-9), preview,
+                               member.finished, len(running) - 1))
+
+    for job in batch:
+        admit(job)
+    for state in list(running):
+        send(state)
+    while running:
+        for state in [s for s in running if s.job.cancelled.is_set() or s.member.finished]:
+            engine.leave(state.member)
+            running.remove(state)
+        free = max_rows - sum(s.member.rows for s in running)
+        for job in joining(key, free) if running and free > 0 else ():
+            batch.append(job)
+            admit(job)
+            send(running[-1])
+        if not running:
+            return
+        t0 = time.perf_counter()
+        engine.step()
+        dt = time.perf_counter() - t0
+        for state in running:
+            state.clock.sampling_s += dt
+            if not state.job.cancelled.is_set():
+                send(state)
 
 
 def run_batch(batch: list[Job], decode_threads: int | None = None) -> None:

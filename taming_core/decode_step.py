@@ -101,6 +101,49 @@ class DecodeStep:
         ln = gpt.ln_f
         return self.head(F.layer_norm(last, (E,), ln.weight, ln.bias, ln.eps))  # (B, V)
 
+    def at(self, idx: torch.Tensor, positions: torch.Tensor, cache: KVCache,
+           cond: torch.Tensor | None = None) -> torch.Tensor:
+        """One token per row at its own position (rows of requests that started at different times):
+        idx (B, 1), positions (B,) int64 -> logits (B, V); each row's key and value written at its position,
+        each row attending to its positions 0 .. p only. The cache's length becomes the largest p + 1. All rows
+        at one position: exactly __call__. cond (B, 1[, E]) as GPT.forward's."""
+        first = int(positions[0])
+        if bool((positions == first).all()):
+            cache.length = first
+            return self(idx, cache, cond)
+        gpt = self.gpt()
+        cfg = gpt.config
+        B = idx.shape[0]
+        end = int(positions.max()) + 1
+        if end > cfg.block_size or end > cache.max_len or int(positions.min()) < 0:
+            raise ValueError(f"positions must lie in [0, {min(cfg.block_size, cache.max_len)}), got "
+                             f"{positions.tolist()}")
+        lo, hi = idx.aminmax()
+        if bool((lo < 0) | (hi >= cfg.vocab_size)):
+            raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}), got range [{int(lo)}, {int(hi)}]")
+        if self.cache is None or self.cache() is not cache:
+            self.refresh(gpt)
+            self.cache = weakref.ref(cache)
+        E, nh = cfg.n_embd, cfg.n_head
+        hs = E // nh
+        x = F.embedding(idx, gpt.tok_emb.weight) + gpt.pos_emb[0, positions][:, None]  # (B, 1, E)
+        if cond is not None:
+            x = x + gpt._cond_embedding(cond, idx.shape).to(x.dtype)
+        x = x.view(B, E)
+        rows = torch.arange(B, device=idx.device)
+        mask = (torch.arange(end, device=idx.device) <= positions[:, None]).view(B, 1, 1, end)  # (B, 1, 1, P+1)
+        for layer, (w1, b1, eps1, qkv, proj, w2, b2, eps2, fc, out) in enumerate(self.layers):
+            q, k, v = qkv(F.layer_norm(x, (E,), w1, b1, eps1)).view(B, 1, 3, nh, hs).permute(2, 0, 3, 1, 4)
+            cache.k[layer][rows, :, positions] = k[:, :, 0].to(cache.k.dtype)  # (B, nh, hs) at each row's position
+            cache.v[layer][rows, :, positions] = v[:, :, 0].to(cache.v.dtype)
+            y = F.scaled_dot_product_attention(q.to(cache.k.dtype), cache.k[layer, :, :, :end],
+                                               cache.v[layer, :, :, :end], attn_mask=mask)  # (B, nh, 1, hs)
+            x = x + proj(y.transpose(1, 2).reshape(B, E).to(x.dtype))
+            x = x + out(F.gelu(fc(F.layer_norm(x, (E,), w2, b2, eps2))))
+        cache.length = end
+        ln = gpt.ln_f
+        return self.head(F.layer_norm(x, (E,), ln.weight, ln.bias, ln.eps))  # (B, V)
+
 
 def attach(gpt: GPT) -> DecodeStep | None:
     """Register a DecodeStep for `gpt` (prepared for sampling: query, key and value in one product); None, and

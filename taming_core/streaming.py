@@ -45,13 +45,35 @@ class StreamEvent:
         return self.done == self.total
 
 
-def _finished_rows(known: torch.Tensor) -> int:
+def finished_rows(known: torch.Tensor) -> int:
     """known (h, w) bool raster mask -> number of leading rows whose tokens are all sampled."""
     return int(known.all(dim=1).int().cumprod(dim=0).sum())
 
 
-def _preview(model: Net2Net, tokens: torch.Tensor, rows: int, fill: torch.Tensor | None,
-             decode_dtype: torch.dtype | None = None) -> torch.Tensor:
+@dataclass
+class PreviewClock:
+    """When to decode a preview: previews may take `budget` of the time so far (sampling + previews), the next
+    one counted at the cost of the last (the first is taken blind, as soon as a row is finished; an overshoot
+    delays the ones after it); the last token's image is always decoded (the result)."""
+
+    budget: float = 0.2
+    sampling_s: float = 0.0  # the caller adds its sampling time
+    preview_s: float = 0.0
+    last_cost_s: float = 0.0
+    last_rows: int = 0
+
+    def due(self, rows: int, last: bool) -> bool:
+        """Whether to decode now, with `rows` token rows finished; `last`: the final token."""
+        affordable = (self.preview_s + self.last_cost_s) * (1 - self.budget) <= self.budget * self.sampling_s
+        return last or (rows > self.last_rows and affordable)
+
+    def decoded(self, rows: int, seconds: float) -> None:
+        self.last_cost_s, self.last_rows = seconds, rows
+        self.preview_s += seconds
+
+
+def preview_image(model: Net2Net, tokens: torch.Tensor, rows: int, fill: torch.Tensor | None,
+                  decode_dtype: torch.dtype | None = None) -> torch.Tensor:
     """tokens (B, h, w), the first `rows` finished -> image (B, 3, H, W): decoded rows above the fill."""
     device = tokens.device.type
     with torch.autocast(device, dtype=decode_dtype) if decode_dtype is not None else nullcontext():
@@ -127,24 +149,19 @@ def stream(model: Net2Net, c: torch.Tensor, *, grid: tuple[int, int] | None = No
     total = h * w - start
     known = torch.zeros(h * w, dtype=torch.bool)  # raster mask of the tokens already there
     known[list(range(start)) if order is None else order[:start]] = True
-    sampling_s = preview_s = 0.0
-    last_cost_s, last_rows = 0.0, 0
+    clock = PreviewClock(preview_budget)
     for done in range(1, total + 1):
         t0 = time.perf_counter()
         n = next(progress)  # the position just written, in sampling order
-        sampling_s += time.perf_counter() - t0
+        clock.sampling_s += time.perf_counter() - t0
         pos = n if order is None else order[n]
         known[pos] = True
         snapshot = raster().clone()  # the event's own tokens: later steps write on, events stay as they were
-        rows, preview = _finished_rows(known.view(h, w)), None
-        # previews may take preview_budget of the time so far, counting the next one at the cost of the last
-        # (the first is taken blind, as soon as a row is finished; an overshoot delays the ones after it)
-        due = (preview_s + last_cost_s) * (1 - preview_budget) <= preview_budget * sampling_s
-        if done == total or (rows > last_rows and due):
+        rows, preview = finished_rows(known.view(h, w)), None
+        if clock.due(rows, done == total):
             t0 = time.perf_counter()
             with intra_op_threads(decode_threads):
-                preview = _preview(model, snapshot, h if done == total else rows, fill, decode_dtype)
-            last_cost_s, last_rows = time.perf_counter() - t0, rows
-            preview_s += last_cost_s
-        speed = done / max(sampling_s, 1e-9)
-        yield StreamEvent(snapshot, divmod(pos, w), done, total, speed, preview, last_rows, preview_s)
+                preview = preview_image(model, snapshot, h if done == total else rows, fill, decode_dtype)
+            clock.decoded(rows, time.perf_counter() - t0)
+        speed = done / max(clock.sampling_s, 1e-9)
+        yield StreamEvent(snapshot, divmod(pos, w), done, total, speed, preview, clock.last_rows, clock.preview_s)

@@ -122,13 +122,12 @@ def test_an_error_in_a_batch_reaches_every_client_and_the_next_batch_runs(bank, 
 
     labels = str(files / "labels.png")
     app = A.App(bank)
-    real = batching.run_batch
-
-    def failing(batch, *args):
-        if app.batcher.batches == 1:
-            raise RuntimeError("out of memory (simulated)")
-        real(batch, *args)
-    monkeypatch.setattr(batching, "run_batch", failing)
+    for runner in ("run_batch", "run_joined"):  # a plain grid's batch is joined (CPU), a larger grid's not
+        def failing(batch, *args, real=getattr(batching, runner)):
+            if app.batcher.batches == 1:
+                raise RuntimeError("out of memory (simulated)")
+            real(batch, *args)
+        monkeypatch.setattr(batching, runner, failing)
     errors = {}
 
     def catch(gen, name):
@@ -174,3 +173,44 @@ def test_decode_threads_apply_to_decodes_only_and_are_restored(monkeypatch):
     with_threads = list(tc.stream(model, c, generator=torch.Generator().manual_seed(0), decode_threads=2))
     assert seen and set(seen) == {2} and torch.get_num_threads() == 1  # one_thread: the caller's setting kept
     assert torch.equal(with_threads[-1].tokens, plain)
+
+
+def test_a_request_arriving_mid_run_joins_at_the_next_step(bank, files):
+    """B is sent while A is sampled: it starts at A's next step (its first progress comes before A's image),
+    both end Done, and A says it was sampled together with B."""
+    import threading
+    import time
+
+    import app as A
+
+    labels = str(files / "labels.png")
+    b_alone = list(A.App(bank, max_batch=1).generate_segmentation(labels, seed=2))[-1][0]
+    app = A.App(bank)
+    app.batcher.linger = 0.0
+    times, outs = {}, {}
+
+    def run(name, seed):
+        outs[name] = []
+        for out in app.generate_segmentation(labels, seed=seed, frames=64):
+            outs[name].append(out)
+            if " tokens, " in out[1]:  # progress (not "Waiting for the images being made to finish")
+                times.setdefault((name, "first"), time.perf_counter())
+        times[(name, "done")] = time.perf_counter()
+    a = threading.Thread(target=run, args=("a", 1))
+    a.start()
+    for _ in range(400):  # A has sampled some tokens
+        if len(outs.get("a", ())) >= 2:
+            break
+        time.sleep(0.01)
+    b = threading.Thread(target=run, args=("b", 2))
+    b.start()
+    a.join(60)
+    b.join(60)
+    assert outs["a"][-1][1].startswith("Done") and outs["b"][-1][1].startswith("Done")
+    assert times[("b", "first")] < times[("a", "done")]  # B did not wait for A's batch to end
+    assert app.batcher.batches == 1
+    assert "sampled together with 1 other request(s)" in outs["a"][-1][1]  # B was running when A ended
+    # joined mid-run, B's rows attend through a mask over a longer cache, which rounds otherwise: one moved draw
+    # of this untrained model's flat distributions changes every later token (tests/test_joining.py checks the
+    # tokens with greedy draws); the image is B's, of B's size
+    assert outs["b"][-1][0].shape == b_alone.shape
