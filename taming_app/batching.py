@@ -223,11 +223,13 @@ def _dropped(job: Job) -> bool:
 
 @dataclass(eq=False)
 class _Joined:
-    """A job in a joined batch: its member of the tc JoinedBatch and its preview clock."""
+    """A job in a joined batch: its member of the tc JoinedBatch, its own sampling time and preview state."""
 
     job: Job
     member: tc.joining.Member
-    clock: tc.streaming.PreviewClock
+    sampling_s: float = 0.0
+    shown_rows: int = 0  # token rows in its latest preview
+    shown_at: float = 0.0  # when that preview was decoded
 
 
 def run_joined(batch: list[Job], joining: Callable[[tuple, int], list[Job]], max_rows: int,
@@ -235,56 +237,70 @@ def run_joined(batch: list[Job], joining: Callable[[tuple, int], list[Job]], max
     """Samples jobs of the model's own grid as a tc JoinedBatch, sending each its own Updates; before every
     step, jobs of the same key that `joining(key, free rows)` hands over join it (appended to `batch`, so that
     an error reaches them too); a job leaves when it has its image or is cancelled, and the batch ends when
-    every job has left. Previews per job, at most 20% of its time (tc.streaming.PreviewClock)."""
+    every job has left. Previews of all jobs together take at most 20% of the batch's time (one
+    tc.streaming.PreviewClock): when one is affordable, the job whose latest preview is oldest among those with
+    new finished rows gets it; every job's final image is decoded."""
     first = batch[0]
     model, key = first.model, first.key
     h = model.grid[0]
     engine = tc.joining.JoinedBatch(model)
+    clock = tc.streaming.PreviewClock()
     running: list[_Joined] = []
 
     def admit(job: Job) -> None:
         job.started.set()
         t0 = time.perf_counter()
         member = engine.join(job.c, job.pick, job.guidance)
-        state = _Joined(job, member, tc.streaming.PreviewClock())
-        state.clock.sampling_s = time.perf_counter() - t0
-        running.append(state)
+        running.append(_Joined(job, member, time.perf_counter() - t0))
+        clock.sampling_s += time.perf_counter() - t0
 
-    def send(state: _Joined) -> None:
-        job, member, clock = state.job, state.member, state.clock
-        tokens, rows = engine.raster(member)
-        preview = None
-        if clock.due(rows, member.finished):
-            t0 = time.perf_counter()
-            with tc.threads.intra_op_threads(decode_threads), torch.no_grad():
-                preview = tc.streaming.preview_image(model, tokens, h if member.finished else rows, job.fill,
-                                                     job.decode_dtype)
-            clock.decoded(rows, time.perf_counter() - t0)
-        job.updates.put(Update(member.done, member.total, member.done / max(clock.sampling_s, 1e-9), preview,
-                               member.finished, len(running) - 1))
+    def decode(state: _Joined, tokens: torch.Tensor, rows: int) -> torch.Tensor:
+        t0 = time.perf_counter()
+        with tc.threads.intra_op_threads(decode_threads), torch.no_grad():
+            image = tc.streaming.preview_image(model, tokens, rows, state.job.fill, state.job.decode_dtype)
+        clock.decoded(rows, time.perf_counter() - t0)
+        state.shown_rows, state.shown_at = rows, time.perf_counter()
+        return image
+
+    def send_all() -> None:
+        rasters = {id(s): engine.raster(s.member) for s in running if not s.job.cancelled.is_set()}
+        waiting = [s for s in running if id(s) in rasters and not s.member.finished
+                   and rasters[id(s)][1] > s.shown_rows]
+        chosen = min(waiting, key=lambda s: s.shown_at) if waiting and clock.affordable() else None
+        for state in running:
+            if id(state) not in rasters:
+                continue
+            member = state.member
+            tokens, rows = rasters[id(state)]
+            preview = None
+            if member.finished:
+                preview = decode(state, tokens, h)  # the result
+            elif state is chosen:
+                preview = decode(state, tokens, rows)
+            state.job.updates.put(Update(member.done, member.total, member.done / max(state.sampling_s, 1e-9),
+                                         preview, member.finished, len(running) - 1))
 
     for job in batch:
         admit(job)
-    for state in list(running):
-        send(state)
+    send_all()
     while running:
         for state in [s for s in running if s.job.cancelled.is_set() or s.member.finished]:
             engine.leave(state.member)
             running.remove(state)
         free = max_rows - sum(s.member.rows for s in running)
-        for job in joining(key, free) if running and free > 0 else ():
+        joined = joining(key, free) if running and free > 0 else []
+        for job in joined:
             batch.append(job)
             admit(job)
-            send(running[-1])
         if not running:
             return
         t0 = time.perf_counter()
         engine.step()
         dt = time.perf_counter() - t0
+        clock.sampling_s += dt
         for state in running:
-            state.clock.sampling_s += dt
-            if not state.job.cancelled.is_set():
-                send(state)
+            state.sampling_s += dt
+        send_all()
 
 
 def run_batch(batch: list[Job], decode_threads: int | None = None) -> None:

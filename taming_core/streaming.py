@@ -62,10 +62,13 @@ class PreviewClock:
     last_cost_s: float = 0.0
     last_rows: int = 0
 
+    def affordable(self) -> bool:
+        """Whether a preview now, at the cost of the last, keeps previews within the budget."""
+        return (self.preview_s + self.last_cost_s) * (1 - self.budget) <= self.budget * self.sampling_s
+
     def due(self, rows: int, last: bool) -> bool:
         """Whether to decode now, with `rows` token rows finished; `last`: the final token."""
-        affordable = (self.preview_s + self.last_cost_s) * (1 - self.budget) <= self.budget * self.sampling_s
-        return last or (rows > self.last_rows and affordable)
+        return last or (rows > self.last_rows and self.affordable())
 
     def decoded(self, rows: int, seconds: float) -> None:
         self.last_cost_s, self.last_rows = seconds, rows
