@@ -3,7 +3,9 @@
     .venv/bin/python bench/threads.py [--repeats 5] [--threads 1 2] [--wait-policies default passive]
 
 Times each part the app runs, with the bundled models and the app's default `--precision auto`:
-- gpt: one decode step of the segmentation GPT at batch 2 (one guided image), 128 cached positions;
+- gpt: one decode step of the segmentation GPT at batch 2 (one guided image), 128 cached positions, as the
+  samplers take it (tc.sampling.next_logits: the decode step without module calls);
+- gpt-8rows, gpt-16rows: the same step for 4 and 8 guided images (a batch of requests);
 - prefill: 128 positions into an empty cache, batch 2;
 - decode: the first stage decoding a 16x16 token grid (a preview or the image);
 - segmenter: a 256x256 photo -> label map.
@@ -35,7 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--wait-policies", nargs="+", default=["default", "passive"], choices=list(POLICIES))
-    ap.add_argument("--parts", nargs="+", default=["gpt", "prefill", "decode", "segmenter"])
+    ap.add_argument("--parts", nargs="+", default=["gpt", "gpt-8rows", "gpt-16rows", "prefill", "decode",
+                                                   "segmenter"])
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "threads.json"))
     ap.add_argument("--note", default="busy machine: other work (a training process on one core, other tests) "
                     "ran in every condition", help="what else the machine ran, stored in the json")
@@ -56,18 +59,23 @@ def worker(args) -> dict:
     jobs = {}
     net = tc.prepare_for_sampling(tc.load_model(ROOT / "checkpoints" / "segmentation").eval(), plan)
     gpt, ctx, B = net.transformer, 128, 2
-    cache = tc.sampling.new_sampling_cache(gpt, B, gpt.config.block_size, None)
-    gpt(torch.zeros(B, ctx, dtype=torch.long), cache)  # the cache's first call (packed copies checked)
-    tok = torch.zeros(B, 1, dtype=torch.long)
 
-    def step():
-        cache.length = ctx
-        gpt(tok, cache, last_only=True)
+    def decode_step(rows: int):
+        cache = tc.sampling.new_sampling_cache(gpt, rows, gpt.config.block_size, None)
+        gpt(torch.zeros(rows, ctx, dtype=torch.long), cache)  # the cache's first call (packed copies checked)
+        tok = torch.zeros(rows, 1, dtype=torch.long)
+
+        def step():
+            cache.length = ctx
+            tc.sampling.next_logits(gpt, tok, cache, None)
+        return step
+    cache = tc.sampling.new_sampling_cache(gpt, B, gpt.config.block_size, None)
 
     def prefill():
         cache.length = 0
         gpt(torch.zeros(B, ctx, dtype=torch.long), cache, last_only=True)
-    jobs["gpt"], jobs["prefill"] = step, prefill
+    jobs["gpt"], jobs["gpt-8rows"], jobs["gpt-16rows"] = decode_step(B), decode_step(8), decode_step(16)
+    jobs["prefill"] = prefill
     vq = net.first_stage_model
     codes = torch.randint(0, vq.n_codes, (1, 16, 16), generator=torch.Generator().manual_seed(0))
     jobs["decode"] = lambda: vq.decode_indices(codes)
