@@ -52,7 +52,7 @@ def prepare_for_sampling(model: Net2Net | GPT, precision: str | SamplingPrecisio
         pack_gpt(gpt, choice.packed_from_rows)
         gpt.sampling_matmul = choice
     if device.type == "cpu":  # decode steps without module calls (decode_step.py), the same logits
-        attach_decode_step(gpt_of(model))
+        attach_decode_step(gpt_of(model))  # (quantize_gpt's copy has one already)
     if device.type == "cpu" and isinstance(model, Net2Net):
         # oneDNN's convolutions over channels-last weights: decodes 1.2-1.3x faster on a 2-core AVX2 host (batch
         # 4, 1-2 threads), the same values to float rounding; the outputs come channels-last too
@@ -178,4 +178,7 @@ def quantize_gpt(model: Net2Net | GPT, dtype: torch.dtype = torch.int8,
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(module, name, LowBitLinear(child.weight, child.bias, dtype, prefill_dtype))
+    gpt = gpt_of(clone)
+    if gpt.pos_emb.device.type == "cpu":  # decode steps without module calls (decode_step.py), the same logits
+        attach_decode_step(gpt)
     return clone
