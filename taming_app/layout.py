@@ -134,9 +134,10 @@ def build_demo(bank: ModelBank, side: int | None = None, max_batch: int = 8) -> 
                 with gr.Row():
                     seg_photo = gr.File(label="Start from a photo",
                                         file_types=["image"], elem_id="seg_photo", height=150,
-                                        visible=app.can_segment())
+                                        visible=app.can_segment(), elem_classes=["upload"])
                     seg_upload = gr.File(label="Or upload a label map",
-                                         file_types=["image"], elem_id="seg_upload", height=150)
+                                         file_types=["image"], elem_id="seg_upload", height=150,
+                                         elem_classes=["upload"])
                 gr.Markdown("A photo is segmented and its label map, at the photo's aspect, replaces the canvas "
                             "(width and height follow). A label map holds the legend's colours or grey ids.",
                             elem_classes=["hint"])
@@ -158,13 +159,16 @@ def build_demo(bank: ModelBank, side: int | None = None, max_batch: int = 8) -> 
                 edge_kind = gr.Radio(["sketch", "photo"], value="sketch", label="An upload is a",
                                      elem_id="edges_kind")
                 edge_upload = gr.File(label="Or upload a sketch, or a photo to take its edges",
-                                      file_types=["image"], elem_id="edges_upload", height=150)
+                                      file_types=["image"], elem_id="edges_upload", height=150,
+                                      elem_classes=["upload"])
                 go_edges = gr.Button("Generate", variant="primary", elem_id="go_edges")
             with tab_with_results("Depth", "depth", results) as depth_tab:
                 gr.Markdown(depth_note(bank), elem_id="depth_note")
-                depth = gr.File(label="Upload a depth map (16/8-bit grey PNG, nearer = brighter, or the "
-                                      "original float-in-RGBA PNG)", file_types=["image"], elem_id="depth",
-                                height=150)
+                # a short label: a long one wraps over the upload icon in narrow windows; the formats go below
+                depth = gr.File(label="Upload a depth map", file_types=["image"], elem_id="depth", height=150,
+                                elem_classes=["upload"])
+                gr.Markdown("A 16- or 8-bit grey PNG, nearer = brighter, or the original float-in-RGBA PNG.",
+                            elem_classes=["hint"])
                 depth_preview = gr.Image(label="Depth preview", format="png", interactive=False,
                                          elem_id="depth_preview", elem_classes=["condition"])
                 go_depth = gr.Button("Generate", variant="primary", elem_id="go_depth")
