@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/window_plan.py [--maps 19] [--seeds 1] [--exact-wide-maps 6]
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/window_plan.py --timing 3
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/window_plan.py --through-api 4
+    .venv/bin/python bench/window_plan.py --summary bench/results/window_plan.json bench/results/window_plan_timing.json
 
 Maps: the fixed hold-out's label maps (the 19 COCO + S-FLCKR maps that train/prepare_data.py's md5 rule holds
 out), read at their original resolution from ../shared/data so that 512x256 crops exist. Each map is brought to
@@ -24,7 +25,9 @@ and the default plan's on those maps alone.
 Speed: seconds per image, tc.stream to the final image with one torch thread (the figures are taken beside
 other work on the second core; the results say so), and the work whatever the load: window placements and the
 positions the GPT runs over (positions_fed). `--timing R` times every row on one map in R interleaved rounds,
-so that a change in the machine's load reaches every row alike.
+so that a change in the machine's load reaches every row alike. `--summary` prints the results as a markdown
+table, with each plan's paired per-sample difference to the default plan (same maps, same seeds) and its
+standard error: the plans' differences are to be read against it.
 
 `--through-api N`: the app's own handler (taming_app App.generate_segmentation, the function behind the API's
 /generate_segmentation, called in-process as tests/test_app_handlers.py does) on the first N maps, given as
@@ -347,6 +350,52 @@ def table_line(r: dict) -> str:
             f"{r['layout']['miou']:.3f}  {r['seconds_per_image']:7.2f}{extra}")
 
 
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Per-sample scores of two plans on the same maps and seeds -> (mean of a - b, its standard error)."""
+    d = np.asarray(a) - np.asarray(b)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
+def plan_named(name: str) -> Plan:
+    """Plan.name -> Plan ("plain ..." -> the default plan: the model's own grid needs none)."""
+    if name == "exact":
+        return Plan("exact")
+    if name.startswith("fast ") and name[5].isdigit():
+        sh, sw = name[5:].split("x")
+        return Plan("fast", (int(sh), int(sw)))
+    return Plan("fast")
+
+
+def summary(results: dict, timings: dict | None = None, window: tuple[int, int] = (16, 16), f: int = 8) -> str:
+    """A results JSON (and a --timing JSON) -> a markdown table: per size and plan, the layout score, adherence
+    (on the row's own maps), the paired per-sample difference to the default plan at that size, floor,
+    ceiling, seconds per image and the work (positions the GPT runs over)."""
+    rows = results["rows"]
+    own = rows[0]
+    timed = {(t["size"], t["plan"]): t["median_s"] for t in (timings or {}).get("rows", [])}
+    by = {(r["size"], r["plan"]): r for r in rows}
+    lines = ["| size | plan | maps | layout | adherence | vs fast 8x8, per sample | floor | ceiling | s/image | "
+             "s/image, rounds | GPT positions |", "| --- " * 11 + "|"]
+    for r in rows:
+        maps = r["maps"] if isinstance(r["maps"], list) else list(range(r["maps"]))
+        size = tuple(int(v) for v in r["size"].split("x"))[::-1]  # (height, width)
+        adh = r.get("on_these_maps", {}).get("adherence", r["adherence"])
+        base = by.get((r["size"], Plan("fast").name))
+        vs = ""
+        if base is not None and base is not r and r is not own:
+            b = [base["per_sample_accuracy"][i] for i in maps] if len(maps) < len(base["per_sample_accuracy"]) \
+                else base["per_sample_accuracy"]
+            mean, se = paired_difference(r["per_sample_accuracy"], b)
+            vs = f"{mean * 100:+.1f} ± {se * 100:.1f} points"
+        grid = (size[0] // f, size[1] // f)
+        positions = positions_fed(grid, window, plan_named(r["plan"]))[1]
+        t = timed.get((r["size"], r["plan"]))
+        lines.append(f"| {r['size']} | {r['plan']} | {len(maps)} | {r['layout']['pixel_accuracy']:.1%} | {adh:.2f} | "
+                     f"{vs} | {r['floor']['pixel_accuracy']:.1%} | {r['ceiling']['pixel_accuracy']:.1%} | "
+                     f"{r['seconds_per_image']:.1f} | {'' if t is None else f'{t:.1f}'} | {positions:,} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--maps", type=int, default=19, help="the first N held-out maps (19 in all)")
@@ -365,7 +414,14 @@ def main(argv=None) -> dict:
                     help="instead: the app's handler on the first N maps (its own window plan)")
     ap.add_argument("--json", help="default bench/results/window_plan.json (window_plan_timing.json with --timing, "
                     "window_plan_api.json with --through-api)")
+    ap.add_argument("--summary", nargs="+", metavar="JSON",
+                    help="instead: the markdown table of a results JSON (and a --timing JSON), no sampling")
     args = ap.parse_args(argv)
+    if args.summary:
+        results, *timings = (json.loads(Path(p).read_text()) for p in args.summary)
+        print(tc.host_line(results["host"]), f"({results['timing']})")
+        print(summary(results, timings[0] if timings else None))
+        return results
     torch.set_num_threads(args.threads)
     host = tc.host_info()
     print(tc.host_line(host), f"({BUSY})" if args.threads == 1 else "", flush=True)

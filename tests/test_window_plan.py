@@ -116,3 +116,19 @@ def test_window_plan_bench_times_in_rounds(tmp_path):
     assert set(rows) == {("128x128", "plain (the model's grid)"), ("136x136", "fast (default 8x8)")}
     assert all(len(r["seconds"]) == 1 and r["median_s"] > 0 for r in rows.values())
     assert rows["136x136", "fast (default 8x8)"]["placements"] == 2 * 2  # 17x17: two bands on each axis
+
+
+def test_summary_pairs_each_plan_with_the_default_on_the_same_maps():
+    def row(size, plan, acc, maps, **extra):
+        return {"size": size, "plan": plan, "maps": maps, "per_sample_accuracy": acc, "adherence": 1.0,
+                "layout": {"pixel_accuracy": sum(acc) / len(acc)}, "floor": {"pixel_accuracy": 0.3},
+                "ceiling": {"pixel_accuracy": 0.6}, "seconds_per_image": 1.0, **extra}
+    results = {"rows": [row("128x128", "plain (the model's grid)", [0.5, 0.5, 0.5], [0, 1, 2]),
+                        row("256x128", "fast (default 8x8)", [0.6, 0.4, 0.8], [0, 1, 2]),
+                        row("256x128", "exact", [0.7, 0.9], [0, 2], on_these_maps={"adherence": 1.6})]}
+    table = wp.summary(results, {"rows": [{"size": "256x128", "plan": "exact", "median_s": 9.5}]})
+    exact = table.splitlines()[-1]
+    # maps 0 and 2: exact 0.7, 0.9 against the default's 0.6, 0.8: +10 points, no spread
+    assert "| exact | 2 |" in exact and "| 1.60 |" in exact and "+10.0 ± 0.0 points" in exact and "| 9.5 |" in exact
+    assert wp.paired_difference([0.5, 0.7], [0.4, 0.4]) == pytest.approx((0.2, 0.1))
+    assert wp.plan_named("fast 4x4") == wp.Plan("fast", (4, 4)) and wp.plan_named("exact") == wp.Plan("exact")
