@@ -1,7 +1,7 @@
 """The page's layout in a real browser (Debian's chromium through Playwright) at 1400, 1280 and 800 px wide
 windows: no label covers what it labels or a control (the editors' toolbars, the upload icons, the gallery's first
-image, the result and the condition view), and "Condition the model sees" is in view beside the result at
-1280x800 (issue 25)."""
+image, the result and the condition view), no editor's tool column lies over its drawing area, and "Condition
+the model sees" is in view beside the result at 1280x800 (issue 25)."""
 import os
 import re
 
@@ -12,16 +12,19 @@ pytest.importorskip("gradio")
 
 from app_helpers import CHROMIUM, FLAGS, colour_button, needs_chromium  # noqa: E402
 
-# (a label, what it must not cover), per tab; `label` is the label of the block with that id
+# (a label or toolbar, what it must not cover), per tab; LABEL is the label of the block with that id; an editor's
+# tool column must not lie over its drawing area (it covered the image's left edge, app.css)
 LABEL = "#{} label[data-testid=block-label]"
 MUST_NOT_OVERLAP = {
     "Segmentation": [(LABEL.format("seg"), "#seg .icon-button-wrapper.top-panel"),
+                     ("#seg .toolbar-wrap", "#seg canvas"),
                      (LABEL.format("seg_photo"), "#seg_photo [data-testid=upload-icon]"),
                      (LABEL.format("seg_upload"), "#seg_upload [data-testid=upload-icon]"),
                      (LABEL.format("out_seg"), "#out_seg img"),
                      (LABEL.format("cond_seg"), "#cond_seg img"),
                      (LABEL.format("each_seg"), "#each_seg .thumbnail-item")],
     "Edges": [(LABEL.format("edges"), "#edges .icon-button-wrapper.top-panel"),
+              ("#edges .toolbar-wrap", "#edges canvas"),
               (LABEL.format("edges_upload"), "#edges_upload [data-testid=upload-icon]")],
     "Depth": [(LABEL.format("depth"), "#depth [data-testid=upload-icon]")],
 }
@@ -39,7 +42,7 @@ def overlap(a: dict, b: dict) -> float:
 @pytest.mark.parametrize("width,height", [(1400, 1050), (1280, 800), (800, 800)])
 def test_labels_cover_nothing_and_the_condition_is_in_view(served, width, height, tmp_path):
     """After a run of two images (so the gallery shows), at each window size: no label overlaps its block's
-    toolbar, upload icon, image or first thumbnail, in any tab; at 1280x800, after a run of one image, the
+    toolbar, upload icon, image or first thumbnail, no tool column the editor's canvas, in any tab; at 1280x800, after a run of one image, the
     condition view is whole above the fold."""
     from playwright.sync_api import expect, sync_playwright
 
