@@ -76,6 +76,8 @@ def main(argv=None) -> None:
                                        arg=[f"#status_{key} textarea", before], timeout=300000)
                 expect(status).to_have_value(re.compile("^Done"))
                 page.evaluate("window.scrollTo(0, 0)")  # the tabs in view
+                for close in page.locator(".toast-close").all():  # messages (e.g. an upload's crop) closed
+                    close.click()
                 page.wait_for_timeout(500)
                 path = Path(args.out) / f"app-{name}.png"
                 page.screenshot(path=str(path))
