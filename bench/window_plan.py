@@ -426,6 +426,7 @@ def main(argv=None) -> dict:
     host = tc.host_info()
     print(tc.host_line(host), f"({BUSY})" if args.threads == 1 else "", flush=True)
     pairs = held_out_maps()[:args.maps]
+    pairs = pairs[:1] if args.timing else pairs[:args.through_api] if args.through_api else pairs  # the maps used
     if not pairs:
         raise SystemExit(f"no held-out label maps under {SHARED}")
     scorer = Scorer(ROOT / "checkpoints" / "segmenter")
