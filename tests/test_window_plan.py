@@ -132,3 +132,31 @@ def test_summary_pairs_each_plan_with_the_default_on_the_same_maps():
     assert "| exact | 2 |" in exact and "| 1.60 |" in exact and "+10.0 ± 0.0 points" in exact and "| 9.5 |" in exact
     assert wp.paired_difference([0.5, 0.7], [0.4, 0.4]) == pytest.approx((0.2, 0.1))
     assert wp.plan_named("fast 4x4") == wp.Plan("fast", (4, 4)) and wp.plan_named("exact") == wp.Plan("exact")
+
+
+def test_the_apps_window_plan_reaches_the_sampler(monkeypatch):
+    """run_batch samples a grid larger than the model's with the plan named in taming_app.batching: the
+    constant is what the app runs, not a label (the same tokens as tc.stream with that plan)."""
+    pytest.importorskip("gradio")
+    import taming_core as tc
+    from taming_app import batching
+    from test_conditioning import tiny_model, tokens
+
+    model, c = tiny_model("aligned", null=True), tokens(1, 12, 12, seed=4)  # an 8x8 model, a 12x12 grid
+    monkeypatch.setattr(batching, "WINDOW_MODE", "fast")
+    monkeypatch.setattr(batching, "WINDOW_STRIDE", (2, 2))
+    seen, real = [], tc.stream
+
+    def stream(*args, **kw):  # the real sampler, its plan and its final tokens recorded
+        seen.append((kw["mode"], kw["stride"]))
+        for ev in real(*args, **kw):
+            seen.append(ev.tokens)
+            yield ev
+    monkeypatch.setattr(batching.tc, "stream", stream)
+    job = batching.Job("segmentation", model, c, (12, 12), tc.make_picker(1.0, None, None, False,
+                                                                          torch.Generator().manual_seed(0)), 3.0)
+    batching.run_batch([job])
+    assert seen[0] == ("fast", (2, 2))
+    expected = list(real(model, c, window=(8, 8), mode="fast", stride=(2, 2), guidance=3.0,
+                              generator=torch.Generator().manual_seed(0)))[-1].tokens
+    assert torch.equal(seen[-1], expected)
