@@ -7,12 +7,15 @@ sliders' bounds, so that every argument reaches the handlers, whose checks name 
 parameter names and types from the handlers' signatures.)"""
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 
 import gradio as gr
+import numpy as np
 
 import taming_core as tc
 
+from .files import png_file
 from .handlers import App
 from .models import MODES, SEGMENTER
 from .settings import FIT, GUIDANCE_BY_MODE, LIMITS, Settings
@@ -36,6 +39,19 @@ def image_file(example: str, label: str) -> gr.File:
 
 
 WHOLE = {name for name, (_, _, whole) in LIMITS.items() if whole}  # the settings documented as ints
+OUTPUT_STEMS = ("image", "status", "condition")  # the file names API clients download
+
+
+def images_as_files(handler):
+    """A handler's stream with each image array sent as a PNG file written once (files.png_file). Gradio writes an
+    array to its cache under a name made from its content, anew for every request: concurrent requests with the
+    same condition view (or the same seed and settings) rewrote that file while another client was reading it
+    ("Too little data for declared Content-Length", a failed download; 8 concurrent clients, bench/serving.py)."""
+    @functools.wraps(handler)  # gradio reads the handler's signature (its gr.Request parameter) through this
+    def stream(*args, **kwargs):
+        for out in handler(*args, **kwargs):
+            yield tuple(png_file(x, stem) if isinstance(x, np.ndarray) else x for x, stem in zip(out, OUTPUT_STEMS))
+    return stream
 
 
 def add_api(app: App, common: dict, side: int = 0) -> None:
@@ -71,7 +87,7 @@ def add_api(app: App, common: dict, side: int = 0) -> None:
                              ("depth", app.generate_depth, [api_depth, *api_settings("depth"), api_fit]),
                              ("unconditional", app.generate_unconditional, api_uncond),
                              ("class", app.generate_class, [api_class, *api_uncond, api_guidance["class"]])):
-        api_buttons[mode].click(fn, inputs, api_outputs, api_name=f"generate_{mode}", **common)
+        api_buttons[mode].click(images_as_files(fn), inputs, api_outputs, api_name=f"generate_{mode}", **common)
     api_stop.click(app.request_stop, None, None, queue=False, api_name="stop")
     if app.can_segment():
         api_photo_button.click(app.label_map_from_photo, api_photo, api_photo_outputs,
