@@ -175,6 +175,7 @@ def test_decode_threads_apply_to_decodes_only_and_are_restored(monkeypatch):
     assert torch.equal(with_threads[-1].tokens, plain)
 
 
+@pytest.mark.slow
 def test_a_request_arriving_mid_run_joins_at_the_next_step(bank, files):
     """B is sent while A is sampled: it starts at A's next step (its first progress comes before A's image),
     both end Done, and A says it was sampled together with B."""

@@ -56,6 +56,7 @@ def test_photo_crop_keeps_the_centre_at_the_output_aspect():
     assert wp.photo_crop(rgb, (32, 64)).shape == (32, 64, 3)
 
 
+@pytest.mark.slow
 def test_window_plan_bench_runs_on_one_map(tmp_path):
     if not wp.held_out_maps():
         pytest.skip("../shared/data not found")
@@ -103,6 +104,7 @@ def test_positions_fed_counts_the_window_work():
     assert fast8[1] < fast4[1] < positions and fast8[1] >= 32 * 32  # every token is fed at least once
 
 
+@pytest.mark.slow
 def test_window_plan_bench_times_in_rounds(tmp_path):
     if not wp.held_out_maps():
         pytest.skip("../shared/data not found")
