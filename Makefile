@@ -18,7 +18,7 @@ demo: setup  ## run the app on the bundled models; app.py options in ARGS="--por
 	$(PY) app.py $(ARGS)
 
 test: setup  ## the default test run: every test not marked slow
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 test-slow: setup  ## the tests marked slow (browser, torchrun, end-to-end training); CI runs them after `test`
 	$(PY) -m pytest -q -m slow
