@@ -143,7 +143,10 @@ def test_variations_come_as_one_batch_side_by_side(bank, files):
     tiles = [image[r:r + 32, c:c + 32] for r in (0, 34) for c in (0, 34)]
     assert (image[32:34] == 255).all() and len({t.tobytes() for t in tiles}) == 4  # four different samples
     again = list(app.generate_segmentation(str(files / "labels.png"), seed=5, images=4))[-1][0]
-    assert np.array_equal(image, again)  # seeded as one batch
+    # seeded as one batch: the same tokens; the decode's threads follow the machine's load (tc.ThreadPolicy), and
+    # convolutions over another thread count round apart by one level in a few pixels
+    diff = np.abs(image.astype(int) - again)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
     three = list(app.generate_unconditional(seed=1, images=3))[-1][0]
     assert three.shape == (66, 66, 3) and (three[34:, 34:] == 255).all()  # the fourth place stays empty
     with pytest.raises(gr.Error, match="images must be a whole number from 1 to 8"):
