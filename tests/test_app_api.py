@@ -202,6 +202,7 @@ def test_the_readme_api_block_runs_as_written(served, files, tmp_path, monkeypat
     assert Image.open(scope["label_map"]).size[0] > 0 and scope["found"]
 
 
+@pytest.mark.slow
 def test_a_client_that_goes_away_or_cancels_stops_its_job_within_a_second(served, files, caplog):
     """A killed client's job (or one cancelled with Job.cancel) ran on to its next preview, seconds later at
     large sizes (after a killed client's 512x512 8-image job the next request waited 122 s; job.cancel() took

@@ -95,6 +95,7 @@ def test_init_from_refuses_a_transformer(tmp_path, images, vq_run):
     assert one_line_error(proc).startswith(f"error: init_from={gpt / 'model'} is a Net2Net, not a first stage")
 
 
+@pytest.mark.slow
 def test_swap_decoder_releases_the_stage_and_relinks_its_transformers(tmp_path, images, vq_run):
     stage, gpt = tmp_path / "rel" / "vqgan", tmp_path / "rel" / "gpt"
     run(RELEASE, vq_run / "model", stage)

@@ -223,6 +223,7 @@ def test_transformer_writes_loadable_net2net(tmp_path, images, vq_run, cond):
     assert (out / "codes.pt").is_file() and (out / "images" / "step-00000006.png").is_file()
 
 
+@pytest.mark.slow
 def test_transformer_time_budget_stops_saves_and_resumes(tmp_path, images, vq_run):
     out = tmp_path / "budget"
     proc = run(TRANSFORMER, "--preset", "tiny", "--data", images, "--first-stage", vq_run / "model", "--out", out,
@@ -234,6 +235,7 @@ def test_transformer_time_budget_stops_saves_and_resumes(tmp_path, images, vq_ru
     assert "resuming from step" in proc.stdout and int(tc.list_checkpoints(out)[-1].stem.split("-")[1]) == 50
 
 
+@pytest.mark.slow
 def test_transformer_on_segmentation_condition_and_resume(tmp_path, vq_run):
     data = make_segmentation_data(tmp_path / "seg")
     seg = tmp_path / "seg_vq"
@@ -275,6 +277,7 @@ def test_transformer_aligned_condition_with_condition_dropout(tmp_path, vq_run):
     assert proc.returncode != 0 and "spatial condition" in proc.stderr
 
 
+@pytest.mark.slow
 def test_transformer_random_crops_codes_alone_best_weights_and_release_from_a_pack(tmp_path, vq_run):
     """crops=N encodes N random crops per image besides the centre crop and its mirror; a run with cache=FILE
     and no --data trains from those codes alone; model-best holds the lowest validation loss; release.py puts
@@ -386,6 +389,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path, images, vq_run):
     assert log(out)[-1]["val_bits_per_token"] > 0
 
 
+@pytest.mark.slow
 def test_evaluate_cli_reconstruction_and_fid(tmp_path, images, vq_run):
     from taming_core.evaluation import inception_path
     try:
@@ -467,6 +471,7 @@ def test_release_halves_weights_and_sets_resolution_only_without_attention(tmp_p
         assert torch.equal(wide(y)[0], plain.eval()(y)[0])
 
 
+@pytest.mark.slow
 def test_evaluate_cli_transformer_on_edges(tmp_path, images, vq_run):
     stage = tmp_path / "edges_vq"
     run(VQGAN, "--preset", "tiny", "--data", images, "--kind", "edges", "--out", stage)
@@ -485,6 +490,7 @@ def test_evaluate_cli_transformer_on_edges(tmp_path, images, vq_run):
         assert sheet.size == (5 * 18 + 2, 4 * 18 + 2)
 
 
+@pytest.mark.slow
 def test_transformer_init_from_copies_a_trained_gpt_and_refuses_other_shapes(tmp_path, images, vq_run):
     donor = tmp_path / "donor"
     run(TRANSFORMER, "--preset", "tiny", "--data", images, "--first-stage", vq_run / "model", "--out", donor)
