@@ -58,6 +58,15 @@ class DecodeStep:
                        for b in gpt.blocks]
         self.head = product_of(gpt.head)
 
+    def _check(self, gpt: GPT, idx: torch.Tensor, cache: KVCache) -> None:
+        """Token ids in range; the products' closures taken again for a new cache (the weights may have changed)."""
+        lo, hi = idx.aminmax()
+        if bool((lo < 0) | (hi >= gpt.config.vocab_size)):
+            raise ValueError(f"token ids must lie in [0, {gpt.config.vocab_size}), got range [{int(lo)}, {int(hi)}]")
+        if self.cache is None or self.cache() is not cache:
+            self.refresh(gpt)
+            self.cache = weakref.ref(cache)
+
     def __call__(self, idx: torch.Tensor, cache: KVCache, cond: torch.Tensor | None = None) -> torch.Tensor:
         """idx (B, T) -> logits (B, V) of the token after them, the T tokens appended to the cache at positions
         [cache.length, cache.length + T); cond (B, T[, E]) as GPT.forward's."""
@@ -67,12 +76,7 @@ class DecodeStep:
         cfg = gpt.config
         if end > cfg.block_size or end > cache.max_len:
             return gpt(idx, cache, last_only=True, cond=cond)[:, -1]  # GPT.forward says what is wrong
-        lo, hi = idx.aminmax()
-        if bool((lo < 0) | (hi >= cfg.vocab_size)):
-            raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}), got range [{int(lo)}, {int(hi)}]")
-        if self.cache is None or self.cache() is not cache:  # a new cache: the weights may have changed
-            self.refresh(gpt)
-            self.cache = weakref.ref(cache)
+        self._check(gpt, idx, cache)
         E, nh = cfg.n_embd, cfg.n_head
         hs = E // nh
         x = F.embedding(idx, gpt.tok_emb.weight) + gpt.pos_emb[:, start:end]  # (B, T, E)
@@ -118,12 +122,7 @@ class DecodeStep:
         if end > cfg.block_size or end > cache.max_len or int(positions.min()) < 0:
             raise ValueError(f"positions must lie in [0, {min(cfg.block_size, cache.max_len)}), got "
                              f"{positions.tolist()}")
-        lo, hi = idx.aminmax()
-        if bool((lo < 0) | (hi >= cfg.vocab_size)):
-            raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}), got range [{int(lo)}, {int(hi)}]")
-        if self.cache is None or self.cache() is not cache:
-            self.refresh(gpt)
-            self.cache = weakref.ref(cache)
+        self._check(gpt, idx, cache)
         E, nh = cfg.n_embd, cfg.n_head
         hs = E // nh
         x = F.embedding(idx, gpt.tok_emb.weight) + gpt.pos_emb[0, positions][:, None]  # (B, 1, E)
